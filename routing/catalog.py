@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,9 @@ class FieldSpec:
     name: str
     grade: Grade  # declared grade, or HIGHEST when untagged: an untagged field can never leak
     tagged: bool
-    avro_type: object
-    has_default: bool
-    nullable: bool
+    avro_type: object = field(hash=False, compare=False)  # JSON of the schema; may be an unhashable list
+    has_default: bool = False
+    nullable: bool = False
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,8 @@ class EventType:
     full_name: str
     record_grade: Grade
     fields: tuple[FieldSpec, ...]
-    schema: Mapping[str, Any]
-    path: str  # the .avsc it came from; "" for derived views
+    schema: Mapping[str, Any] = field(hash=False, compare=False, repr=False)
+    path: str = ""  # the .avsc it came from; "" for derived views
 
     @property
     def key(self) -> str:

@@ -1,0 +1,51 @@
+"""The boundary guard: the last, independent check before a record leaves the private cloud.
+
+It shares only the catalog and the grade function with the router — never the router's decision or a
+header's word — and lets a record out only when its own recomputed grade is `public`.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from routing.catalog import EventType, effective_grade
+from routing.grades import Grade
+
+PUBLIC_CLOUD = "public_cloud"
+ARCHIVE = "archive"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """`allowed` records leave; a refused record is a `leak` (quarantine it) unless it was simply not
+    meant for this destination."""
+
+    allowed: bool
+    grade: Grade
+    reason: str
+    leak: bool = False
+
+
+def check_export(
+    event_type: EventType, payload: Mapping[str, Any], source_topic: str, destinations: str | None, destination: str
+) -> Verdict:
+    """May this decoded record go to `destination` (`public_cloud` or `archive`)?
+
+    `destinations` is the router's stamped header: it can only narrow what leaves, never widen it.
+    """
+    grade = effective_grade(event_type, payload)
+    if grade is not Grade.PUBLIC:
+        return Verdict(False, grade, f"effective grade is {grade.id}, only public may leave", leak=True)
+    if event_type.schema_grade is not Grade.PUBLIC:
+        # A type whose schema can carry non-public fields never leaves whole, even when this payload
+        # happens to leave them empty: only all-public types and derived views are shaped for export.
+        return Verdict(False, event_type.schema_grade, f"schema {event_type.key} can carry {event_type.schema_grade.id} fields",
+                       leak=True)
+    expected = event_type.graded_topic(Grade.PUBLIC)
+    if source_topic != expected:
+        return Verdict(False, grade, f"record of {event_type.key} found on {source_topic}, expected {expected}", leak=True)
+    wanted = {d.strip() for d in (destinations or "").split(",") if d.strip()}
+    if destination not in wanted:
+        return Verdict(False, grade, f"no rule sends this record to {destination}")
+    return Verdict(True, grade, "public")

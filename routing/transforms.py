@@ -1,0 +1,96 @@
+"""Field transforms for derived public views, and the grade each one leaves behind.
+
+The grade of a transformed field is computed here, never declared: mask, generalise and pseudonymise bring
+`internal` and `sensitive` data down to `public`; `restricted` and `important` data may only be dropped.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from routing.grades import Grade
+from routing.rules import Transform
+
+Pseudonymiser = Callable[[bytes], "bytes | str"]
+
+# Grades a lowering transform may take down to public (就高从严: nothing above sensitive).
+LOWERABLE = (Grade.PUBLIC, Grade.INTERNAL, Grade.SENSITIVE)
+
+_DISTRICT = re.compile(r"^(.*?(?:市|省|自治区))?(?P<district>.+?(?:新区|区|县|市|旗))")
+
+
+class TransformError(ValueError):
+    """A value that the transform cannot handle; the view is then not produced (fail closed)."""
+
+
+def transformed_grade(source: Grade, transform: Transform) -> Grade | None:
+    """The grade of the field after `transform`; None when dropped. Refused transforms keep the source grade."""
+    if transform.kind == "drop":
+        return None
+    if transform.kind == "keep":
+        return source
+    return Grade.PUBLIC if source in LOWERABLE else source
+
+
+def transformed_type(avro_type: object, transform: Transform) -> object:
+    """The Avro type of the field in the derived view."""
+    if transform.kind == "keep":
+        return avro_type
+    nullable = avro_type == "null" or (isinstance(avro_type, list) and "null" in avro_type)
+    return ["null", "string"] if nullable else "string"
+
+
+def apply(transform: Transform, value: Any, pseudonymise: Pseudonymiser | None = None) -> Any:
+    """The transformed value (None stays None); raises TransformError when it cannot be made safely."""
+    if value is None or transform.kind == "keep":
+        return value
+    if transform.kind == "mask":
+        return mask(str(value))
+    if transform.kind == "generalise":
+        return generalise(transform.arg or "", value)
+    if transform.kind == "pseudonymise":
+        if pseudonymise is None:
+            raise TransformError("no pseudonymisation key available")
+        context = (transform.arg or "default").encode()
+        result = pseudonymise(context + b":" + str(value).encode("utf-8"))
+        return result.decode() if isinstance(result, bytes) else str(result)
+    raise TransformError(f"transform {transform.kind!r} produces no value")
+
+
+def mask(text: str) -> str:
+    """Keep the last four characters, star the rest; short values are starred entirely."""
+    if len(text) < 8:
+        return "*" * len(text)
+    return "*" * (len(text) - 4) + text[-4:]
+
+
+def generalise(kind: str, value: Any) -> str:
+    if kind in ("month", "date"):
+        moment = _as_datetime(value)
+        return moment.strftime("%Y-%m" if kind == "month" else "%Y-%m-%d")
+    if kind == "district":
+        match = _DISTRICT.match(str(value).strip())
+        if not match:
+            raise TransformError("address has no recognisable district")
+        return match["district"]
+    if kind == "age_band":
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise TransformError("age must be a non-negative integer")
+        low = (value // 10) * 10
+        return f"{low}-{low + 9}"
+    raise TransformError(f"unknown generalisation {kind!r}")
+
+
+def _as_datetime(value: Any) -> datetime:
+    if isinstance(value, bool):
+        raise TransformError("a boolean is not a time")
+    if isinstance(value, int):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise TransformError("not an ISO 8601 date") from None
+    raise TransformError("not a time")

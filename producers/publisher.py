@@ -1,0 +1,376 @@
+"""Publish a department's events onto its ingress topics: validated, Avro-encoded, acknowledged by acks=all.
+
+Nothing is sent before the catalog accepts the event; the event id is both the key and a header, so a re-send is a duplicate downstream can drop.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError, KafkaException
+
+from hybridbus import kafka
+from hybridbus.codec import AvroCodec
+from hybridbus.exceptions import EncodeError, UnknownSchemaError
+from hybridbus.model import load_catalog
+from hybridbus.secrets import KafkaCredentials
+from hybridbus.topology import PRIVATE
+from hybridbus.vault import VaultSession
+from producers.exceptions import (
+    DeliveryFailed,
+    DeliveryTimeout,
+    EventTooLarge,
+    InvalidEvent,
+    NotOwner,
+    Problem,
+    ProducerError,
+    UnknownEventType,
+)
+from routing import headers as h
+from routing.catalog import Catalog, EventType
+from routing.exceptions import SchemaError
+
+log = logging.getLogger("hybridbus.producers.publisher")
+
+DEFAULT_MAX_BYTES = 1024 * 1024
+DEFAULT_ACK_TIMEOUT = 30.0
+_MAX_ID_LENGTH = 128
+
+DeliveryCallback = Callable[["Delivery | None", "ProducerError | None"], None]
+
+
+class KafkaProducerLike(Protocol):
+    """What the publisher needs of a confluent-kafka Producer (a fake one in unit tests)."""
+
+    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]],
+                on_delivery: Callable[[Any, Any], None]) -> None: ...
+
+    def poll(self, timeout: float) -> int: ...
+
+    def flush(self, timeout: float) -> int: ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where Kafka acknowledged one event."""
+
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One event ready for the wire: validated, encoded, with its key, topic and headers."""
+
+    event_type: str  # "<dept>.<event>"
+    version: int
+    dept: str
+    event_id: str
+    occurred_at_ms: int
+    trace_id: str
+    topic: str
+    value: bytes
+
+    @property
+    def key(self) -> bytes:
+        return self.event_id.encode("ascii")
+
+    @property
+    def headers(self) -> list[tuple[str, bytes]]:
+        return [
+            (h.EVENT_ID, self.event_id.encode("ascii")),
+            (h.DEPT, self.dept.encode("ascii")),
+            (h.EVENT_TYPE, self.event_type.encode("ascii")),
+            (h.SCHEMA_VERSION, str(self.version).encode("ascii")),
+            (h.OCCURRED_AT, str(self.occurred_at_ms).encode("ascii")),
+            (h.TRACE_ID, self.trace_id.encode("ascii")),
+        ]
+
+
+class EventEncoder:
+    """The pure half of publishing: catalog checks, Avro encoding and the envelope; no Kafka.
+
+    Shared by the publisher, the outbox (which encodes inside the caller's transaction) and the gateway.
+    """
+
+    def __init__(self, catalog: Catalog, codec: AvroCodec | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.catalog = catalog
+        self.codec = codec or AvroCodec.for_catalog(catalog)
+        self.max_bytes = max_bytes
+
+    def event_type(self, key: str, version: int | None = None) -> EventType:
+        if not isinstance(key, str) or key not in self.catalog:
+            raise UnknownEventType(str(key), version)
+        try:
+            return self.catalog.get(key, version)
+        except SchemaError:
+            raise UnknownEventType(key, version) from None
+
+    def encode(
+        self,
+        dept: str,
+        event_type_key: str,
+        payload: Any,
+        *,
+        event_id: str | None = None,
+        occurred_at_ms: int | None = None,
+        trace_id: str | None = None,
+        version: int | None = None,
+    ) -> Envelope:
+        """Check and encode one event for `dept`; raises a ProducerError naming the field at fault."""
+        event_type = self.event_type(event_type_key, version)
+        if event_type.dept != dept:
+            raise NotOwner(dept, event_type.key, event_type.dept)
+        meta = _meta_problems(event_id, occurred_at_ms, trace_id)
+        problems = meta + _bytes_problems(event_type, payload)
+        problems += [Problem(p.field, p.reason) for p in self.codec.validate(event_type, payload)
+                     if p.field not in {q.field for q in problems}]
+        if problems:
+            raise InvalidEvent(event_type.key, problems)
+        try:
+            value = self.codec.encode(event_type, payload)
+        except EncodeError as exc:  # the codec found what validate() did not; keep its field
+            raise InvalidEvent(event_type.key, [Problem(exc.field, exc.reason)]) from None
+        except (UnknownSchemaError, ValueError, TypeError, OverflowError) as exc:
+            raise InvalidEvent(event_type.key, [Problem("", f"does not encode ({type(exc).__name__})")]) from None
+        if len(value) > self.max_bytes:
+            raise EventTooLarge(event_type.key, len(value), self.max_bytes, _largest_field(payload))
+        return Envelope(
+            event_type=event_type.key,
+            version=event_type.version,
+            dept=dept,
+            event_id=event_id or uuid.uuid4().hex,
+            occurred_at_ms=int(time.time() * 1000) if occurred_at_ms is None else occurred_at_ms,
+            trace_id=trace_id or uuid.uuid4().hex,
+            topic=event_type.ingress_topic,
+            value=value,
+        )
+
+
+class Publisher:
+    """A department's (or the gateway's) producer onto the private cluster's ingress topics.
+
+    `dept=None` is the gateway: it may write every ingress topic and names the department per call,
+    always the one it authenticated, never one taken from a request body.
+    """
+
+    def __init__(
+        self,
+        dept: str | None,
+        producer: KafkaProducerLike,
+        encoder: EventEncoder,
+        ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+    ) -> None:
+        self.dept = dept
+        self.encoder = encoder
+        self.ack_timeout = ack_timeout
+        self._producer = producer
+        self._lock = threading.Lock()
+        self._failed_async = 0
+
+    def __repr__(self) -> str:
+        return f"Publisher(dept={self.dept!r})"
+
+    @classmethod
+    def for_department(cls, dept: str, *, catalog: Catalog | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                       ack_timeout: float = DEFAULT_ACK_TIMEOUT, **kafka_overrides: Any) -> Publisher:
+        """Log in with the department's AppRole and publish with its own Kafka identity."""
+        creds = VaultSession(dept).kafka_credentials(PRIVATE)
+        return cls.with_credentials(dept, creds, catalog=catalog, max_bytes=max_bytes, ack_timeout=ack_timeout,
+                                    **kafka_overrides)
+
+    @classmethod
+    def for_gateway(cls, *, catalog: Catalog | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                    ack_timeout: float = DEFAULT_ACK_TIMEOUT, **kafka_overrides: Any) -> Publisher:
+        creds = VaultSession("gateway").kafka_credentials(PRIVATE)
+        return cls.with_credentials(None, creds, catalog=catalog, max_bytes=max_bytes, ack_timeout=ack_timeout,
+                                    **kafka_overrides)
+
+    @classmethod
+    def with_credentials(cls, dept: str | None, creds: KafkaCredentials, *, catalog: Catalog | None = None,
+                         max_bytes: int = DEFAULT_MAX_BYTES, ack_timeout: float = DEFAULT_ACK_TIMEOUT,
+                         **kafka_overrides: Any) -> Publisher:
+        # librdkafka gives up on a message after message.timeout.ms; keep it near the ack timeout so a
+        # caller that was told "timed out" is not surprised by a much later delivery.
+        conf: dict[str, Any] = {"message.timeout.ms": int(max(ack_timeout, 1.0) * 1000),
+                                "message.max.bytes": max(max_bytes + 64 * 1024, 1_000_000)}
+        conf.update(kafka_overrides)
+        encoder = EventEncoder(catalog or load_catalog(), max_bytes=max_bytes)
+        return cls(dept, kafka.producer(PRIVATE, creds, **conf), encoder, ack_timeout)
+
+    # -- encoding -----------------------------------------------------------------------------------
+
+    def prepare(self, event_type_key: str, payload: Any, *, event_id: str | None = None,
+                occurred_at_ms: int | None = None, trace_id: str | None = None, version: int | None = None,
+                on_behalf_of: str | None = None) -> Envelope:
+        """Validate and encode without sending (what the outbox stores)."""
+        dept = self._dept_for(event_type_key, on_behalf_of)
+        return self.encoder.encode(dept, event_type_key, payload, event_id=event_id, occurred_at_ms=occurred_at_ms,
+                                   trace_id=trace_id, version=version)
+
+    def _dept_for(self, event_type_key: str, on_behalf_of: str | None) -> str:
+        if self.dept is None:
+            if on_behalf_of is None:
+                raise ProducerError("the gateway publisher must name the authenticated department", event_type_key)
+            return on_behalf_of
+        if on_behalf_of is not None and on_behalf_of != self.dept:
+            raise ProducerError(f"publisher of {self.dept!r} cannot publish on behalf of {on_behalf_of!r}",
+                                event_type_key)
+        return self.dept
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    def publish(self, event_type_key: str, payload: Any, *, event_id: str | None = None,
+                occurred_at_ms: int | None = None, trace_id: str | None = None, version: int | None = None,
+                on_behalf_of: str | None = None, timeout: float | None = None) -> Delivery:
+        """Send one event and wait until every in-sync replica has it."""
+        envelope = self.prepare(event_type_key, payload, event_id=event_id, occurred_at_ms=occurred_at_ms,
+                                trace_id=trace_id, version=version, on_behalf_of=on_behalf_of)
+        return self.send(envelope, timeout=timeout)
+
+    def send(self, envelope: Envelope, timeout: float | None = None) -> Delivery:
+        """Send an already encoded event and wait for its acknowledgement."""
+        done = threading.Event()
+        outcome: list[tuple[Delivery | None, ProducerError | None]] = []
+
+        def on_done(delivery: Delivery | None, error: ProducerError | None) -> None:
+            outcome.append((delivery, error))
+            done.set()
+
+        self.send_async(envelope, on_done)
+        deadline = time.monotonic() + (self.ack_timeout if timeout is None else timeout)
+        while not done.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise DeliveryTimeout(envelope.event_type, envelope.event_id, envelope.topic,
+                                      "no acknowledgement in time")
+            # Several threads may poll at once (the gateway); each waits for its own event.
+            self._producer.poll(min(0.05, remaining))
+        delivery, error = outcome[0]
+        if error is not None:
+            raise error
+        assert delivery is not None
+        return delivery
+
+    def publish_async(self, event_type_key: str, payload: Any, *, event_id: str | None = None,
+                      occurred_at_ms: int | None = None, trace_id: str | None = None, version: int | None = None,
+                      on_behalf_of: str | None = None, on_delivery: DeliveryCallback | None = None) -> str:
+        """Queue one event (validated first) and return its event id; `on_delivery` reports the outcome.
+
+        Call `flush()` to wait for every queued event. Without a callback, failures are logged and counted.
+        """
+        envelope = self.prepare(event_type_key, payload, event_id=event_id, occurred_at_ms=occurred_at_ms,
+                                trace_id=trace_id, version=version, on_behalf_of=on_behalf_of)
+        self.send_async(envelope, on_delivery)
+        return envelope.event_id
+
+    def send_async(self, envelope: Envelope, on_delivery: DeliveryCallback | None = None) -> None:
+        if self.dept is not None and envelope.dept != self.dept:
+            raise NotOwner(self.dept, envelope.event_type, envelope.dept)
+
+        def report(err: KafkaError | None, msg: Any) -> None:
+            if err is None:
+                delivery = Delivery(envelope.event_id, msg.topic(), msg.partition(), msg.offset())
+                log.debug("delivered event_id=%s event_type=%s topic=%s partition=%d offset=%d",
+                          envelope.event_id, envelope.event_type, delivery.topic, delivery.partition, delivery.offset)
+                if on_delivery is not None:
+                    on_delivery(delivery, None)
+                return
+            failure = _delivery_error(envelope, err)
+            log.warning("not delivered event_id=%s event_type=%s topic=%s reason=%s",
+                        envelope.event_id, envelope.event_type, envelope.topic, err.name())
+            if on_delivery is not None:
+                on_delivery(None, failure)
+            else:
+                with self._lock:
+                    self._failed_async += 1
+
+        while True:
+            try:
+                self._producer.produce(envelope.topic, value=envelope.value, key=envelope.key,
+                                       headers=envelope.headers, on_delivery=report)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports to make room, then try again.
+                self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise _delivery_error(envelope, exc.args[0]) from None
+
+    def flush(self, timeout: float | None = None) -> int:
+        """Wait for every queued event's report; returns how many are still outstanding (0 when done)."""
+        return int(self._producer.flush(self.ack_timeout if timeout is None else timeout))
+
+    def poll(self, timeout: float = 0.0) -> int:
+        return int(self._producer.poll(timeout))
+
+    @property
+    def failed_without_callback(self) -> int:
+        """Async events that failed and had no callback to tell; they are in the log too."""
+        return self._failed_async
+
+
+def _delivery_error(envelope: Envelope, err: Any) -> DeliveryFailed:
+    name = err.name() if hasattr(err, "name") else type(err).__name__
+    code = err.code() if hasattr(err, "code") else None
+    if code == KafkaError._MSG_TIMED_OUT:
+        return DeliveryTimeout(envelope.event_type, envelope.event_id, envelope.topic, f"Kafka did not acknowledge ({name})")
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return DeliveryFailed(envelope.event_type, envelope.event_id, envelope.topic, "refused by the broker's ACLs")
+    return DeliveryFailed(envelope.event_type, envelope.event_id, envelope.topic, name)
+
+
+def _meta_problems(event_id: str | None, occurred_at_ms: int | None, trace_id: str | None) -> list[Problem]:
+    problems = []
+    for name, value in (("event_id", event_id), ("trace_id", trace_id)):
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value or len(value) > _MAX_ID_LENGTH or not _printable_ascii(value):
+            problems.append(Problem(name, f"must be 1 to {_MAX_ID_LENGTH} printable ASCII characters"))
+    if occurred_at_ms is not None and (isinstance(occurred_at_ms, bool) or not isinstance(occurred_at_ms, int)
+                                       or not 0 <= occurred_at_ms < 2**63):
+        problems.append(Problem("occurred_at_ms", "must be a non-negative integer (epoch milliseconds)"))
+    return problems
+
+
+def _printable_ascii(text: str) -> bool:
+    return all(0x21 <= ord(ch) <= 0x7E for ch in text)
+
+
+def _bytes_problems(event_type: EventType, payload: Any) -> list[Problem]:
+    """Text handed in as bytes: name bad UTF-8 for what it is rather than as a type mismatch."""
+    if not isinstance(payload, Mapping):
+        return []
+    problems = []
+    for spec in event_type.fields:
+        value = payload.get(spec.name)
+        if isinstance(value, (bytes, bytearray)) and "string" in _types(spec.avro_type):
+            try:
+                bytes(value).decode("utf-8")
+                problems.append(Problem(spec.name, "expected text (str), got bytes"))
+            except UnicodeDecodeError:
+                problems.append(Problem(spec.name, "not valid UTF-8 text"))
+    return problems
+
+
+def _types(avro_type: object) -> Sequence[str]:
+    if isinstance(avro_type, str):
+        return [avro_type]
+    if isinstance(avro_type, list):
+        return [t for t in avro_type if isinstance(t, str)]
+    return []
+
+
+def _largest_field(payload: Mapping[str, Any]) -> str:
+    def size(value: Any) -> int:
+        if isinstance(value, (bytes, bytearray)):
+            return len(value)
+        return len(str(value).encode("utf-8", "replace"))
+
+    return max(payload, key=lambda name: size(payload[name]), default="")

@@ -165,6 +165,7 @@ def _processor_acls(ident: Identity, p: str) -> Iterable[AclSpec]:
             yield AclSpec(PRIVATE, p, "topic", topic, "literal", "write")
     elif name == "egress":
         yield AclSpec(PRIVATE, p, "topic", f"{Grade.PUBLIC.id}.", "prefixed", "read")
+        yield AclSpec(PRIVATE, p, "topic", RULES_TOPIC, "literal", "read")  # derived view definitions
         for topic in (QUARANTINE_TOPIC, DECISIONS_TOPIC):
             yield AclSpec(PRIVATE, p, "topic", topic, "literal", "write")
         yield AclSpec(PUBLIC, p, "topic", f"{Grade.PUBLIC.id}.", "prefixed", "write")
@@ -174,6 +175,7 @@ def _processor_acls(ident: Identity, p: str) -> Iterable[AclSpec]:
         yield AclSpec(PUBLIC, p, "group", group, "prefixed", "read")
     elif name == "archiver":
         yield AclSpec(PRIVATE, p, "topic", f"{Grade.PUBLIC.id}.", "prefixed", "read")
+        yield AclSpec(PRIVATE, p, "topic", RULES_TOPIC, "literal", "read")  # derived view definitions
         for topic in (QUARANTINE_TOPIC, DECISIONS_TOPIC):
             yield AclSpec(PRIVATE, p, "topic", topic, "literal", "write")
     elif name == "audit":

@@ -87,7 +87,10 @@ def _as_datetime(value: Any) -> datetime:
     if isinstance(value, bool):
         raise TransformError("a boolean is not a time")
     if isinstance(value, int):
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+        try:
+            return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
+        except (ValueError, OverflowError, OSError):
+            raise TransformError("time out of range") from None
     if isinstance(value, str):
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -1,12 +1,12 @@
 """Entry point of `hbus`: assembles the sub-commands of each concept into one CLI.
 
-Quiet on success, `--json` for machines, exit codes that mean something (see `hybridbus.cli.exits`).
+Quiet on success, `--json` for machines, exit codes that mean something (see `hybridbus.cli.output`).
 """
 from __future__ import annotations
 
 import typer
 
-from hybridbus.cli import stack
+from hybridbus.cli import client, demo, processors, rules, stack
 
 app = typer.Typer(
     name="hbus",
@@ -17,6 +17,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack.app, name="stack")
+app.add_typer(processors.app, name="processors")
+app.add_typer(rules.app, name="rules")
+app.command("demo")(demo.demo)
+client.register(app)  # publish, tail, outbox, gateway
 
 if __name__ == "__main__":  # pragma: no cover
     app()

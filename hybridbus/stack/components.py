@@ -274,7 +274,8 @@ class SeaweedS3(Component):
 
     def argv(self) -> list[str]:
         p, h = self.cfg.ports, self.cfg.host
-        return [venv_bin("weed") or "weed", "mini", f"-dir={self.home / 'data'}", f"-ip={h}", f"-ip.bind={h}",
+        (self.home / "logs").mkdir(parents=True, exist_ok=True)
+        return [venv_bin("weed") or "weed", f"-logdir={self.home / 'logs'}", "mini", f"-dir={self.home / 'data'}", f"-ip={h}", f"-ip.bind={h}",
                 f"-master.port={p.s3_master}", f"-volume.port={p.s3_volume}", f"-filer.port={p.s3_filer}",
                 f"-s3.port={p.s3}", f"-admin.port={p.s3 + 4}", f"-s3.config={self.s3_config}",
                 "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",

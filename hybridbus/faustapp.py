@@ -1,0 +1,80 @@
+"""The one way hybridbus builds a Faust app: SCRAM login from Vault, no auto-created topics, state dir.
+
+Processors call `make_app(identity)` and add their agents; settings stay Faust's own names.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import faust
+
+from hybridbus.config import Settings, settings
+from hybridbus.secrets import KafkaCredentials
+
+
+def make_app(identity: str, creds: KafkaCredentials, cfg: Settings | None = None, **overrides: Any) -> faust.App:
+    cfg = cfg or settings()
+    datadir = cfg.state_dir / "processors" / identity
+    datadir.mkdir(parents=True, exist_ok=True)
+    options: dict[str, Any] = {
+        "broker": f"kafka://{cfg.private_bootstrap}",
+        "broker_credentials": faust.SASLCredentials(
+            username=creds.username, password=creds.password, mechanism="SCRAM-SHA-512"
+        ),
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        # Topics and ACLs come from the topology model; a processor never creates them.
+        "topic_allow_declare": False,
+        "topic_disable_leader": True,
+        "web_enabled": False,
+        "store": "memory://",
+        "datadir": str(datadir),
+        "consumer_auto_offset_reset": "earliest",
+        "broker_commit_interval": 0.5,
+        "broker_commit_every": 2000,
+        "producer_acks": -1,
+        "producer_linger_ms": 2,
+        "producer_max_batch_size": 256 * 1024,
+        "stream_buffer_maxsize": 16384,
+        "broker_max_poll_records": 2000,
+    }
+    options.update(overrides)
+    return faust.App(f"hbus-{identity}", **options)
+
+
+def run_worker(app: faust.App, loglevel: str = "warn") -> None:
+    """Run the Faust worker in this process until it is stopped (SIGTERM) or killed.
+
+    Whatever way the worker ends, the process ends with it: a crashed processor must not linger with only
+    its metrics thread alive and look healthy.
+    """
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    code = 0
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:  # noqa: BLE001 - logged by Faust already
+        code = 1
+    os._exit(code)
+
+
+
+
+@contextmanager
+def exit_on_error() -> Iterator[None]:
+    """Wrap the body of a batch: if it fails, end the process at once (exit 70).
+
+    Faust acknowledges a taken batch when its generator closes, even after an error; exiting first means
+    the batch is never committed, so the next worker replays it instead of skipping it.
+    """
+    try:
+        yield
+    except BaseException:  # noqa: BLE001 - any failure, cancellation included, must not commit
+        logging.getLogger("hbus").exception("event=batch_failed action=exit_without_commit")
+        logging.shutdown()
+        os._exit(70)

@@ -1,0 +1,46 @@
+"""Every Prometheus metric hybridbus exports, declared once so processors and dashboards agree on names.
+
+Labels stay low-cardinality: department, event type, grade, destination, reason class — never an event
+id, a person or a secret.
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+EVENTS_IN = Counter("hbus_events_in_total", "Events consumed by a processor.", ["component", "dept", "event_type"])
+EVENTS_OUT = Counter(
+    "hbus_events_out_total", "Events written, per destination.",
+    ["component", "dept", "event_type", "grade", "destination"],
+)
+DLQ = Counter("hbus_dlq_total", "Records sent to the dead-letter queue, per reason class.", ["component", "reason"])
+BOUNDARY_BLOCKED = Counter(
+    "hbus_boundary_blocked_total", "Records stopped at the boundary because their grade is not public.",
+    ["component", "dept", "event_type", "grade"],
+)
+FORGED_HEADERS = Counter(
+    "hbus_forged_headers_total", "Events whose producer claimed a lower grade than the schema gives.",
+    ["dept", "event_type"],
+)
+LATENCY = Histogram(
+    "hbus_latency_seconds", "End-to-end latency per stage (occurred-at to routed, exported, archived).",
+    ["stage"], buckets=LATENCY_BUCKETS,
+)
+RULES_VERSION = Gauge("hbus_rules_info", "Rule-set version in force (value 1), per role live/shadow.",
+                      ["component", "role", "version"])
+SHADOW_MOVES = Counter("hbus_shadow_moves_total", "Decisions the shadow rule set would change.",
+                       ["rule", "change"])
+CONSUMER_LAG = Gauge("hbus_consumer_lag", "Records not yet consumed.", ["component", "topic", "partition"])
+VAULT_TOKEN_TTL = Gauge("hbus_vault_token_ttl_seconds", "Seconds left on the processor's Vault token.", ["component"])
+SECRET_AGE = Gauge("hbus_secret_age_seconds", "Seconds since the credentials in use were read from Vault.",
+                   ["component", "secret"])
+ARCHIVE_OBJECTS = Counter("hbus_archive_objects_total", "Objects written to the open-data bucket.", ["dept", "event_type"])
+ARCHIVE_BYTES = Counter("hbus_archive_bytes_total", "Bytes written to the open-data bucket.", ["dept", "event_type"])
+LAST_ARCHIVE = Gauge("hbus_archive_last_object_timestamp_seconds", "Unix time of the last archived object.")
+PAUSED = Gauge("hbus_paused", "1 while a processor waits for a dependency.", ["component", "dependency"])
+
+
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics for Prometheus on host:port (a daemon thread)."""
+    start_http_server(port, addr=host)

@@ -1,0 +1,49 @@
+"""Sample traffic for the demo, the leak proof and the drills: every catalog event type, with canaries.
+
+A canary is a marked value planted in a field; non-public canaries must never be found on the public side,
+and public canaries must be (so a scan that finds nothing can be told apart from a scan that cannot see).
+"""
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from routing.catalog import Catalog, EventType
+from routing.grades import Grade
+
+SECRET_CANARY = "HBUSLEAK"  # planted in fields above public
+OPEN_CANARY = "HBUSOPEN"  # planted in public fields that rules publish
+
+
+@dataclass(frozen=True)
+class SampleEvent:
+    event_type: EventType
+    payload: dict[str, Any]
+
+
+def load_sample(samples_dir: Path, event_type: EventType) -> dict[str, Any]:
+    return json.loads((samples_dir / f"{event_type.key}.v{event_type.version}.json").read_text(encoding="utf-8"))
+
+
+def sample_events(catalog: Catalog, samples_dir: Path, per_type: int, seed: int = 7, canaries: bool = True) -> Iterator[SampleEvent]:
+    """`per_type` events of every event type and version, varied, in an interleaved order."""
+    rng = random.Random(seed)
+    bases = [(et, load_sample(samples_dir, et)) for et in catalog]
+    for i in range(per_type):
+        for event_type, base in bases:
+            payload = dict(base)
+            for spec in event_type.fields:
+                value = payload.get(spec.name)
+                if isinstance(value, bool) or value is None:
+                    continue
+                if isinstance(value, int):
+                    payload[spec.name] = value + rng.randint(0, 86_400_000) if value > 10**11 else value + rng.randint(0, 50)
+                elif isinstance(value, str) and canaries and spec.grade > Grade.PUBLIC:
+                    payload[spec.name] = f"{value}#{SECRET_CANARY}-{spec.grade.id}-{i}"
+                elif isinstance(value, str) and canaries and spec.name in ("company_name", "stop_name", "topic"):
+                    payload[spec.name] = f"{value}#{OPEN_CANARY}-{i}"
+            yield SampleEvent(event_type, payload)

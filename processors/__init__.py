@@ -1,0 +1,1 @@
+"""Faust stream processors of hybridbus: router, egress, archiver (each one process, run with python -m)."""

@@ -1,0 +1,139 @@
+"""The archiver (Faust): batches public events from the private `public.*` topics into the open-data bucket.
+
+The same boundary guard as egress checks every record; a batch's offsets are acknowledged only after its
+object and manifest are written, and a batch that was written before a crash is recognised by its name.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+
+from hybridbus import metrics
+from hybridbus.archive import Archive, ArchivedRecord, day_of
+from hybridbus.codec import AvroCodec
+from hybridbus.config import settings
+from hybridbus.faustapp import exit_on_error, make_app, run_worker
+from hybridbus.model import derived_event_types, load_catalog
+from hybridbus.pipeline import BoundaryStep, DecisionRecord, decisions_batch
+from hybridbus.rulestore import RuleFeed
+from hybridbus.stack.bootstrap import s3_client
+from hybridbus.topology import DECISIONS_TOPIC, PRIVATE, QUARANTINE_TOPIC
+from hybridbus.vault import VaultSession
+from routing import headers as H
+from routing.boundary import ARCHIVE
+from routing.grades import Grade
+
+log = logging.getLogger("hbus.archiver")
+
+BATCH_SIZE = 5000
+BATCH_WITHIN = 2.0  # seconds: open data is read in files, so fewer, larger objects are better
+
+
+def main() -> None:
+    cfg = settings()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    vault = VaultSession("archiver", cfg)
+    vault.login()
+    creds = vault.kafka_credentials(PRIVATE)
+    archive = Archive(s3_client(cfg, vault.s3_credentials()), cfg.open_data_bucket)
+    catalog = load_catalog(cfg)
+    feed = RuleFeed(creds)
+    guard = BoundaryStep(AvroCodec.for_catalog(catalog))
+    for applied in feed.load().values():
+        guard.learn(derived_event_types(catalog, applied.ruleset))
+
+    app = make_app("archiver", creds, cfg)
+    sources = sorted({t.graded_topic(Grade.PUBLIC) for t in catalog.latest() if t.record_grade is Grade.PUBLIC}
+                     | {t.graded_topic(Grade.PUBLIC) for t in guard.derived_types()})
+
+    def write(event_type, day, partition, records) -> None:  # type: ignore[no-untyped-def]
+        """Write one batch, waiting out an S3 outage; skip what an earlier attempt already wrote."""
+        delay = 0.5
+        while True:
+            try:
+                done = archive.existing_last(event_type, day, partition, records[0].offset)
+                # An object written before a crash ends at `done`; what follows it starts a new object.
+                todo = [r for r in records if done is None or r.offset > done]
+                if todo:
+                    key, size = archive.put_batch(event_type, day, partition, todo)
+                    metrics.ARCHIVE_OBJECTS.labels(event_type.dept, event_type.key).inc()
+                    metrics.ARCHIVE_BYTES.labels(event_type.dept, event_type.key).inc(size)
+                    metrics.LAST_ARCHIVE.set(time.time())
+                metrics.PAUSED.labels("archiver", "s3").set(0)
+                return
+            except Exception as exc:  # noqa: BLE001 - S3 down or refusing: wait and retry, never skip
+                metrics.PAUSED.labels("archiver", "s3").set(1)
+                log.warning("event=s3_unavailable error=%s retry_in=%.1fs", type(exc).__name__, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    @app.agent(app.topic(*sources))
+    async def archive_public(stream):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(BATCH_SIZE, BATCH_WITHIN):
+            with exit_on_error():
+                now_ms = int(time.time() * 1000)
+                groups: dict[tuple, list[ArchivedRecord]] = defaultdict(list)
+                occurred_at: list[int] = []
+                pending, decisions = [], []
+                for event in events:
+                    msg = event.message
+                    verdict = guard.check(msg.topic, msg.key, msg.value, msg.headers, ARCHIVE)
+                    et = verdict.event_type
+                    dept, key = (et.dept, et.key) if et else ("", msg.topic)
+                    if verdict.allowed:
+                        assert et is not None and verdict.payload is not None
+                        day = day_of(int((msg.timestamp or time.time()) * 1000))
+                        groups[(et, day, msg.partition)].append(ArchivedRecord(msg.offset, verdict.event_id, verdict.payload))
+                        if _header(msg.headers, H.OCCURRED_AT).isdigit():
+                            occurred_at.append(int(_header(msg.headers, H.OCCURRED_AT)))
+                        decision = DecisionRecord("archiver", verdict.event_id, key, dept, verdict.grade.id,
+                                                  _header(msg.headers, H.RULES_VERSION), ARCHIVE, msg.topic, "archived",
+                                                  "public", now_ms)
+                    elif verdict.leak:
+                        metrics.BOUNDARY_BLOCKED.labels("archiver", dept, key, verdict.grade.id).inc()
+                        log.warning("event=boundary_block event_id=%s topic=%s grade=%s reason=%r",
+                                    verdict.event_id, msg.topic, verdict.grade.id, verdict.reason)
+                        headers = list(msg.headers or []) + [(H.DLQ_REASON, verdict.reason.encode()),
+                                                              (H.SOURCE_TOPIC, msg.topic.encode())]
+                        pending.append(await app.producer.send(QUARANTINE_TOPIC, msg.key, msg.value, None, None, headers))
+                        decision = DecisionRecord("archiver", verdict.event_id, key, dept, verdict.grade.id,
+                                                  _header(msg.headers, H.RULES_VERSION), ARCHIVE, QUARANTINE_TOPIC,
+                                                  "quarantined", verdict.reason, now_ms)
+                    else:
+                        continue
+                    decisions.append(decision)
+                for (event_type, day, partition), records in groups.items():
+                    await loop.run_in_executor(None, write, event_type, day, partition, records)
+                archived_ms = time.time() * 1000
+                for occurred in occurred_at:
+                    metrics.LATENCY.labels("archived").observe(max(0.0, (archived_ms - occurred) / 1000))
+                for chunk in decisions_batch(decisions):
+                    pending.append(await app.producer.send(DECISIONS_TOPIC, b"archiver", chunk, None, None, None))
+                await asyncio.gather(*pending)
+
+    @app.timer(1.0)
+    async def follow_rules() -> None:
+        for applied in feed.poll().values():
+            guard.learn(derived_event_types(catalog, applied.ruleset))
+
+    @app.timer(10.0)
+    async def keep_vault_token() -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, vault.ensure_token)
+        except Exception as exc:  # noqa: BLE001 - survivable until the token expires
+            log.warning("event=vault_unavailable error=%s", type(exc).__name__)
+        metrics.VAULT_TOKEN_TTL.labels("archiver").set(vault.token_ttl_seconds())
+
+    metrics.serve(cfg.ports.archiver_metrics, cfg.host)
+    run_worker(app)
+
+
+def _header(headers, name: str) -> str:  # type: ignore[no-untyped-def]
+    return next((v.decode("utf-8", "replace") for k, v in (headers or []) if k == name), "")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Egress (Faust): copies the private `public.*` topics to the public cluster through the boundary guard.
+
+The guard decodes every record itself and lets only `public` out; anything else is quarantined on the
+private side. Delivery is effectively once: each public partition is fed by exactly one private partition,
+in order, and every record carries its source offset, so a restart resumes after what the public cluster
+already holds — no gap, no duplicate — without a transaction spanning two clusters.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from confluent_kafka import Producer, TopicPartition
+
+from hybridbus import kafka, metrics
+from hybridbus.codec import AvroCodec
+from hybridbus.config import settings
+from hybridbus.faustapp import exit_on_error, make_app, run_worker
+from hybridbus.model import derived_event_types, load_catalog
+from hybridbus.pipeline import BoundaryStep, DecisionRecord, decisions_batch
+from hybridbus.rulestore import RuleFeed
+from hybridbus.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
+from hybridbus.vault import VaultSession
+from routing import headers as H
+from routing.boundary import PUBLIC_CLOUD
+from routing.grades import Grade
+
+log = logging.getLogger("hbus.egress")
+
+BATCH_SIZE = 1000
+BATCH_WITHIN = 0.02
+SOURCE_OFFSET = "hbus-source-offset"
+
+
+class PublicSide:
+    """The public cluster as egress sees it: an idempotent producer and what each partition already holds."""
+
+    def __init__(self, creds) -> None:  # type: ignore[no-untyped-def]
+        self.producer: Producer = kafka.producer(PUBLIC, creds, **{
+            "message.timeout.ms": 0,  # never give up: when the public cloud is down, wait for it
+            "max.in.flight.requests.per.connection": 5, "linger.ms": 5, "batch.num.messages": 2000,
+        })
+        self._reader = kafka.consumer(PUBLIC, creds, group="hbus-egress-positions")
+        self._exported: dict[tuple[str, int], int] = {}
+        self.errors: list[str] = []
+
+    def exported_up_to(self, topic: str, partition: int) -> int:
+        """Highest source offset of (topic, partition) already on the public cluster, or -1."""
+        key = (topic, partition)
+        if key not in self._exported:
+            self._exported[key] = self._last_source_offset(topic, partition)
+        return self._exported[key]
+
+    def _last_source_offset(self, topic: str, partition: int) -> int:
+        tp = TopicPartition(topic, partition)
+        low, high = self._reader.get_watermark_offsets(tp, timeout=30)
+        if high <= low:
+            return -1
+        self._reader.assign([TopicPartition(topic, partition, high - 1)])
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                msg = self._reader.poll(1.0)
+                if msg is not None and not msg.error():
+                    return int(dict(msg.headers() or []).get(SOURCE_OFFSET, b"-1"))
+        finally:
+            self._reader.unassign()
+        raise RuntimeError(f"could not read the last record of {topic}[{partition}] on the public cluster")
+
+    def send(self, topic: str, partition: int, offset: int, key, value: bytes, headers) -> None:  # type: ignore[no-untyped-def]
+        out_headers = [(k, v) for k, v in (headers or []) if k != SOURCE_OFFSET] + [(SOURCE_OFFSET, str(offset).encode())]
+
+        def delivered(err, _msg) -> None:  # type: ignore[no-untyped-def]
+            if err is not None:
+                self.errors.append(str(err))
+
+        while True:
+            try:
+                self.producer.produce(topic, value, key=key, partition=partition, headers=out_headers,
+                                      on_delivery=delivered)
+                break
+            except BufferError:
+                self.producer.poll(0.1)
+        self._exported[(topic, partition)] = offset
+
+    def flush(self) -> None:
+        """Block until every record handed over is acknowledged by the public cluster."""
+        while self.producer.flush(5.0) > 0:
+            metrics.PAUSED.labels("egress", "public-kafka").set(1)
+        metrics.PAUSED.labels("egress", "public-kafka").set(0)
+        if self.errors:
+            errors, self.errors = self.errors, []
+            raise RuntimeError(f"public cluster refused {len(errors)} records: {errors[0]}")
+
+
+def main() -> None:
+    cfg = settings()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    vault = VaultSession("egress", cfg)
+    vault.login()
+    private_creds, public_creds = vault.kafka_credentials(PRIVATE), vault.kafka_credentials(PUBLIC)
+    catalog = load_catalog(cfg)
+    feed = RuleFeed(private_creds)
+    guard = BoundaryStep(AvroCodec.for_catalog(catalog))
+    for applied in feed.load().values():
+        guard.learn(derived_event_types(catalog, applied.ruleset))
+    public = PublicSide(public_creds)
+
+    app = make_app("egress", private_creds, cfg)
+    sources = sorted({t.graded_topic(Grade.PUBLIC) for t in catalog.latest() if t.record_grade is Grade.PUBLIC}
+                     | {t.graded_topic(Grade.PUBLIC) for t in guard.derived_types()})
+    app_topic = app.topic(*sources)
+
+    @app.agent(app_topic)
+    async def export(stream):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(BATCH_SIZE, BATCH_WITHIN):
+            with exit_on_error():
+                now_ms = int(time.time() * 1000)
+                private_pending, decisions = [], []
+                for event in events:
+                    msg = event.message
+                    if msg.offset <= await loop.run_in_executor(None, public.exported_up_to, msg.topic, msg.partition):
+                        continue  # already on the public cluster before a restart
+                    verdict = guard.check(msg.topic, msg.key, msg.value, msg.headers, PUBLIC_CLOUD)
+                    et = verdict.event_type
+                    dept, key = (et.dept, et.key) if et else ("", msg.topic)
+                    metrics.EVENTS_IN.labels("egress", dept, key).inc()
+                    if verdict.allowed:
+                        public.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
+                        metrics.EVENTS_OUT.labels("egress", dept, key, Grade.PUBLIC.id, "public_cloud").inc()
+                        _observe_latency(msg.headers, now_ms)
+                        decision = DecisionRecord("egress", verdict.event_id, key, dept, verdict.grade.id,
+                                                  _rules_version(msg.headers), "public_cloud", msg.topic, "exported",
+                                                  "public", now_ms)
+                    elif verdict.leak:
+                        metrics.BOUNDARY_BLOCKED.labels("egress", dept, key, verdict.grade.id).inc()
+                        log.warning("event=boundary_block event_id=%s topic=%s grade=%s reason=%r",
+                                    verdict.event_id, msg.topic, verdict.grade.id, verdict.reason)
+                        headers = list(msg.headers or []) + [(H.DLQ_REASON, verdict.reason.encode()),
+                                                              (H.SOURCE_TOPIC, msg.topic.encode())]
+                        private_pending.append(await app.producer.send(QUARANTINE_TOPIC, msg.key, msg.value, None, None, headers))
+                        decision = DecisionRecord("egress", verdict.event_id, key, dept, verdict.grade.id,
+                                                  _rules_version(msg.headers), "public_cloud", QUARANTINE_TOPIC,
+                                                  "quarantined", verdict.reason, now_ms)
+                    else:
+                        continue  # public, but no rule exports it
+                    decisions.append(decision)
+                await loop.run_in_executor(None, public.flush)
+                for chunk in decisions_batch(decisions):
+                    private_pending.append(await app.producer.send(DECISIONS_TOPIC, b"egress", chunk, None, None, None))
+                await asyncio.gather(*private_pending)
+
+    @app.timer(1.0)
+    async def follow_rules() -> None:
+        for applied in feed.poll().values():
+            guard.learn(derived_event_types(catalog, applied.ruleset))
+
+    @app.timer(10.0)
+    async def keep_vault_token() -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, vault.ensure_token)
+        except Exception as exc:  # noqa: BLE001 - survivable until the token expires
+            log.warning("event=vault_unavailable error=%s", type(exc).__name__)
+        metrics.VAULT_TOKEN_TTL.labels("egress").set(vault.token_ttl_seconds())
+
+    metrics.serve(cfg.ports.egress_metrics, cfg.host)
+    run_worker(app)
+
+
+def _rules_version(headers) -> str:  # type: ignore[no-untyped-def]
+    return next((v.decode("utf-8", "replace") for k, v in (headers or []) if k == H.RULES_VERSION), "")
+
+
+def _observe_latency(headers, now_ms: int) -> None:  # type: ignore[no-untyped-def]
+    occurred = next((v for k, v in (headers or []) if k == H.OCCURRED_AT), None)
+    if occurred:
+        try:
+            metrics.LATENCY.labels("exported").observe(max(0.0, (now_ms - int(occurred)) / 1000))
+        except ValueError:
+            pass
+
+
+if __name__ == "__main__":
+    main()

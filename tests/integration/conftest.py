@@ -14,3 +14,14 @@ def stack() -> Settings:
     unhealthy = [s.name for s in statuses if not s.healthy]
     assert not unhealthy, f"stack components not healthy: {unhealthy}"
     return cfg
+
+
+@pytest.fixture()
+def bus(stack: Settings) -> Settings:
+    """The stack with the shipped rules live and router, egress and archiver running (started once, kept)."""
+    from hybridbus.cli.demo import ensure_live_rules
+    from hybridbus.stack import workers
+
+    ensure_live_rules(stack)
+    workers.start(stack)
+    return stack

@@ -67,3 +67,43 @@ def _read_once(consumer: Consumer, topic: str, deadline: float) -> list[Record]:
 def list_topics(cluster: str) -> list[str]:
     client = kafka.admin(cluster, kafka.admin_credentials(cluster))
     return sorted(t for t in client.list_topics(timeout=10).topics if not t.startswith("__"))
+
+
+def end_offsets(cluster: str, topic: str) -> dict[int, int]:
+    """The current end offset of every partition of `topic`, to read only what comes after."""
+    creds = kafka.admin_credentials(cluster)
+    consumer = kafka.consumer(cluster, creds, group=f"hbus-test-{uuid.uuid4().hex[:8]}")
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        consumer.close()
+
+
+def read_after(cluster: str, topic: str, since: dict[int, int], predicate=None, min_records: int = 1,  # type: ignore[no-untyped-def]
+               timeout: float = 30.0) -> list[Record]:
+    """Records of `topic` written after the `since` offsets (matching `predicate`), waiting for `min_records`."""
+    creds = kafka.admin_credentials(cluster)
+    consumer = kafka.consumer(cluster, creds, group=f"hbus-test-{uuid.uuid4().hex[:8]}")
+    found: list[Record] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, o) for p, o in since.items()])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(found) < min_records:
+            for msg in consumer.consume(1000, timeout=0.5):
+                if msg.error():
+                    continue
+                record = Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                {k: v for k, v in (msg.headers() or [])})
+                if predicate is None or predicate(record):
+                    found.append(record)
+        # Drain briefly so that duplicates arriving just after the minimum are seen too.
+        for msg in consumer.consume(1000, timeout=1.0):
+            if not msg.error():
+                record = Record(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                {k: v for k, v in (msg.headers() or [])})
+                if predicate is None or predicate(record):
+                    found.append(record)
+        return found
+    finally:
+        consumer.close()

@@ -41,6 +41,9 @@ def make_app(identity: str, creds: KafkaCredentials, cfg: Settings | None = None
         "producer_max_batch_size": 256 * 1024,
         "stream_buffer_maxsize": 16384,
         "broker_max_poll_records": 2000,
+        # A killed worker's partitions move to the next one after this long (Faust's default is 60 s).
+        "broker_session_timeout": 10.0,
+        "broker_heartbeat_interval": 2.0,
     }
     options.update(overrides)
     return faust.App(f"hbus-{identity}", **options)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 from hybridbus import metrics
 from hybridbus.archive import Archive, ArchivedRecord, day_of
@@ -27,6 +27,7 @@ from routing.grades import Grade
 
 log = logging.getLogger("hbus.archiver")
 
+DEDUPE_WINDOW = 20_000  # event ids remembered per partition against router replays
 BATCH_SIZE = 5000
 BATCH_WITHIN = 2.0  # seconds: open data is read in files, so fewer, larger objects are better
 
@@ -69,6 +70,20 @@ def main() -> None:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
+    recent: dict[tuple[str, int], OrderedDict[str, None]] = defaultdict(OrderedDict)
+
+    def replayed(topic: str, partition: int, event_id: str) -> bool:
+        """A router replay writes the same event at a new offset: archive it once."""
+        window = recent[(topic, partition)]
+        if not event_id:
+            return False
+        if event_id in window:
+            return True
+        window[event_id] = None
+        if len(window) > DEDUPE_WINDOW:
+            window.popitem(last=False)
+        return False
+
     @app.agent(app.topic(*sources))
     async def archive_public(stream):  # type: ignore[no-untyped-def]
         loop = asyncio.get_running_loop()
@@ -83,6 +98,8 @@ def main() -> None:
                     verdict = guard.check(msg.topic, msg.key, msg.value, msg.headers, ARCHIVE)
                     et = verdict.event_type
                     dept, key = (et.dept, et.key) if et else ("", msg.topic)
+                    if verdict.allowed and replayed(msg.topic, msg.partition, verdict.event_id):
+                        continue
                     if verdict.allowed:
                         assert et is not None and verdict.payload is not None
                         day = day_of(int((msg.timestamp or time.time()) * 1000))

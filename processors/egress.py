@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 
 from confluent_kafka import Producer, TopicPartition
 
@@ -33,8 +34,15 @@ BATCH_WITHIN = 0.02
 SOURCE_OFFSET = "hbus-source-offset"
 
 
+DEDUPE_WINDOW = 20_000  # event ids remembered per partition: a router replay repeats at most an uncommitted batch
+
+
 class PublicSide:
-    """The public cluster as egress sees it: an idempotent producer and what each partition already holds."""
+    """The public cluster as egress sees it: an idempotent producer and what each partition already holds.
+
+    Two kinds of repeat are removed: a replay of egress itself (by source offset) and a replay of the router
+    upstream, which writes the same event again at a new offset (by event id, within a window per partition).
+    """
 
     def __init__(self, creds) -> None:  # type: ignore[no-untyped-def]
         self.producer: Producer = kafka.producer(PUBLIC, creds, **{
@@ -43,30 +51,51 @@ class PublicSide:
         })
         self._reader = kafka.consumer(PUBLIC, creds, group="hbus-egress-positions")
         self._exported: dict[tuple[str, int], int] = {}
+        self._recent: dict[tuple[str, int], OrderedDict[bytes, None]] = {}
         self.errors: list[str] = []
 
     def exported_up_to(self, topic: str, partition: int) -> int:
         """Highest source offset of (topic, partition) already on the public cluster, or -1."""
         key = (topic, partition)
         if key not in self._exported:
-            self._exported[key] = self._last_source_offset(topic, partition)
+            self._load_tail(topic, partition)
         return self._exported[key]
 
-    def _last_source_offset(self, topic: str, partition: int) -> int:
+    def seen(self, topic: str, partition: int, event_id: bytes) -> bool:
+        """True when this event id already went out on this partition (remembers it otherwise)."""
+        recent = self._recent[(topic, partition)]
+        if event_id in recent:
+            return True
+        recent[event_id] = None
+        if len(recent) > DEDUPE_WINDOW:
+            recent.popitem(last=False)
+        return False
+
+    def _load_tail(self, topic: str, partition: int) -> None:
+        """Read the partition's last DEDUPE_WINDOW records: the last source offset and the recent event ids."""
+        recent: OrderedDict[bytes, None] = OrderedDict()
+        last = -1
         tp = TopicPartition(topic, partition)
         low, high = self._reader.get_watermark_offsets(tp, timeout=30)
-        if high <= low:
-            return -1
-        self._reader.assign([TopicPartition(topic, partition, high - 1)])
-        try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                msg = self._reader.poll(1.0)
-                if msg is not None and not msg.error():
-                    return int(dict(msg.headers() or []).get(SOURCE_OFFSET, b"-1"))
-        finally:
-            self._reader.unassign()
-        raise RuntimeError(f"could not read the last record of {topic}[{partition}] on the public cluster")
+        if high > low:
+            self._reader.assign([TopicPartition(topic, partition, max(low, high - DEDUPE_WINDOW))])
+            try:
+                position, deadline = max(low, high - DEDUPE_WINDOW), time.monotonic() + 60
+                while position < high:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"could not read the tail of {topic}[{partition}] on the public cluster")
+                    for msg in self._reader.consume(1000, timeout=1.0):
+                        if msg.error():
+                            continue
+                        position = msg.offset() + 1
+                        headers = dict(msg.headers() or [])
+                        last = int(headers.get(SOURCE_OFFSET, b"-1"))
+                        if headers.get(H.EVENT_ID):
+                            recent[headers[H.EVENT_ID]] = None
+            finally:
+                self._reader.unassign()
+        self._exported[(topic, partition)] = last
+        self._recent[(topic, partition)] = recent
 
     def send(self, topic: str, partition: int, offset: int, key, value: bytes, headers) -> None:  # type: ignore[no-untyped-def]
         out_headers = [(k, v) for k, v in (headers or []) if k != SOURCE_OFFSET] + [(SOURCE_OFFSET, str(offset).encode())]
@@ -127,6 +156,8 @@ def main() -> None:
                     et = verdict.event_type
                     dept, key = (et.dept, et.key) if et else ("", msg.topic)
                     metrics.EVENTS_IN.labels("egress", dept, key).inc()
+                    if verdict.allowed and verdict.event_id and public.seen(msg.topic, msg.partition, verdict.event_id.encode()):
+                        continue  # the router wrote this event again after a crash; it is already out
                     if verdict.allowed:
                         public.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
                         metrics.EVENTS_OUT.labels("egress", dept, key, Grade.PUBLIC.id, "public_cloud").inc()

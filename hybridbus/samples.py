@@ -29,8 +29,12 @@ def load_sample(samples_dir: Path, event_type: EventType) -> dict[str, Any]:
     return json.loads((samples_dir / f"{event_type.key}.v{event_type.version}.json").read_text(encoding="utf-8"))
 
 
-def sample_events(catalog: Catalog, samples_dir: Path, per_type: int, seed: int = 7, canaries: bool = True) -> Iterator[SampleEvent]:
-    """`per_type` events of every event type and version, varied, in an interleaved order."""
+def sample_events(catalog: Catalog, samples_dir: Path, per_type: int, seed: int = 7, canaries: bool = True,
+                  tag: str = "") -> Iterator[SampleEvent]:
+    """`per_type` events of every event type and version, varied, in an interleaved order.
+
+    `tag` goes into every canary so that one run's canaries can be told from another's.
+    """
     rng = random.Random(seed)
     bases = [(et, load_sample(samples_dir, et)) for et in catalog]
     for i in range(per_type):
@@ -43,7 +47,7 @@ def sample_events(catalog: Catalog, samples_dir: Path, per_type: int, seed: int 
                 if isinstance(value, int):
                     payload[spec.name] = value + rng.randint(0, 86_400_000) if value > 10**11 else value + rng.randint(0, 50)
                 elif isinstance(value, str) and canaries and spec.grade > Grade.PUBLIC:
-                    payload[spec.name] = f"{value}#{SECRET_CANARY}-{spec.grade.id}-{i}"
+                    payload[spec.name] = f"{value}#{SECRET_CANARY}-{spec.grade.id}-{tag}{i}"
                 elif isinstance(value, str) and canaries and spec.name in ("company_name", "stop_name", "topic"):
-                    payload[spec.name] = f"{value}#{OPEN_CANARY}-{i}"
+                    payload[spec.name] = f"{value}#{OPEN_CANARY}-{tag}{i}"
             yield SampleEvent(event_type, payload)

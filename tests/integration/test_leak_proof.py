@@ -1,0 +1,93 @@
+"""The leak proof: canaries planted in non-public fields of many events — honest, forged and malformed, and
+records injected past the router — are never found on the public cluster or in the bucket, while the public
+canaries meant to go out are (so the scan can fail)."""
+from __future__ import annotations
+
+import time
+import uuid
+
+import requests
+
+from hybridbus import kafka
+from hybridbus.codec import AvroCodec
+from hybridbus.config import REPO_ROOT, Settings
+from hybridbus.leakscan import ScanReport, scan_bucket, scan_public_cluster
+from hybridbus.model import load_catalog
+from hybridbus.samples import OPEN_CANARY, SECRET_CANARY, sample_events
+from hybridbus.stack.bootstrap import s3_admin_client
+from hybridbus.topology import PRIVATE, PUBLIC, QUARANTINE_TOPIC
+from hybridbus.vault import VaultSession
+from producers.publisher import Publisher
+from routing import headers as H
+from tests.integration.kafkatools import end_offsets, read_after
+
+SAMPLES = REPO_ROOT / "schemas" / "samples"
+
+
+def test_no_non_public_canary_reaches_the_public_side(bus: Settings) -> None:
+    catalog = load_catalog()
+    codec = AvroCodec.for_catalog(catalog)
+    tag = uuid.uuid4().hex[:6]
+    quarantine_since = end_offsets(PRIVATE, QUARANTINE_TOPIC)
+    public_since = {t: end_offsets(PUBLIC, t) for t in ("public.market.licence_granted", "public.govservice.citizen_feedback_stats")}
+
+    # 1. Honest traffic of every type, canaries in every non-public string field.
+    publishers: dict[str, Publisher] = {}
+    events = list(sample_events(catalog, SAMPLES, per_type=25, tag=tag))
+    for sample in events:
+        dept = sample.event_type.dept
+        publishers.setdefault(dept, Publisher.for_department(dept, catalog=catalog))
+        publishers[dept].publish_async(sample.event_type.key, sample.payload, version=sample.event_type.version)
+    for publisher in publishers.values():
+        assert publisher.flush(60) == 0
+
+    # 2. Forged headers claiming `public`, sent by each department with its own login.
+    producers = {dept: kafka.producer(PRIVATE, VaultSession(dept, bus).kafka_credentials(PRIVATE)) for dept in publishers}
+    for sample in events[: len(events) // 3]:
+        et = sample.event_type
+        producers[et.dept].produce(et.ingress_topic, codec.encode(et, sample.payload), key=uuid.uuid4().hex.encode(),
+                                   headers=[(H.CLAIMED_GRADE, b"public"), (H.GRADE, b"public"),
+                                            (H.DESTINATIONS, b"public_cloud,archive")])
+    for producer in producers.values():
+        assert producer.flush(30) == 0
+
+    # 3. Malformed records carrying canary text: garbage and truncated Avro.
+    admin = kafka.producer(PRIVATE, kafka.admin_credentials(PRIVATE))
+    for i, sample in enumerate(events[:40]):
+        body = codec.encode(sample.event_type, sample.payload)
+        admin.produce(sample.event_type.ingress_topic, body[: len(body) // 2], key=f"trunc-{tag}-{i}".encode())
+        admin.produce(sample.event_type.ingress_topic, f"{SECRET_CANARY}-garbage-{tag}-{i}".encode(), key=f"junk-{tag}-{i}".encode())
+
+    # 4. Records injected past the router onto the topics egress and archiver read, with headers that lie.
+    injected = []
+    for sample in events:
+        et = sample.event_type
+        if et.schema_grade.id == "public":
+            continue
+        for topic in ("public.market.licence_granted", "public.govservice.citizen_feedback_stats"):
+            key = f"inject-{tag}-{len(injected)}".encode()
+            injected.append(key)
+            admin.produce(topic, codec.encode(et, sample.payload), key=key,
+                          headers=[(H.GRADE, b"public"), (H.DESTINATIONS, b"public_cloud,archive"),
+                                   (H.EVENT_ID, key)])
+    assert admin.flush(30) == 0
+
+    # The guard quarantines every injected record on the private side.
+    quarantined = read_after(PRIVATE, QUARANTINE_TOPIC, quarantine_since, lambda r: r.key in set(injected),
+                             min_records=2 * len(injected), timeout=60)
+    assert {r.key for r in quarantined} == set(injected)  # by egress and by the archiver
+
+    # Wait for this run's public canaries to be out, then scan everything on the public side.
+    wanted = f"{OPEN_CANARY}-{tag}".encode()
+    for topic, since in public_since.items():
+        assert read_after(PUBLIC, topic, since, lambda r: wanted in (r.value or b""), min_records=20, timeout=60)
+    time.sleep(5)  # the archiver writes batches every couple of seconds
+    report = ScanReport()
+    scan_public_cluster(kafka.admin_credentials(PUBLIC), report)
+    scan_bucket(s3_admin_client(bus), bus.open_data_bucket, report)
+    assert report.records > 0 and report.objects > 0
+    assert report.leaked == 0, f"non-public canaries found at {report.leaked_where}"
+    assert report.open_found > 0
+
+    metrics = requests.get(f"http://{bus.host}:{bus.ports.egress_metrics}/metrics", timeout=5).text
+    assert "hbus_boundary_blocked_total{" in metrics

@@ -122,16 +122,19 @@ class Subscriber:
                     raise
                 log.warning("skipped undecodable record topic=%s partition=%d offset=%d reason=%s",
                             msg.topic(), msg.partition(), msg.offset(), exc.reason)
-                self._consumer.commit(message=msg, asynchronous=False)
+                self._consumer.commit(message=msg, asynchronous=True)
                 continue
             handler(event)
-            try:
-                self._consumer.commit(message=msg, asynchronous=False)
-            except KafkaException as exc:
-                raise SubscribeError(f"commit of {msg.topic()}[{msg.partition()}]@{msg.offset()} failed: "
-                                     f"{exc.args[0].name()}") from None
+            # Committed only after the handler returned; asynchronously, so a long topic is not read at the
+            # pace of one broker round trip per record. A crash before the commit lands replays the record.
+            self._consumer.commit(message=msg, asynchronous=True)
             handled += 1
             idle_since = time.monotonic()
+        try:
+            self._consumer.commit(asynchronous=False)  # make what was handled durable before returning
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError._NO_OFFSET:
+                raise SubscribeError(f"commit failed: {exc.args[0].name()}") from None
         return handled
 
     def _decode(self, msg: Any) -> ReceivedEvent:

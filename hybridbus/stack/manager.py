@@ -130,7 +130,10 @@ def status(cfg: Settings) -> list[ComponentStatus]:
 
 
 def down(cfg: Settings, purge: bool = False) -> list[str]:
-    stopped = []
+    """Stop the processors, then every component, by pid; with `purge` also delete data and credentials."""
+    from hybridbus.stack import workers
+
+    stopped = workers.stop(cfg)
     for component in reversed(all_components(cfg)):
         if component.process.stop():
             stopped.append(component.name)

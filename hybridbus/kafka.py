@@ -4,6 +4,7 @@ All clients speak SASL/SCRAM-SHA-512 over the listener of the cluster they name;
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -23,8 +24,13 @@ def bootstrap_servers(cluster: str, cfg: Settings | None = None) -> str:
     raise ValueError(f"unknown cluster {cluster!r} (private or public)")
 
 
+# librdkafka's own log lines go through Python logging, so they land where the process's logs go.
+_RDKAFKA_LOG = logging.getLogger("hbus.rdkafka")
+
+
 def client_config(cluster: str, creds: KafkaCredentials, cfg: Settings | None = None, **overrides: Any) -> dict[str, Any]:
     conf: dict[str, Any] = {
+        "logger": _RDKAFKA_LOG,
         "bootstrap.servers": bootstrap_servers(cluster, cfg),
         "security.protocol": "SASL_PLAINTEXT",
         "sasl.mechanism": "SCRAM-SHA-512",

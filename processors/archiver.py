@@ -49,6 +49,14 @@ def main() -> None:
     sources = sorted({t.graded_topic(Grade.PUBLIC) for t in catalog.latest() if t.record_grade is Grade.PUBLIC}
                      | {t.graded_topic(Grade.PUBLIC) for t in guard.derived_types()})
 
+    def refresh_credentials() -> None:
+        """After a rotation the key in use is retired at the next one: take the current key from Vault."""
+        try:
+            archive.s3 = s3_client(cfg, vault.s3_credentials())
+            metrics.SECRET_AGE.labels("archiver", "s3").set(0)
+        except Exception as exc:  # noqa: BLE001 - Vault away too: keep the key we have and retry later
+            log.warning("event=vault_unavailable error=%s", type(exc).__name__)
+
     def write(event_type, day, partition, records) -> None:  # type: ignore[no-untyped-def]
         """Write one batch, waiting out an S3 outage; skip what an earlier attempt already wrote."""
         delay = 0.5
@@ -69,6 +77,7 @@ def main() -> None:
                 log.warning("event=s3_unavailable error=%s retry_in=%.1fs", type(exc).__name__, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
+                refresh_credentials()
 
     recent: dict[tuple[str, int], OrderedDict[str, None]] = defaultdict(OrderedDict)
 

@@ -186,8 +186,10 @@ def s3_write_identities(client: hvac.Client, cfg: Settings) -> None:
         if not kv_exists(client, path):
             kv_put(client, path, {"access_key": new_access_key(), "secret_key": new_password()})
         creds = kv_get(client, path)
-        identities.append({"name": name, "credentials": [{"accessKey": creds["access_key"], "secretKey": creds["secret_key"]}],
-                           "actions": grants[name]})
+        keys = [{"accessKey": creds["access_key"], "secretKey": creds["secret_key"]}]
+        if creds.get("previous_access_key"):  # the key before a rotation stays valid until the next one
+            keys.insert(0, {"accessKey": creds["previous_access_key"], "secretKey": creds["previous_secret_key"]})
+        identities.append({"name": name, "credentials": keys, "actions": grants[name]})
     write_private(cfg.secrets_dir / "s3-identities.json", {"identities": identities})
 
 

@@ -81,3 +81,40 @@ def exit_on_error() -> Iterator[None]:
         logging.getLogger("hbus").exception("event=batch_failed action=exit_without_commit")
         logging.shutdown()
         os._exit(70)
+
+
+async def quarantine(app: faust.App, component: str, msg: Any, outcome: Any) -> Any:
+    """Count, log and keep a record the boundary guard refused, on the private `_hbus.quarantine` topic.
+
+    It is never retried outward; the returned future resolves when Kafka has it.
+    """
+    from hybridbus import metrics
+    from hybridbus.topology import QUARANTINE_TOPIC
+
+    metrics.BOUNDARY_BLOCKED.labels(component, outcome.dept, outcome.type_key(msg.topic), outcome.grade.id).inc()
+    logging.getLogger(f"hbus.{component}").warning(
+        "event=boundary_block event_id=%s topic=%s grade=%s reason=%r", outcome.event_id, msg.topic, outcome.grade.id,
+        outcome.reason)
+    return await app.producer.send(QUARANTINE_TOPIC, msg.key, msg.value, None, None,
+                                   outcome.quarantine_headers(msg.headers, msg.topic))
+
+
+def add_housekeeping(app: faust.App, component: str, vault: Any, feed: Any, on_rules: Any) -> None:
+    """The timers every processor runs: follow `_hbus.rules`, and keep the Vault token alive."""
+    import asyncio
+
+    from hybridbus import metrics
+
+    @app.timer(1.0)
+    async def follow_rules() -> None:
+        updates = feed.poll()
+        if updates:
+            on_rules(updates)
+
+    @app.timer(10.0)
+    async def keep_vault_token() -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, vault.ensure_token)
+        except Exception as exc:  # noqa: BLE001 - a Vault outage is survivable until the token expires
+            logging.getLogger(f"hbus.{component}").warning("event=vault_unavailable error=%s", type(exc).__name__)
+        metrics.VAULT_TOKEN_TTL.labels(component).set(vault.token_ttl_seconds())

@@ -41,6 +41,17 @@ LAST_ARCHIVE = Gauge("hbus_archive_last_object_timestamp_seconds", "Unix time of
 PAUSED = Gauge("hbus_paused", "1 while a processor waits for a dependency.", ["component", "dependency"])
 
 
+def observe_latency(stage: str, headers, now_ms: float) -> None:  # type: ignore[no-untyped-def]
+    """Time from the event's occurred-at header to now, for `stage` (routed, exported, archived)."""
+    for key, value in headers or ():
+        if key == "hbus-occurred-at" and value:
+            try:
+                LATENCY.labels(stage).observe(max(0.0, (now_ms - int(value)) / 1000))
+            except ValueError:
+                pass
+            return
+
+
 def serve(port: int, host: str = "127.0.0.1") -> None:
     """Expose /metrics for Prometheus on host:port (a daemon thread)."""
     start_http_server(port, addr=host)

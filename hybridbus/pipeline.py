@@ -84,6 +84,17 @@ def header_map(headers: Headers | Mapping[str, bytes] | None) -> dict[str, bytes
     return {k: (v if isinstance(v, bytes) else str(v).encode()) for k, v in items if v is not None}
 
 
+def header(headers: Headers | None, name: str) -> str:
+    """The text of one header of a record's header list ("" when absent or not UTF-8)."""
+    for key, value in headers or ():
+        if key == name and value is not None:
+            try:
+                return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+            except UnicodeDecodeError:
+                return ""
+    return ""
+
+
 def _text(hdrs: Mapping[str, bytes], name: str) -> str:
     value = hdrs.get(name)
     try:
@@ -220,6 +231,23 @@ class GuardOutcome:
     grade: Grade
     reason: str
     event_id: str
+
+    @property
+    def dept(self) -> str:
+        return self.event_type.dept if self.event_type else ""
+
+    def type_key(self, topic: str) -> str:
+        return self.event_type.key if self.event_type else topic
+
+    def decision(self, component: str, destination: str, topic: str, verdict: str, headers: Headers | None,
+                 now_ms: int) -> DecisionRecord:
+        """The audit-trail record of this guard decision (what left, or what was quarantined and why)."""
+        reason = "public" if self.allowed else self.reason
+        return DecisionRecord(component, self.event_id, self.type_key(topic), self.dept, self.grade.id,
+                              header(headers, H.RULES_VERSION), destination, topic, verdict, reason, now_ms)
+
+    def quarantine_headers(self, headers: Headers | None, source_topic: str) -> list[tuple[str, bytes]]:
+        return list(headers or []) + [(H.DLQ_REASON, self.reason.encode()), (H.SOURCE_TOPIC, source_topic.encode())]
 
 
 class BoundaryStep:

@@ -14,14 +14,13 @@ from hybridbus import metrics
 from hybridbus.archive import Archive, ArchivedRecord, day_of
 from hybridbus.codec import AvroCodec
 from hybridbus.config import settings
-from hybridbus.faustapp import exit_on_error, make_app, run_worker
+from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, quarantine, run_worker
 from hybridbus.model import derived_event_types, load_catalog
-from hybridbus.pipeline import BoundaryStep, DecisionRecord, decisions_batch
+from hybridbus.pipeline import BoundaryStep, decisions_batch
 from hybridbus.rulestore import RuleFeed
 from hybridbus.stack.bootstrap import s3_client
 from hybridbus.topology import DECISIONS_TOPIC, PRIVATE, QUARANTINE_TOPIC
 from hybridbus.vault import VaultSession
-from routing import headers as H
 from routing.boundary import ARCHIVE
 from routing.grades import Grade
 
@@ -100,65 +99,39 @@ def main() -> None:
             with exit_on_error():
                 now_ms = int(time.time() * 1000)
                 groups: dict[tuple, list[ArchivedRecord]] = defaultdict(list)
-                occurred_at: list[int] = []
+                headers_of: list = []
                 pending, decisions = [], []
                 for event in events:
                     msg = event.message
                     verdict = guard.check(msg.topic, msg.key, msg.value, msg.headers, ARCHIVE)
-                    et = verdict.event_type
-                    dept, key = (et.dept, et.key) if et else ("", msg.topic)
                     if verdict.allowed and replayed(msg.topic, msg.partition, verdict.event_id):
                         continue
                     if verdict.allowed:
-                        assert et is not None and verdict.payload is not None
+                        assert verdict.event_type is not None and verdict.payload is not None
                         day = day_of(int((msg.timestamp or time.time()) * 1000))
-                        groups[(et, day, msg.partition)].append(ArchivedRecord(msg.offset, verdict.event_id, verdict.payload))
-                        if _header(msg.headers, H.OCCURRED_AT).isdigit():
-                            occurred_at.append(int(_header(msg.headers, H.OCCURRED_AT)))
-                        decision = DecisionRecord("archiver", verdict.event_id, key, dept, verdict.grade.id,
-                                                  _header(msg.headers, H.RULES_VERSION), ARCHIVE, msg.topic, "archived",
-                                                  "public", now_ms)
+                        groups[(verdict.event_type, day, msg.partition)].append(
+                            ArchivedRecord(msg.offset, verdict.event_id, verdict.payload))
+                        headers_of.append(msg.headers)
+                        decision = verdict.decision("archiver", ARCHIVE, msg.topic, "archived", msg.headers, now_ms)
                     elif verdict.leak:
-                        metrics.BOUNDARY_BLOCKED.labels("archiver", dept, key, verdict.grade.id).inc()
-                        log.warning("event=boundary_block event_id=%s topic=%s grade=%s reason=%r",
-                                    verdict.event_id, msg.topic, verdict.grade.id, verdict.reason)
-                        headers = list(msg.headers or []) + [(H.DLQ_REASON, verdict.reason.encode()),
-                                                              (H.SOURCE_TOPIC, msg.topic.encode())]
-                        pending.append(await app.producer.send(QUARANTINE_TOPIC, msg.key, msg.value, None, None, headers))
-                        decision = DecisionRecord("archiver", verdict.event_id, key, dept, verdict.grade.id,
-                                                  _header(msg.headers, H.RULES_VERSION), ARCHIVE, QUARANTINE_TOPIC,
-                                                  "quarantined", verdict.reason, now_ms)
+                        pending.append(await quarantine(app, "archiver", msg, verdict))
+                        decision = verdict.decision("archiver", ARCHIVE, QUARANTINE_TOPIC, "quarantined", msg.headers, now_ms)
                     else:
                         continue
                     decisions.append(decision)
                 for (event_type, day, partition), records in groups.items():
                     await loop.run_in_executor(None, write, event_type, day, partition, records)
                 archived_ms = time.time() * 1000
-                for occurred in occurred_at:
-                    metrics.LATENCY.labels("archived").observe(max(0.0, (archived_ms - occurred) / 1000))
+                for headers in headers_of:
+                    metrics.observe_latency("archived", headers, archived_ms)
                 for chunk in decisions_batch(decisions):
                     pending.append(await app.producer.send(DECISIONS_TOPIC, b"archiver", chunk, None, None, None))
                 await asyncio.gather(*pending)
 
-    @app.timer(1.0)
-    async def follow_rules() -> None:
-        for applied in feed.poll().values():
-            guard.learn(derived_event_types(catalog, applied.ruleset))
-
-    @app.timer(10.0)
-    async def keep_vault_token() -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, vault.ensure_token)
-        except Exception as exc:  # noqa: BLE001 - survivable until the token expires
-            log.warning("event=vault_unavailable error=%s", type(exc).__name__)
-        metrics.VAULT_TOKEN_TTL.labels("archiver").set(vault.token_ttl_seconds())
-
+    add_housekeeping(app, "archiver", vault, feed,
+                     lambda updates: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
     metrics.serve(cfg.ports.archiver_metrics, cfg.host)
     run_worker(app)
-
-
-def _header(headers, name: str) -> str:  # type: ignore[no-untyped-def]
-    return next((v.decode("utf-8", "replace") for k, v in (headers or []) if k == name), "")
 
 
 if __name__ == "__main__":

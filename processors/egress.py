@@ -17,9 +17,9 @@ from confluent_kafka import Producer, TopicPartition
 from hybridbus import kafka, metrics
 from hybridbus.codec import AvroCodec
 from hybridbus.config import settings
-from hybridbus.faustapp import exit_on_error, make_app, run_worker
+from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, quarantine, run_worker
 from hybridbus.model import derived_event_types, load_catalog
-from hybridbus.pipeline import BoundaryStep, DecisionRecord, decisions_batch
+from hybridbus.pipeline import BoundaryStep, decisions_batch
 from hybridbus.rulestore import RuleFeed
 from hybridbus.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
 from hybridbus.vault import VaultSession
@@ -153,28 +153,18 @@ def main() -> None:
                     if msg.offset <= await loop.run_in_executor(None, public.exported_up_to, msg.topic, msg.partition):
                         continue  # already on the public cluster before a restart
                     verdict = guard.check(msg.topic, msg.key, msg.value, msg.headers, PUBLIC_CLOUD)
-                    et = verdict.event_type
-                    dept, key = (et.dept, et.key) if et else ("", msg.topic)
+                    dept, key = verdict.dept, verdict.type_key(msg.topic)
                     metrics.EVENTS_IN.labels("egress", dept, key).inc()
                     if verdict.allowed and verdict.event_id and public.seen(msg.topic, msg.partition, verdict.event_id.encode()):
                         continue  # the router wrote this event again after a crash; it is already out
                     if verdict.allowed:
                         public.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
                         metrics.EVENTS_OUT.labels("egress", dept, key, Grade.PUBLIC.id, "public_cloud").inc()
-                        _observe_latency(msg.headers, now_ms)
-                        decision = DecisionRecord("egress", verdict.event_id, key, dept, verdict.grade.id,
-                                                  _rules_version(msg.headers), "public_cloud", msg.topic, "exported",
-                                                  "public", now_ms)
+                        metrics.observe_latency("exported", msg.headers, now_ms)
+                        decision = verdict.decision("egress", PUBLIC_CLOUD, msg.topic, "exported", msg.headers, now_ms)
                     elif verdict.leak:
-                        metrics.BOUNDARY_BLOCKED.labels("egress", dept, key, verdict.grade.id).inc()
-                        log.warning("event=boundary_block event_id=%s topic=%s grade=%s reason=%r",
-                                    verdict.event_id, msg.topic, verdict.grade.id, verdict.reason)
-                        headers = list(msg.headers or []) + [(H.DLQ_REASON, verdict.reason.encode()),
-                                                              (H.SOURCE_TOPIC, msg.topic.encode())]
-                        private_pending.append(await app.producer.send(QUARANTINE_TOPIC, msg.key, msg.value, None, None, headers))
-                        decision = DecisionRecord("egress", verdict.event_id, key, dept, verdict.grade.id,
-                                                  _rules_version(msg.headers), "public_cloud", QUARANTINE_TOPIC,
-                                                  "quarantined", verdict.reason, now_ms)
+                        private_pending.append(await quarantine(app, "egress", msg, verdict))
+                        decision = verdict.decision("egress", PUBLIC_CLOUD, QUARANTINE_TOPIC, "quarantined", msg.headers, now_ms)
                     else:
                         continue  # public, but no rule exports it
                     decisions.append(decision)
@@ -183,34 +173,10 @@ def main() -> None:
                     private_pending.append(await app.producer.send(DECISIONS_TOPIC, b"egress", chunk, None, None, None))
                 await asyncio.gather(*private_pending)
 
-    @app.timer(1.0)
-    async def follow_rules() -> None:
-        for applied in feed.poll().values():
-            guard.learn(derived_event_types(catalog, applied.ruleset))
-
-    @app.timer(10.0)
-    async def keep_vault_token() -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, vault.ensure_token)
-        except Exception as exc:  # noqa: BLE001 - survivable until the token expires
-            log.warning("event=vault_unavailable error=%s", type(exc).__name__)
-        metrics.VAULT_TOKEN_TTL.labels("egress").set(vault.token_ttl_seconds())
-
+    add_housekeeping(app, "egress", vault, feed,
+                     lambda updates: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
     metrics.serve(cfg.ports.egress_metrics, cfg.host)
     run_worker(app)
-
-
-def _rules_version(headers) -> str:  # type: ignore[no-untyped-def]
-    return next((v.decode("utf-8", "replace") for k, v in (headers or []) if k == H.RULES_VERSION), "")
-
-
-def _observe_latency(headers, now_ms: int) -> None:  # type: ignore[no-untyped-def]
-    occurred = next((v for k, v in (headers or []) if k == H.OCCURRED_AT), None)
-    if occurred:
-        try:
-            metrics.LATENCY.labels("exported").observe(max(0.0, (now_ms - int(occurred)) / 1000))
-        except ValueError:
-            pass
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from hybridbus import metrics
 from hybridbus.codec import AvroCodec
 from hybridbus.config import settings
-from hybridbus.faustapp import exit_on_error, make_app, run_worker
+from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, run_worker
 from hybridbus.model import load_catalog
 from hybridbus.pipeline import Outcome, RouterStep, decisions_batch
 from hybridbus.rulestore import LIVE, SHADOW, RuleFeed
@@ -84,20 +84,7 @@ def main() -> None:
                 # Every output acknowledged before the batch's events are acked and their offsets committed.
                 await asyncio.gather(*pending)
 
-    @app.timer(1.0)
-    async def follow_rules() -> None:
-        updates = feed.poll()
-        if updates:
-            rules.apply(updates)
-
-    @app.timer(10.0)
-    async def keep_vault_token() -> None:
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, vault.ensure_token)
-        except Exception as exc:  # noqa: BLE001 - a Vault outage is survivable until the token expires
-            log.warning("event=vault_unavailable error=%s", type(exc).__name__)
-        metrics.VAULT_TOKEN_TTL.labels("router").set(vault.token_ttl_seconds())
-
+    add_housekeeping(app, "router", vault, feed, rules.apply)
     metrics.serve(cfg.ports.router_metrics, cfg.host)
     run_worker(app)
 
@@ -117,12 +104,7 @@ def _count(outcome: Outcome, headers, now_ms: int) -> None:  # type: ignore[no-u
         metrics.BOUNDARY_BLOCKED.labels("router", et.dept, et.key, outcome.grade.id if outcome.grade else "").inc(outcome.blocked)
     for rule_id, change in outcome.shadow_changes:
         metrics.SHADOW_MOVES.labels(rule_id, change.split(":", 1)[0]).inc()
-    occurred = next((v for k, v in (headers or []) if k == H.OCCURRED_AT), None)
-    if occurred:
-        try:
-            metrics.LATENCY.labels("routed").observe(max(0.0, (now_ms - int(occurred)) / 1000))
-        except ValueError:
-            pass
+    metrics.observe_latency("routed", headers, now_ms)
 
 
 if __name__ == "__main__":

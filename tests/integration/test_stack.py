@@ -117,3 +117,12 @@ def test_prometheus_answers_up_for_its_targets(stack: Settings) -> None:
         time.sleep(1)
     assert jobs.get("prometheus") == "1"
     assert {"hbus-router", "hbus-egress", "hbus-archiver", "hbus-audit", "hbus-gateway"} <= set(jobs)
+
+
+def test_only_the_router_may_pseudonymise_and_the_key_stays_in_vault(stack: Settings) -> None:
+    router = VaultSession("router", stack)
+    first, again = router.hmac(b"feedback:12345"), router.hmac(b"feedback:12345")
+    assert first == again and first.startswith("vault:v") and "12345" not in first
+    with pytest.raises(Exception) as denied:
+        VaultSession("egress", stack).hmac(b"feedback:12345")
+    assert type(denied.value).__name__ == "Forbidden"

@@ -44,9 +44,9 @@ class View:
     """A derived public view: a new record shaped from the source by one transform per field."""
 
     name: str
-    fields: tuple[tuple[str, Transform], ...]
+    fields: tuple[tuple[str, Transform], ...]  # sorted by field name, so equal views compare equal
     to: tuple[str, ...]
-    line: int = 0
+    line: int = field(default=0, compare=False)
 
     def transform(self, field_name: str) -> Transform | None:
         for name, transform in self.fields:
@@ -246,7 +246,8 @@ def _view_from(item: Any, rule_id: str, where: str, line: int) -> View:
     raw_fields = item.get("fields")
     if not isinstance(raw_fields, Mapping) or not raw_fields:
         raise RuleError(f"view {name!r}: `fields` must name every source field with a transform", where, line)
-    fields = tuple((str(n), _transform_from(t, name, str(n), where, _key_line(raw_fields, n, line))) for n, t in raw_fields.items())
+    fields = tuple(sorted((str(n), _transform_from(t, name, str(n), where, _key_line(raw_fields, n, line)))
+                          for n, t in raw_fields.items()))
     to = _destinations(item.get("to", []), f"view {name!r}", where, _key_line(item, "to", line))
     return View(name, fields, to, line)
 

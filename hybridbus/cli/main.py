@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from hybridbus.cli import client, demo, dlq, processors, rules, secrets, stack
+from hybridbus.cli import client, demo, dlq, processors, rules, schemas, secrets, stack
 
 app = typer.Typer(
     name="hbus",
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.add_typer(stack.app, name="stack")
 app.add_typer(processors.app, name="processors")
 app.add_typer(rules.app, name="rules")
+app.add_typer(schemas.app, name="schemas")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(secrets.app, name="secrets")
 app.command("demo")(demo.demo)

@@ -71,7 +71,7 @@ def list_cmd(limit: int = typer.Option(50, "--limit", help="Records to show (new
 
     Example: hbus dlq list --limit 20
     """
-    records = [_summary(m) for m in _records()]
+    records = sorted((_summary(m) for m in _records()), key=lambda r: (r["timestamp_ms"], r["partition"], r["offset"]))
     reasons = Counter(r["reason"] for r in records)
     if as_json:
         emit_json({"total": len(records), "by_reason": dict(reasons), "records": records[-limit:]})

@@ -16,7 +16,7 @@ from routing.catalog import Catalog, grade_reasons
 from routing.engine import route
 from routing.exceptions import RoutingError, RuleError, SchemaError
 from routing.rules import RuleSet, load_ruleset
-from routing.validator import matched_types, validate
+from routing.validator import validate
 
 app = typer.Typer(help="Validate, test, explain, compare and apply routing rules.\n\n"
                   "Example: hbus rules validate && hbus rules test && hbus rules apply", no_args_is_help=True)
@@ -229,5 +229,3 @@ def apply(rules_dir: Path | None = DIR,
         raise fail(str(exc), UNAVAILABLE) from None
     typer.echo(f"applied {ruleset.version} as {role} (digest {ruleset.digest[:12]}) by {applied.applied_by}")
 
-
-__all__ = ["app", "matched_types"]

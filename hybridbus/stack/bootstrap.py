@@ -36,7 +36,7 @@ from hybridbus.secrets import (
     write_private,
 )
 from hybridbus.stack.exceptions import StackError
-from hybridbus.topology import PUBLIC, Identity, Topology
+from hybridbus.topology import Identity, Topology
 from hybridbus.vault import (
     AUDIT_SIGNING_KEY,
     KV_MOUNT,
@@ -247,6 +247,3 @@ def _wait_all(futures: dict | list, what: str, cluster: str, ignore: str | None 
                 continue
             raise StackError(f"kafka-{cluster}", f"{what} failed: {err}") from None
 
-
-def public_cluster_topics(topology: Topology) -> list[str]:
-    return [t.name for t in topology.topics_on(PUBLIC)]

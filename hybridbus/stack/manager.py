@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from hybridbus.config import Settings
 from hybridbus.stack import bootstrap
-from hybridbus.stack.components import Component, KafkaBroker, OpenBao, SeaweedS3, all_components
+from hybridbus.stack.components import Component, KafkaBroker, OpenBao, all_components
 from hybridbus.stack.exceptions import StackError
-from hybridbus.stack.process import port_open, wait_until
+from hybridbus.stack.process import port_open
 
 START_TIMEOUT = 90.0
 
@@ -176,5 +176,3 @@ def _children(pid: int) -> list[int]:
         return []
     return kids + [g for k in kids for g in _children(k)]
 
-
-__all__ = ["up", "down", "status", "component", "ComponentStatus", "SeaweedS3", "wait_until"]

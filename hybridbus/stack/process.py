@@ -134,16 +134,3 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     except OSError:
         return False
 
-
-def wait_until(check, timeout: float, interval: float = 0.5) -> bool:  # type: ignore[no-untyped-def]
-    """Poll `check()` until it is truthy or `timeout` seconds pass; exceptions count as not yet."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return True
-        except Exception:  # noqa: BLE001 - a component that is still starting may raise anything
-            pass
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)

@@ -158,7 +158,7 @@ def s3_client(cfg: Settings, creds: S3Credentials):  # type: ignore[no-untyped-d
     return boto3.client(
         "s3", endpoint_url=cfg.s3_endpoint, aws_access_key_id=creds.access_key,
         aws_secret_access_key=creds.secret_key, region_name="us-east-1",
-        config=BotoConfig(signature_version="s3v4", retries={"max_attempts": 2}, connect_timeout=3, read_timeout=30,
+        config=BotoConfig(signature_version="s3v4", retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=3, read_timeout=30,
                           s3={"addressing_style": "path"}),
     )
 

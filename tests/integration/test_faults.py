@@ -9,6 +9,7 @@ import time
 import uuid
 from collections import Counter
 
+from botocore.exceptions import BotoCoreError, ClientError
 from fastavro import reader
 
 from hybridbus.config import Settings
@@ -52,12 +53,17 @@ def archived_copies(cfg: Settings, ids: list[str], timeout: float = 60.0) -> Cou
     counts: Counter[str] = Counter()
     while time.monotonic() < deadline:
         counts = Counter()
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.open_data_bucket, Prefix="market/licence_granted/"):
-            for obj in page.get("Contents", []):
-                if not obj["Key"].endswith(".avro"):
-                    continue
-                meta = reader(io.BytesIO(s3.get_object(Bucket=cfg.open_data_bucket, Key=obj["Key"])["Body"].read())).metadata
-                counts.update(i for i in json.loads(meta.get("hbus.event_ids", "[]")) if i in wanted)
+        try:
+            for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.open_data_bucket, Prefix="market/licence_granted/"):
+                for obj in page.get("Contents", []):
+                    if not obj["Key"].endswith(".avro"):
+                        continue
+                    body = s3.get_object(Bucket=cfg.open_data_bucket, Key=obj["Key"])["Body"].read()
+                    counts.update(i for i in json.loads(reader(io.BytesIO(body)).metadata.get("hbus.event_ids", "[]"))
+                                  if i in wanted)
+        except (ClientError, BotoCoreError):
+            time.sleep(2)  # a server that has just restarted may answer 500 for a moment: look again
+            continue
         if set(counts) >= wanted:
             break
         time.sleep(2)

@@ -5,6 +5,7 @@ type: both get it from the catalog and the rule, never from a record.
 """
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 
@@ -16,11 +17,13 @@ from routing.transforms import transformed_grade, transformed_type
 
 def derive_event_type(source: EventType, view: View) -> EventType:
     """The EventType of `view` over `source`; a source field the view does not name is kept out, at HIGHEST."""
-    return _derive(source, view)
+    # EventType equality ignores the fields' Avro types, so they are part of the cache key: two sources that
+    # differ only there (a schema fixed in place, a test type) must not share a derived schema.
+    return _derive(source, view, tuple(json.dumps(f.avro_type, sort_keys=True) for f in source.fields))
 
 
 @lru_cache(maxsize=256)
-def _derive(source: EventType, view: View) -> EventType:
+def _derive(source: EventType, view: View, _avro_types: tuple[str, ...]) -> EventType:
     fields: list[FieldSpec] = []
     avro_fields = []
     for spec in source.fields:

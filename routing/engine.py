@@ -71,6 +71,14 @@ def route(
                 blocked.append(Blocked(rule.id, dest, f"{event_type.key} is {max(grade, event_type.schema_grade).id}: "
                                                      "only public events leave"))
         for view in rule.derive:
+            if event_type.record_grade > Grade.SENSITIVE and not rule.approval:
+                # The validator's approval requirement, re-checked here: routers load rule sets from
+                # `_hbus.rules` without re-validating them, and a restricted record is not made public by
+                # dropping its restricted fields alone (the event itself is health or ID data).
+                blocked.extend(Blocked(rule.id, d, f"view {view.name}: {event_type.key} is "
+                                                   f"{event_type.record_grade.id}; a view of it needs an approval")
+                               for d in (GRADED, *view.to))
+                continue
             view_type = derive_event_type(event_type, view)
             try:
                 out = {name: apply(t, payload.get(name), pseudonymise) for name, t in view.fields

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,7 @@ def _rule_dict(rule: Rule, with_source: bool = True) -> dict[str, Any]:
 _RULE_KEYS = {"id", "match", "to", "derive", "approval", "description"}
 _MATCH_KEYS = {"dept", "event", "grade"}
 _VIEW_KEYS = {"name", "fields", "to"}
+_VIEW_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 def load_ruleset(rules_dir: Path) -> RuleSet:
@@ -167,7 +169,8 @@ def load_ruleset(rules_dir: Path) -> RuleSet:
         raise RuleError("expected a top-level `ruleset:` mapping with a `version`", str(head), 1)
     version = meta["ruleset"].get("version")
     if not isinstance(version, str) or not version.strip():
-        raise RuleError("ruleset.version must be a non-empty string (quote it)", str(head), _line(meta["ruleset"]))
+        raise RuleError("ruleset.version must be a non-empty string (quote it)", str(head),
+                        _key_line(meta["ruleset"], "version", _line(meta["ruleset"])))
     rules: list[Rule] = []
     seen: dict[str, str] = {}
     for path in sorted(p for p in rules_dir.glob("*.yaml") if p.name != RULESET_FILE):
@@ -186,7 +189,8 @@ def load_rules_file(path: Path) -> list[Rule]:
         return []
     if not isinstance(data, Mapping) or set(data) - {"rules"}:
         extra = sorted(set(data) - {"rules"}) if isinstance(data, Mapping) else []
-        raise RuleError(f"expected only a top-level `rules:` list{'; unknown: ' + ', '.join(extra) if extra else ''}", where, 1)
+        raise RuleError(f"expected only a top-level `rules:` list{'; unknown: ' + ', '.join(extra) if extra else ''}", where,
+                        _key_line(data, extra[0], 1) if extra else 1)
     items = data.get("rules") or []
     if not isinstance(items, list):
         raise RuleError("`rules` must be a list", where, _line(data))
@@ -216,15 +220,17 @@ def _rule_from(item: Any, where: str, line: int) -> Rule:
     raw_match = item.get("match")
     if not isinstance(raw_match, Mapping):
         raise RuleError(f"rule {rule_id!r}: `match` must be a mapping of dept, event, grade", where, line)
+    match_line = _key_line(item, "match", line)
     bad = set(raw_match) - _MATCH_KEYS
     if bad:
-        raise RuleError(f"rule {rule_id!r}: unknown match key(s) {', '.join(sorted(bad))}", where, _key_line(item, "match", line))
+        raise RuleError(f"rule {rule_id!r}: unknown match key(s) {', '.join(sorted(bad))}", where,
+                        _key_line(raw_match, sorted(bad)[0], match_line))
     grade = None
     if raw_match.get("grade") is not None:
         try:
             grade = Grade.parse(raw_match["grade"])
         except GradeError as exc:
-            raise RuleError(f"rule {rule_id!r}: {exc}", where, _key_line(item, "match", line)) from None
+            raise RuleError(f"rule {rule_id!r}: {exc}", where, _key_line(raw_match, "grade", match_line)) from None
     match = Match(str(raw_match.get("dept", "*")), str(raw_match.get("event", "*")), grade)
     to = _destinations(item.get("to", []), f"rule {rule_id!r}", where, _key_line(item, "to", line))
     raw_views = item.get("derive") or []
@@ -243,6 +249,9 @@ def _view_from(item: Any, rule_id: str, where: str, line: int) -> View:
     if bad:
         raise RuleError(f"rule {rule_id!r}: unknown view key(s) {', '.join(sorted(bad))}", where, line)
     name = str(item["name"])
+    if not _VIEW_NAME.match(name):
+        # The name becomes a topic (public.<dept>.<name>) and an Avro record name: keep it to one plain word.
+        raise RuleError(f"rule {rule_id!r}: view name {name!r} must be lower-case letters, digits and _", where, line)
     raw_fields = item.get("fields")
     if not isinstance(raw_fields, Mapping) or not raw_fields:
         raise RuleError(f"view {name!r}: `fields` must name every source field with a transform", where, line)
@@ -255,6 +264,8 @@ def _view_from(item: Any, rule_id: str, where: str, line: int) -> View:
 def _transform_from(raw: Any, view: str, field_name: str, where: str, line: int) -> Transform:
     if isinstance(raw, str) and raw in ("keep", "drop", "mask"):
         return Transform(raw)
+    if raw == "encrypt" or (isinstance(raw, Mapping) and len(raw) == 1 and "encrypt" in raw):
+        raise RuleError(f"view {view!r} field {field_name!r}: encryption never lowers a grade; drop the field instead", where, line)
     if isinstance(raw, str) and raw == "pseudonymise":
         return Transform("pseudonymise", "default")
     if isinstance(raw, Mapping) and len(raw) == 1:
@@ -265,8 +276,6 @@ def _transform_from(raw: Any, view: str, field_name: str, where: str, line: int)
             raise RuleError(f"view {view!r} field {field_name!r}: generalise to one of {', '.join(GENERALISE_KINDS)}", where, line)
         if kind == "pseudonymise":
             return Transform("pseudonymise", str(arg))
-        if kind == "encrypt":
-            raise RuleError(f"view {view!r} field {field_name!r}: encryption never lowers a grade; drop the field instead", where, line)
     raise RuleError(f"view {view!r} field {field_name!r}: unknown transform {raw!r} (keep, drop, mask, "
                     "generalise: <kind>, pseudonymise)", where, line)
 

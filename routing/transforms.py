@@ -18,7 +18,24 @@ Pseudonymiser = Callable[[bytes], "bytes | str"]
 # Grades a lowering transform may take down to public (就高从严: nothing above sensitive).
 LOWERABLE = (Grade.PUBLIC, Grade.INTERNAL, Grade.SENSITIVE)
 
-_DISTRICT = re.compile(r"^(.*?(?:市|省|自治区))?(?P<district>.+?(?:新区|区|县|市|旗))")
+# Only Chinese characters make a district name, so that an arbitrary text (an ID number, a message, a
+# name followed by 区) is refused instead of being "generalised" into open data up to its first 区.
+_CJK = "[\u4e00-\u9fff]"
+_DISTRICT = re.compile(rf"^(?:{_CJK}{{1,12}}?(?:市|省|自治区))?(?P<district>{_CJK}{{1,15}}?(?:新区|区|县|市|旗))")
+# The districts `generalise: district` may output. The pattern above only finds a candidate; the name must
+# also be in this list, because a free text (a complaint naming people, "张三住在海淀区") also ends in 区 and
+# would otherwise be published verbatim as a "district". Extend it with the districts of the city served.
+KNOWN_DISTRICTS = frozenset({
+    "黄浦区", "徐汇区", "长宁区", "静安区", "普陀区", "虹口区", "杨浦区", "闵行区", "宝山区", "嘉定区",
+    "浦东新区", "金山区", "松江区", "青浦区", "奉贤区", "崇明区",
+    "海淀区", "朝阳区", "东城区", "西城区", "昆山市", "崇明县", "阿拉善左旗",
+})
+# An age band is only a generalisation for ages: a large number (a count, a phone number) would keep all
+# but its last digit.
+MAX_AGE = 150
+
+# Transforms that bring a lowerable grade down to public; any other kind keeps the source grade.
+LOWERING = ("mask", "generalise", "pseudonymise")
 
 
 class TransformError(ValueError):
@@ -31,7 +48,9 @@ def transformed_grade(source: Grade, transform: Transform) -> Grade | None:
         return None
     if transform.kind == "keep":
         return source
-    return Grade.PUBLIC if source in LOWERABLE else source
+    if transform.kind in LOWERING and source in LOWERABLE:
+        return Grade.PUBLIC
+    return source
 
 
 def transformed_type(avro_type: object, transform: Transform) -> object:
@@ -72,12 +91,12 @@ def generalise(kind: str, value: Any) -> str:
         return moment.strftime("%Y-%m" if kind == "month" else "%Y-%m-%d")
     if kind == "district":
         match = _DISTRICT.match(str(value).strip())
-        if not match:
+        if not match or match["district"] not in KNOWN_DISTRICTS:
             raise TransformError("address has no recognisable district")
         return match["district"]
     if kind == "age_band":
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise TransformError("age must be a non-negative integer")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_AGE:
+            raise TransformError(f"age must be an integer from 0 to {MAX_AGE}")
         low = (value // 10) * 10
         return f"{low}-{low + 9}"
     raise TransformError(f"unknown generalisation {kind!r}")

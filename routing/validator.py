@@ -105,9 +105,10 @@ def _check_view(rule: Rule, view: View, source: EventType, catalog: Catalog, rep
         report.error(rule, f"view {view.name!r} of {source.key} ({source.record_grade.id}): publishing from "
                            f"{source.record_grade.id} data needs an aggregate or an explicit reviewed `approval`", view.line)
     derived = derive_event_type(source, view)
-    if view.to and derived.schema_grade is not Grade.PUBLIC:
-        report.error(rule, f"view {view.name!r} would be {derived.schema_grade.id}, not public, yet goes to "
-                           f"{', '.join(view.to)}", view.line)
+    if derived.schema_grade is not Grade.PUBLIC:
+        # Even with no `to`, a view is written to its public graded topic: the engine would block it on every event.
+        report.error(rule, f"view {view.name!r} would be {derived.schema_grade.id}, not public"
+                           + (f", yet goes to {', '.join(view.to)}" if view.to else ""), view.line)
 
 
 def _check_order(ruleset: RuleSet, catalog: Catalog, report: Report) -> None:

@@ -18,6 +18,7 @@ from routing.grades import HIGHEST, Grade
 
 _FILE_NAME = re.compile(r"^(?P<event>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_AVRO_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -90,9 +91,10 @@ def effective_grade(event_type: EventType, payload: Any) -> Grade:
     grades = {f.name: f.grade for f in event_type.fields}
     result = event_type.record_grade
     for name, value in payload.items():
-        grade = grades.get(name, HIGHEST)
-        if value is not None and grade > result:
-            result = grade
+        if name not in grades:
+            return HIGHEST  # even when None: a key the schema does not know is never graded by guess
+        if value is not None and grades[name] > result:
+            result = grades[name]
     return result
 
 
@@ -196,6 +198,8 @@ def load_departments(path: Path) -> dict[str, Department]:
         raise SchemaError("departments file not found", str(path)) from None
     except Exception as exc:  # noqa: BLE001 - any YAML error is reported with its text
         raise SchemaError(f"not valid YAML: {exc}", str(path)) from None
+    if data is not None and not isinstance(data, dict):
+        raise SchemaError("must be a mapping with a 'departments' list", str(path))
     result: dict[str, Department] = {}
     for entry in (data or {}).get("departments", []):
         try:
@@ -232,12 +236,23 @@ def event_type_from_schema(
     if not isinstance(schema, dict) or schema.get("type") != "record":
         raise SchemaError("an event schema must be an Avro record", where)
     _check_avro(schema, where)
+    # fastavro lets these through; the Avro spec (and the Apache library) refuse them, and a second field of
+    # the same name would let one grade shadow the other.
+    if not isinstance(schema.get("fields"), list):
+        raise SchemaError("not a valid Avro schema: a record needs a list of fields", where)
+    seen: set[str] = set()
+    for raw in schema["fields"]:
+        if not isinstance(raw["name"], str) or not _AVRO_NAME.match(raw["name"]):
+            raise SchemaError(f"not a valid Avro schema: field name {raw['name']!r} must match [A-Za-z_][A-Za-z0-9_]*", where)
+        if raw["name"] in seen:
+            raise SchemaError(f"field {raw['name']!r} is defined more than once", where)
+        seen.add(raw["name"])
     dept, event, version = schema.get("hbus.dept"), schema.get("hbus.event"), schema.get("hbus.version")
     if not isinstance(dept, str) or dept not in departments:
         raise SchemaError(f"hbus.dept {dept!r} is not a known department ({', '.join(sorted(departments))})", where)
     if not isinstance(event, str) or not _NAME.match(event):
         raise SchemaError(f"hbus.event {event!r} must be lower-case letters, digits and _", where)
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise SchemaError(f"hbus.version {version!r} must be a positive integer", where)
     if expected and (dept, event, version) != expected:
         raise SchemaError(
@@ -275,12 +290,15 @@ def _check_avro(schema: dict[str, Any], where: str) -> None:
 
     try:
         parse_schema(schema, _write_hint=False)
-    except (SchemaParseException, UnknownType, ValueError, TypeError, KeyError) as exc:
+    except UnknownType as exc:  # its text is the bare type name, which reads like no reason at all
+        raise SchemaError(f"not a valid Avro schema: unknown type {exc.name!r}", where) from None
+    except (SchemaParseException, ValueError, TypeError, KeyError) as exc:
         raise SchemaError(f"not a valid Avro schema: {exc}", where) from None
 
 
 def compatibility_errors(older: EventType, newer: EventType) -> list[SchemaError]:
-    """Backward compatibility: a reader of `newer` must read data written with `older`."""
+    """Every way `newer` breaks `older`: a reader of `newer` must read `older` data (backward compatible), and
+    no field a reader of `older` needs without a default may disappear."""
     errors = []
     old = {f.name: f for f in older.fields}
     for spec in newer.fields:
@@ -291,6 +309,14 @@ def compatibility_errors(older: EventType, newer: EventType) -> list[SchemaError
         elif spec.name in old and json.dumps(old[spec.name].avro_type, sort_keys=True) != json.dumps(spec.avro_type, sort_keys=True):
             errors.append(SchemaError(
                 f"field {spec.name!r} changed type between v{older.version} and v{newer.version}", newer.path))
+    # Readers still on the older version must also read newer data: a field they expect may only go if they
+    # can fill it from its default (consumers of a department upgrade at their own pace).
+    kept = {f.name for f in newer.fields}
+    for spec in older.fields:
+        if spec.name not in kept and not spec.has_default:
+            errors.append(SchemaError(
+                f"field {spec.name!r} of v{older.version} is removed in v{newer.version} but has no default in "
+                f"v{older.version}: readers still on v{older.version} cannot read v{newer.version} data", newer.path))
     if older.full_name != newer.full_name:
         errors.append(SchemaError(f"record name changed from {older.full_name} to {newer.full_name}", newer.path))
     return errors

@@ -91,6 +91,9 @@ class AvroCodec:
                 problems.append(FieldProblem(spec.name, f"expected {_describe(spec.avro_type)}, got a boolean"))
                 continue
             if not avro_validate(value, _field_schema(spec.avro_type), raise_errors=False):
+                if isinstance(value, int) and _base_types(spec.avro_type) & {"int", "long"}:
+                    problems.append(FieldProblem(spec.name, f"out of range for {_describe(spec.avro_type)}"))
+                    continue
                 problems.append(FieldProblem(spec.name, f"expected {_describe(spec.avro_type)}, got {type(value).__name__}"))
         return problems
 
@@ -105,7 +108,9 @@ class AvroCodec:
         return out.getvalue()
 
     def decode(self, data: bytes) -> tuple[EventType, dict[str, Any]]:
-        if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) < HEADER_SIZE:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise DecodeError(f"expected bytes, got {type(data).__name__}")
+        if len(data) < HEADER_SIZE:
             raise DecodeError("shorter than the 10-byte single-object header")
         if data[:2] != MARKER:
             raise DecodeError("no Avro single-object marker (C3 01)")

@@ -19,7 +19,10 @@ def _env_path(name: str, default: Path) -> Path:
 
 
 class Ports(BaseModel):
-    """Where each component of the local stack listens (all on 127.0.0.1)."""
+    """Where each component of the local stack listens (all on 127.0.0.1).
+
+    `HBUS_PORT_OFFSET` shifts every port, so a second stack (another state directory) can run beside the first.
+    """
 
     private_kafka: int = 19092
     private_controller: int = 19093
@@ -36,6 +39,12 @@ class Ports(BaseModel):
     archiver_metrics: int = 19103
     audit_metrics: int = 19104
     gateway: int = 19180
+
+    def model_post_init(self, __context: object) -> None:
+        offset = int(os.environ.get("HBUS_PORT_OFFSET", "0") or 0)
+        if offset:
+            for name in type(self).model_fields:
+                setattr(self, name, getattr(self, name) + offset)
 
 
 class Settings(BaseModel):

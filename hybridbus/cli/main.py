@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import typer
 
-from hybridbus.cli import client, demo, dlq, processors, rules, schemas, secrets, stack
+from hybridbus.cli import audit, bench, client, demo, dlq, drill, infra, processors, rules, schemas, secrets, stack, status
 
 app = typer.Typer(
     name="hbus",
@@ -22,6 +22,11 @@ app.add_typer(rules.app, name="rules")
 app.add_typer(schemas.app, name="schemas")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(audit.app, name="audit")
+app.add_typer(infra.app, name="infra")
+app.add_typer(bench.app, name="bench")
+app.command("drill")(drill.drill)
+app.command("status")(status.status)
 app.command("demo")(demo.demo)
 client.register(app)  # publish, tail, outbox, gateway
 

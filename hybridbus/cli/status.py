@@ -1,0 +1,6 @@
+"""`hbus status`: placeholder, filled in by its own change."""
+from __future__ import annotations
+
+
+def status() -> None:
+    """(not yet built)"""

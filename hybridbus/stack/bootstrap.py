@@ -50,6 +50,7 @@ from hybridbus.vault import (
 S3_IDENTITIES = ("archiver", "audit", "public-reader")
 TOKEN_TTL = "1h"
 TOKEN_MAX_TTL = "24h"
+TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"))  # (name, Transit key type)
 
 
 # --- Vault -----------------------------------------------------------------------------------------
@@ -76,6 +77,11 @@ def vault_init_and_unseal(cfg: Settings) -> hvac.Client:
             pass
         time.sleep(0.3)
     raise StackError("vault", "vault did not become active after unseal")
+
+
+def role_name(identity: Identity) -> str:
+    """The name of an identity's Vault policy and AppRole."""
+    return f"hbus-{identity.name}"
 
 
 def policy_for(identity: Identity) -> str:
@@ -108,14 +114,14 @@ def vault_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology) -> N
         client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
     if "approle/" not in client.sys.list_auth_methods()["data"]:
         client.sys.enable_auth_method("approle")
-    for key, key_type in ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519")):
+    for key, key_type in TRANSIT_KEYS:
         try:
             client.secrets.transit.read_key(name=key, mount_point=TRANSIT_MOUNT)
         except hvac.exceptions.InvalidPath:
             body = {"type": key_type, **({"key_size": 32} if key_type == "hmac" else {})}
             client.adapter.post(f"/v1/{TRANSIT_MOUNT}/keys/{key}", json=body)
     for identity in topology.identities:
-        policy = f"hbus-{identity.name}"
+        policy = role_name(identity)
         client.sys.create_or_update_policy(name=policy, policy=policy_for(identity))
         client.auth.approle.create_or_update_approle(
             role_name=policy, token_policies=[policy], token_ttl=TOKEN_TTL, token_max_ttl=TOKEN_MAX_TTL,
@@ -167,18 +173,23 @@ def s3_admin_client(cfg: Settings):  # type: ignore[no-untyped-def]
     return s3_client(cfg, s3_admin_credentials(cfg))
 
 
+def s3_grants(cfg: Settings) -> dict[str, list[str]]:
+    """What each S3 identity may do (SeaweedFS `Action:bucket`); nobody else may do anything (deny by default)."""
+    open_data, audit = cfg.open_data_bucket, cfg.audit_bucket
+    return {
+        "archiver": [f"Read:{open_data}", f"Write:{open_data}", f"List:{open_data}"],
+        "audit": [f"Read:{audit}", f"Write:{audit}", f"List:{audit}"],
+        "public-reader": [f"Read:{open_data}", f"List:{open_data}"],
+    }
+
+
 def s3_write_identities(client: hvac.Client, cfg: Settings) -> None:
     """Generate S3 keys once (kept in Vault KV) and write the identities file `weed` checks signatures with."""
     admin_file = cfg.secrets_dir / "s3-admin.json"
     if not admin_file.exists():
         write_private(admin_file, {"access_key": new_access_key(), "secret_key": new_password()})
     admin = read_private(admin_file)
-    open_data, audit = cfg.open_data_bucket, cfg.audit_bucket
-    grants = {
-        "archiver": [f"Read:{open_data}", f"Write:{open_data}", f"List:{open_data}"],
-        "audit": [f"Read:{audit}", f"Write:{audit}", f"List:{audit}"],
-        "public-reader": [f"Read:{open_data}", f"List:{open_data}"],
-    }
+    grants = s3_grants(cfg)
     identities = [{"name": "admin", "credentials": [{"accessKey": admin["access_key"], "secretKey": admin["secret_key"]}],
                    "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]
     for name in S3_IDENTITIES:

@@ -1,0 +1,4 @@
+output "approle_role_names" {
+  description = "Every AppRole, so that the platform can issue each identity its RoleID and SecretID."
+  value       = sort(keys(vault_approle_auth_backend_role.this))
+}

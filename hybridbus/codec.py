@@ -20,6 +20,7 @@ from routing.catalog import Catalog, EventType
 
 MARKER = b"\xc3\x01"
 HEADER_SIZE = 10
+INT_MIN, INT_MAX = -(2**31), 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class _Entry:
     event_type: EventType
     parsed: Any
     prefix: bytes
+    int_fields: tuple[str, ...] = ()  # fastavro reads an Avro int as a 64-bit varint: range-checked on decode
 
 
 def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
@@ -56,7 +58,8 @@ class AvroCodec:
 
     def add(self, event_type: EventType) -> None:
         fp = schema_fingerprint(event_type.schema)
-        entry = _Entry(event_type, parse_schema(dict(event_type.schema), _write_hint=False), MARKER + fp)
+        int_fields = tuple(f.name for f in event_type.fields if "int" in _base_types(f.avro_type))
+        entry = _Entry(event_type, parse_schema(dict(event_type.schema), _write_hint=False), MARKER + fp, int_fields)
         self._by_fingerprint[fp] = entry
         self._by_type[(event_type.key, event_type.version)] = entry
 
@@ -124,6 +127,10 @@ class AvroCodec:
             raise DecodeError(f"{entry.event_type.key}: body does not decode ({type(exc).__name__})") from None
         if body.tell() != len(data) - HEADER_SIZE:
             raise DecodeError(f"{entry.event_type.key}: {len(data) - HEADER_SIZE - body.tell()} trailing bytes after the record")
+        for name in entry.int_fields:
+            value = record.get(name)
+            if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
+                raise DecodeError(f"{entry.event_type.key}: field {name!r} is out of range for int")
         return entry.event_type, record
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from routing.exceptions import GradeError, RuleError
 from routing.grades import Grade
@@ -188,8 +188,8 @@ def load_rules_file(path: Path) -> list[Rule]:
     if data is None:
         return []
     if not isinstance(data, Mapping) or set(data) - {"rules"}:
-        extra = sorted(set(data) - {"rules"}) if isinstance(data, Mapping) else []
-        raise RuleError(f"expected only a top-level `rules:` list{'; unknown: ' + ', '.join(extra) if extra else ''}", where,
+        extra = _unknown_keys(data, {"rules"}) if isinstance(data, Mapping) else []
+        raise RuleError(f"expected only a top-level `rules:` list{'; unknown: ' + _names(extra) if extra else ''}", where,
                         _key_line(data, extra[0], 1) if extra else 1)
     items = data.get("rules") or []
     if not isinstance(items, list):
@@ -205,15 +205,21 @@ def _load_yaml(path: Path) -> Any:
         raise RuleError(f"YAML syntax error: {exc.problem}", str(path), line) from None
     except UnicodeDecodeError:
         raise RuleError("file is not UTF-8 text", str(path)) from None
+    except YAMLError as exc:  # unmarked: e.g. a control character the YAML reader refuses
+        raise RuleError(f"not YAML: {str(exc).splitlines()[0]}", str(path)) from None
+    except RecursionError:
+        raise RuleError("YAML nested too deeply", str(path)) from None
+    except TypeError:  # ruamel cannot hash a mapping or a list used as a key
+        raise RuleError("YAML with a mapping or a list as a key", str(path)) from None
 
 
 def _rule_from(item: Any, where: str, line: int) -> Rule:
     if not isinstance(item, Mapping):
         raise RuleError("each rule must be a mapping with at least `id` and `match`", where, line)
-    unknown = set(item) - _RULE_KEYS - {"path", "line"}
+    unknown = _unknown_keys(item, _RULE_KEYS | {"path", "line"})
     if unknown:
-        raise RuleError(f"unknown key(s) {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(_RULE_KEYS))})", where,
-                        _key_line(item, sorted(unknown)[0], line))
+        raise RuleError(f"unknown key(s) {_names(unknown)} (allowed: {_names(_RULE_KEYS)})", where,
+                        _key_line(item, unknown[0], line))
     rule_id = item.get("id")
     if not isinstance(rule_id, str) or not rule_id.strip():
         raise RuleError("rule has no `id`", where, line)
@@ -221,10 +227,10 @@ def _rule_from(item: Any, where: str, line: int) -> Rule:
     if not isinstance(raw_match, Mapping):
         raise RuleError(f"rule {rule_id!r}: `match` must be a mapping of dept, event, grade", where, line)
     match_line = _key_line(item, "match", line)
-    bad = set(raw_match) - _MATCH_KEYS
+    bad = _unknown_keys(raw_match, _MATCH_KEYS)
     if bad:
-        raise RuleError(f"rule {rule_id!r}: unknown match key(s) {', '.join(sorted(bad))}", where,
-                        _key_line(raw_match, sorted(bad)[0], match_line))
+        raise RuleError(f"rule {rule_id!r}: unknown match key(s) {_names(bad)}", where,
+                        _key_line(raw_match, bad[0], match_line))
     grade = None
     if raw_match.get("grade") is not None:
         try:
@@ -245,9 +251,9 @@ def _rule_from(item: Any, where: str, line: int) -> Rule:
 def _view_from(item: Any, rule_id: str, where: str, line: int) -> View:
     if not isinstance(item, Mapping) or not item.get("name"):
         raise RuleError(f"rule {rule_id!r}: a derived view needs a `name`", where, line)
-    bad = set(item) - _VIEW_KEYS
+    bad = _unknown_keys(item, _VIEW_KEYS)
     if bad:
-        raise RuleError(f"rule {rule_id!r}: unknown view key(s) {', '.join(sorted(bad))}", where, line)
+        raise RuleError(f"rule {rule_id!r}: unknown view key(s) {_names(bad)}", where, line)
     name = str(item["name"])
     if not _VIEW_NAME.match(name):
         # The name becomes a topic (public.<dept>.<name>) and an Avro record name: keep it to one plain word.
@@ -290,6 +296,15 @@ def _destinations(raw: Any, owner: str, where: str, line: int) -> tuple[str, ...
             raise RuleError(f"{owner}: unknown destination {dest!r} (allowed: {', '.join(DESTINATIONS)}; the graded "
                             "private topic is always written)", where, line)
     return tuple(dict.fromkeys(raw))
+
+
+def _unknown_keys(mapping: Mapping[Any, Any], allowed: set[str]) -> list[Any]:
+    """Keys not in `allowed`, in a stable order; YAML keys need not be strings (`- : x` has a null key)."""
+    return sorted((key for key in mapping if key not in allowed), key=str)
+
+
+def _names(keys: Any) -> str:
+    return ", ".join(sorted(str(key) for key in keys))
 
 
 def _line(node: Any, default: int = 0) -> int:

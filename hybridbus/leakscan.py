@@ -52,13 +52,18 @@ def scan_public_cluster(creds: KafkaCredentials, report: ScanReport | None = Non
                         if msg.error():
                             continue
                         position = msg.offset() + 1
-                        blob = b"".join([msg.value() or b"", msg.key() or b""] + [v or b"" for _, v in (msg.headers() or [])])
-                        _count(report, blob, f"kafka:{topic}[{p}]@{msg.offset()}")
-                        report.records += 1
+                        scan_record(report, msg)
                 consumer.unassign()
     finally:
         consumer.close()
     return report
+
+
+def scan_record(report: ScanReport, msg) -> None:  # type: ignore[no-untyped-def]
+    """One Kafka record: value, key and headers."""
+    blob = b"".join([msg.value() or b"", msg.key() or b""] + [v or b"" for _, v in (msg.headers() or [])])
+    count_canaries(report, blob, f"kafka:{msg.topic()}[{msg.partition()}]@{msg.offset()}")
+    report.records += 1
 
 
 def scan_bucket(s3, bucket: str, report: ScanReport | None = None) -> ScanReport:  # type: ignore[no-untyped-def]
@@ -67,18 +72,23 @@ def scan_bucket(s3, bucket: str, report: ScanReport | None = None) -> ScanReport
     paginator = s3.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=bucket):
         for obj in page.get("Contents", []):
-            body = s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
-            report.objects += 1
-            text = body
-            if obj["Key"].endswith(".avro"):
-                records = list(reader(io.BytesIO(body)))
-                report.records += len(records)
-                text = json.dumps(records, ensure_ascii=False).encode()
-            _count(report, text, f"s3://{bucket}/{obj['Key']}")
+            scan_object(report, bucket, obj["Key"], s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
     return report
 
 
-def _count(report: ScanReport, blob: bytes, where: str) -> None:
+def scan_object(report: ScanReport, bucket: str, key: str, body: bytes) -> None:
+    """One object, raw and — for an Avro container file — decoded (its blocks are compressed)."""
+    report.objects += 1
+    text = body
+    if key.endswith(".avro"):
+        records = list(reader(io.BytesIO(body)))
+        report.records += len(records)
+        text = json.dumps(records, ensure_ascii=False).encode()
+    count_canaries(report, text, f"s3://{bucket}/{key}")
+
+
+def count_canaries(report: ScanReport, blob: bytes, where: str) -> None:
+    """Count the canaries in one record or object; scans that read the public side themselves call it too."""
     leaks = blob.count(_SECRET)
     if leaks:
         report.leaked += leaks

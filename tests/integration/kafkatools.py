@@ -5,9 +5,16 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from collections import Counter
+
 from confluent_kafka import Consumer, TopicPartition
 
 from hybridbus import kafka
+from hybridbus.model import load_catalog
+from producers.publisher import Publisher
+from routing import headers as H
+
+TOPIC = "public.market.licence_granted"  # a public event type the shipped rules export and archive
 
 
 @dataclass(frozen=True)
@@ -107,3 +114,34 @@ def read_after(cluster: str, topic: str, since: dict[int, int], predicate=None, 
         return found
     finally:
         consumer.close()
+
+
+def publish_burst(count: int, publisher: Publisher | None = None) -> list[str]:
+    """Publish `count` business licences (public, exported) as fast as the client goes; returns their ids."""
+    catalog = load_catalog()
+    publisher = publisher or Publisher.for_department("market", catalog=catalog)
+    run = uuid.uuid4().hex[:8]
+    ids = []
+    for i in range(count):
+        event_id = f"{run}-{i:06d}"
+        publisher.publish_async("market.licence_granted", {
+            "credit_code": f"91310000{i:010d}", "company_name": f"测试企业{run}-{i}", "licence_type": "有限责任公司",
+            "district": "浦东新区", "business_scope": "软件开发", "granted_on": "2026-11-25"}, event_id=event_id)
+        ids.append(event_id)
+    assert publisher.flush(60) == 0
+    return ids
+
+
+def copies(cluster: str, since: dict[int, int], ids: list[str], timeout: float = 90.0) -> Counter[str]:
+    """How many copies of each of `ids` are on TOPIC of `cluster` after the `since` offsets."""
+    wanted = {i.encode() for i in ids}
+    found = read_after(cluster, TOPIC, since, lambda r: r.headers.get(H.EVENT_ID) in wanted,
+                       min_records=len(ids), timeout=timeout)
+    return Counter(r.headers[H.EVENT_ID].decode() for r in found)
+
+
+def assert_exactly_once(counts: Counter[str], ids: list[str], where: str) -> None:
+    missing = [i for i in ids if counts[i] == 0]
+    doubled = [i for i in ids if counts[i] > 1]
+    assert not missing, f"{len(missing)} events missing on {where}, e.g. {missing[:3]}"
+    assert not doubled, f"{len(doubled)} events duplicated on {where}, e.g. {doubled[:3]}"

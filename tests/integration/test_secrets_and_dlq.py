@@ -14,8 +14,7 @@ from hybridbus.stack.bootstrap import s3_client
 from hybridbus.topology import DLQ_TOPIC, PRIVATE, PUBLIC
 from hybridbus.vault import VaultSession
 from routing import headers as H
-from tests.integration.kafkatools import end_offsets, read_after
-from tests.integration.test_faults import TOPIC, assert_exactly_once, copies, publish_burst
+from tests.integration.kafkatools import TOPIC, assert_exactly_once, copies, end_offsets, publish_burst, read_after
 
 
 def test_kafka_credential_rotation_mid_stream_loses_nothing(bus: Settings) -> None:

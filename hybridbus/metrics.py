@@ -5,6 +5,8 @@ id, a person or a secret.
 """
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -38,6 +40,8 @@ SECRET_AGE = Gauge("hbus_secret_age_seconds", "Seconds since the credentials in 
 ARCHIVE_OBJECTS = Counter("hbus_archive_objects_total", "Objects written to the open-data bucket.", ["dept", "event_type"])
 ARCHIVE_BYTES = Counter("hbus_archive_bytes_total", "Bytes written to the open-data bucket.", ["dept", "event_type"])
 LAST_ARCHIVE = Gauge("hbus_archive_last_object_timestamp_seconds", "Unix time of the last archived object.")
+AUDIT_ENTRIES = Counter("hbus_audit_entries_total", "Entries appended to the audit chain, per kind.", ["kind"])
+AUDIT_LAST_CHECKPOINT = Gauge("hbus_audit_last_checkpoint_timestamp_seconds", "Unix time of the last signed checkpoint.")
 PAUSED = Gauge("hbus_paused", "1 while a processor waits for a dependency.", ["component", "dependency"])
 
 
@@ -50,6 +54,15 @@ def observe_latency(stage: str, headers, now_ms: float) -> None:  # type: ignore
             except ValueError:
                 pass
             return
+
+
+def secret_read(component: str, secret: str) -> None:
+    """Record that `component` just read `secret` (a kind, e.g. `kafka-private`) from Vault.
+
+    The age is computed when Prometheus scrapes, so it grows between reads without a timer.
+    """
+    read_at = time.time()
+    SECRET_AGE.labels(component, secret).set_function(lambda: time.time() - read_at)
 
 
 def serve(port: int, host: str = "127.0.0.1") -> None:

@@ -15,6 +15,7 @@ from hybridbus.archive import Archive, ArchivedRecord, day_of
 from hybridbus.codec import AvroCodec
 from hybridbus.config import settings
 from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, quarantine, run_worker
+from hybridbus.lag import watch_lag
 from hybridbus.model import derived_event_types, load_catalog
 from hybridbus.pipeline import BoundaryStep, decisions_batch
 from hybridbus.rulestore import RuleFeed
@@ -38,6 +39,8 @@ def main() -> None:
     vault.login()
     creds = vault.kafka_credentials(PRIVATE)
     archive = Archive(s3_client(cfg, vault.s3_credentials()), cfg.open_data_bucket)
+    metrics.secret_read("archiver", "kafka-private")
+    metrics.secret_read("archiver", "s3")
     catalog = load_catalog(cfg)
     feed = RuleFeed(creds)
     guard = BoundaryStep(AvroCodec.for_catalog(catalog))
@@ -52,7 +55,7 @@ def main() -> None:
         """After a rotation the key in use is retired at the next one: take the current key from Vault."""
         try:
             archive.s3 = s3_client(cfg, vault.s3_credentials())
-            metrics.SECRET_AGE.labels("archiver", "s3").set(0)
+            metrics.secret_read("archiver", "s3")
         except Exception as exc:  # noqa: BLE001 - Vault away too: keep the key we have and retry later
             log.warning("event=vault_unavailable error=%s", type(exc).__name__)
 
@@ -68,6 +71,7 @@ def main() -> None:
                     key, size = archive.put_batch(event_type, day, partition, todo)
                     metrics.ARCHIVE_OBJECTS.labels(event_type.dept, event_type.key).inc()
                     metrics.ARCHIVE_BYTES.labels(event_type.dept, event_type.key).inc(size)
+                    metrics.EVENTS_OUT.labels("archiver", event_type.dept, event_type.key, Grade.PUBLIC.id, "archive").inc(len(todo))
                     metrics.LAST_ARCHIVE.set(time.time())
                 metrics.PAUSED.labels("archiver", "s3").set(0)
                 return
@@ -104,6 +108,7 @@ def main() -> None:
                 for event in events:
                     msg = event.message
                     verdict = guard.check(msg.topic, msg.key, msg.value, msg.headers, ARCHIVE)
+                    metrics.EVENTS_IN.labels("archiver", verdict.dept, verdict.type_key(msg.topic)).inc()
                     if verdict.allowed and replayed(msg.topic, msg.partition, verdict.event_id):
                         continue
                     if verdict.allowed:
@@ -130,6 +135,7 @@ def main() -> None:
 
     add_housekeeping(app, "archiver", vault, feed,
                      lambda updates: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
+    watch_lag(app, "archiver", creds, sources)
     metrics.serve(cfg.ports.archiver_metrics, cfg.host)
     run_worker(app)
 

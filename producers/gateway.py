@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hybridbus.metrics import secret_read
 from producers.exceptions import (
     DeliveryFailed,
     DeliveryTimeout,
@@ -90,7 +91,9 @@ class TokenStore:
         session = VaultSession("gateway")
 
         def load() -> dict[str, str]:
-            return {dept: str(session.read_kv(f"gateway/{dept}")["token"]) for dept in departments}
+            tokens = {dept: str(session.read_kv(f"gateway/{dept}")["token"]) for dept in departments}
+            secret_read("gateway", "department-tokens")
+            return tokens
 
         return cls(load, refresh)
 
@@ -362,6 +365,7 @@ def _field_path(name: str) -> str:
 def build_app(*, ack_timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
     """The gateway as run by `hbus gateway`: Kafka identity and department tokens both from Vault."""
     publisher = Publisher.for_gateway(max_bytes=max_bytes, ack_timeout=ack_timeout)
+    secret_read("gateway", "kafka-private")
     departments = sorted(publisher.encoder.catalog.departments)
     return create_app(publisher, TokenStore.from_vault(departments), max_bytes=max_bytes, ack_timeout=ack_timeout)
 

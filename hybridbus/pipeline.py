@@ -47,6 +47,7 @@ class DecisionRecord:
     verdict: str  # routed | dlq | blocked | forged | exported | quarantined | archived
     reason: str
     at_ms: int
+    actor: str = ""  # who acted, for decisions of people (rules applied, secrets rotated); "" for processors
 
     def to_bytes(self) -> bytes:
         return json.dumps(self.__dict__, ensure_ascii=False, separators=(",", ":")).encode()

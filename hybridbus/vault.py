@@ -110,6 +110,27 @@ class VaultSession:
         )
         return str(result["data"]["hmac"])
 
+    def sign(self, data: bytes, key: str = AUDIT_SIGNING_KEY) -> str:
+        """Signature made inside Vault Transit (`vault:v<N>:...`): the signing key never leaves Vault."""
+        import base64
+
+        self.ensure_token()
+        result = self.client.secrets.transit.sign_data(
+            name=key, hash_input=base64.b64encode(data).decode(), mount_point=TRANSIT_MOUNT)
+        return str(result["data"]["signature"])
+
+    def signature_valid(self, data: bytes, signature: str, key: str = AUDIT_SIGNING_KEY) -> bool:
+        """Whether Vault Transit confirms `signature` over `data`; a malformed signature is simply not valid."""
+        import base64
+
+        self.ensure_token()
+        try:
+            result = self.client.secrets.transit.verify_signed_data(
+                name=key, hash_input=base64.b64encode(data).decode(), signature=signature, mount_point=TRANSIT_MOUNT)
+        except hvac.exceptions.InvalidRequest:
+            return False
+        return bool(result["data"]["valid"])
+
 
 def root_client(cfg: Settings | None = None) -> hvac.Client:
     """The local stack's root token client; used only by `hbus stack` bootstrap and admin commands."""

@@ -212,7 +212,7 @@ def apply(rules_dir: Path | None = DIR,
 
     if withdraw_shadow:
         try:
-            publish(None, SHADOW, kafka.admin_credentials(PRIVATE), applied_by)
+            _record_change(publish(None, SHADOW, kafka.admin_credentials(PRIVATE), applied_by), "shadow_withdrawn", "-")
         except (RuntimeError, OSError) as exc:
             raise fail(str(exc), UNAVAILABLE) from None
         return
@@ -225,7 +225,22 @@ def apply(rules_dir: Path | None = DIR,
     role = SHADOW if shadow else LIVE
     try:
         applied = publish(ruleset, role, kafka.admin_credentials(PRIVATE), applied_by)
+        _record_change(applied, "shadow_applied" if shadow else "rules_applied", f"digest {ruleset.digest[:12]}")
     except (RuntimeError, OSError) as exc:
         raise fail(str(exc), UNAVAILABLE) from None
     typer.echo(f"applied {ruleset.version} as {role} (digest {ruleset.digest[:12]}) by {applied.applied_by}")
 
+
+
+def _record_change(applied: Any, verdict: str, reason: str) -> None:
+    """Put the change on the audit trail: which set, in which role, applied by whom (and from which login), when."""
+    import getpass
+
+    from hybridbus.auditstore import record_decision
+    from hybridbus.pipeline import DecisionRecord
+    from hybridbus.topology import RULES_TOPIC
+
+    version = applied.ruleset.version if applied.ruleset is not None else ""
+    record_decision(DecisionRecord("rules", "", "", "", "", version, applied.role, RULES_TOPIC, verdict,
+                                   f"{reason}; os user {getpass.getuser()}", applied.applied_at_ms,
+                                   actor=applied.applied_by))

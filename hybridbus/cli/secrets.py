@@ -6,20 +6,21 @@ the old one (both valid), the server reloads, then Vault KV switches; the next r
 """
 from __future__ import annotations
 
-import json
+import getpass
 import time
 
 import typer
 from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
 
 from hybridbus import kafka
+from hybridbus.auditstore import record_decision
 from hybridbus.cli.output import UNAVAILABLE, fail
 from hybridbus.config import settings
 from hybridbus.pipeline import DecisionRecord
 from hybridbus.secrets import new_access_key, new_password
 from hybridbus.stack import manager
 from hybridbus.stack.bootstrap import kv_get, kv_put
-from hybridbus.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC
+from hybridbus.topology import PRIVATE, PUBLIC
 from hybridbus.vault import kafka_kv_path, root_client, s3_kv_path
 
 app = typer.Typer(help="Rotate credentials held in Vault.\n\nExample: hbus secrets rotate kafka router", no_args_is_help=True)
@@ -28,12 +29,9 @@ app.add_typer(rotate, name="rotate")
 
 
 def _audit(identity: str, what: str) -> None:
-    """Record the rotation (never the secret) for the audit trail."""
-    producer = kafka.producer(PRIVATE, kafka.admin_credentials(PRIVATE))
-    record = DecisionRecord("secrets", "", "", "", "", "", what, "", "secret_rotated", f"{what} of {identity}",
-                            int(time.time() * 1000))
-    producer.produce(DECISIONS_TOPIC, json.dumps([record.__dict__]).encode(), key=b"secrets")
-    producer.flush(20)
+    """Record the rotation (never the secret) for the audit trail, with the login that ran it."""
+    record_decision(DecisionRecord("secrets", "", "", "", "", "", what, "", "secret_rotated", f"{what} of {identity}",
+                                   int(time.time() * 1000), actor=getpass.getuser()))
 
 
 def rotate_kafka(identity: str, cluster: str) -> None:

@@ -14,7 +14,7 @@ from hybridbus.config import Settings
 from hybridbus.stack.exceptions import StackError
 from hybridbus.stack.process import ManagedProcess
 
-PROCESSORS = ("router", "egress", "archiver")
+PROCESSORS = ("router", "egress", "archiver", "audit")
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,17 @@
-"""No generated secret appears in a log file of the stack or the processors, nor in a metric (runs last)."""
+"""No generated secret appears in a log file of the stack or the processors, a /metrics page, a label value Prometheus
+holds, or a DLQ or quarantine reason (runs last, after every other test has driven traffic and faults)."""
 from __future__ import annotations
 
 import requests
 
 from hybridbus.config import Settings
 from hybridbus.secrets import read_private
+from hybridbus.stack import workers
 from hybridbus.stack.bootstrap import kv_get
+from hybridbus.topology import DLQ_TOPIC, PRIVATE, QUARANTINE_TOPIC
 from hybridbus.vault import KV_MOUNT, root_client
+from routing import headers as H
+from tests.integration.kafkatools import read_topic
 
 
 def _generated_secrets(cfg: Settings) -> set[str]:
@@ -41,6 +46,28 @@ def test_no_generated_secret_in_any_log_or_metric(bus: Settings) -> None:
         text = path.read_text(errors="replace")
         leaked = [s[:4] + "…" for s in secrets if s in text]
         assert not leaked, f"{path} contains generated secrets {leaked}"
-    for port in (bus.ports.router_metrics, bus.ports.egress_metrics, bus.ports.archiver_metrics):
-        text = requests.get(f"http://{bus.host}:{port}/metrics", timeout=5).text
-        assert not [s for s in secrets if s in text]
+    for url in _metrics_pages(bus):
+        text = requests.get(url, timeout=5).text
+        assert not [s for s in secrets if s in text], f"{url} shows a generated secret"
+
+
+def test_no_generated_secret_in_prometheus_labels_or_dlq_reasons(bus: Settings) -> None:
+    secrets = _generated_secrets(bus)
+    prometheus = f"http://{bus.host}:{bus.ports.prometheus}/api/v1"
+    names = requests.get(f"{prometheus}/labels", timeout=10).json()["data"]
+    values = {name: requests.get(f"{prometheus}/label/{name}/values", timeout=10).json()["data"] for name in names}
+    assert "reason" in values and "component" in values  # the processors' series are there to be scanned
+    leaked = [name for name, found in values.items() if any(s in v for s in secrets for v in found)]
+    assert not leaked, f"Prometheus label values of {leaked} contain a generated secret"
+
+    reasons = [r.headers.get(H.DLQ_REASON, b"").decode("utf-8", "replace")
+               for topic in (DLQ_TOPIC, QUARANTINE_TOPIC) for r in read_topic(PRIVATE, topic, timeout=30)]
+    assert reasons and all(reasons), "every DLQ and quarantine record carries a reason"
+    assert not [r for r in reasons if any(s in r for s in secrets)], "a DLQ or quarantine reason contains a secret"
+
+
+def _metrics_pages(cfg: Settings) -> set[str]:
+    """Every processor's /metrics page, and every page Prometheus scrapes."""
+    targets = requests.get(f"http://{cfg.host}:{cfg.ports.prometheus}/api/v1/targets", timeout=10).json()
+    pages = {t["scrapeUrl"] for t in targets["data"]["activeTargets"] if t["health"] == "up"}
+    return pages | {workers.metrics_url(cfg, name) for name in workers.PROCESSORS}

@@ -18,6 +18,7 @@ from hybridbus.audit import CHECKPOINT, Chain, canonical, checkpoint_message
 from hybridbus.auditstore import AuditArchive, read_chain, read_tail
 from hybridbus.config import settings
 from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, run_worker
+from hybridbus.lag import watch_lag
 from hybridbus.stack.bootstrap import s3_client
 from hybridbus.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.vault import VaultSession
@@ -111,6 +112,7 @@ def main() -> None:
     vault = VaultSession("audit", cfg)
     vault.login()
     creds = vault.kafka_credentials(PRIVATE)
+    metrics.secret_read("audit", "kafka-private")
     writer = ChainWriter(Chain.resume(read_tail(creds, reach=4 * CHECKPOINT_EVERY)), vault, creds)
     writer.segments_closed = True  # archive whatever a previous run closed but did not archive
     archive = AuditArchive(s3_client(cfg, vault.s3_credentials()), cfg.audit_bucket)
@@ -154,6 +156,7 @@ def main() -> None:
                 log.warning("event=vault_unavailable error=%s", type(vault_exc).__name__)
 
     add_housekeeping(app, "audit", vault, feed=None, on_rules=None)
+    watch_lag(app, "audit", creds, [DECISIONS_TOPIC])
     metrics.serve(cfg.ports.audit_metrics, cfg.host)
     run_worker(app)
 

@@ -62,7 +62,6 @@ BASELINES = {
     "archive_objects": "sum(hbus_archive_objects_total)",
     "archive_bytes": "sum(hbus_archive_bytes_total)",
     "gateway_accepted": 'sum(hbus_gateway_requests_total{status="202"})',
-    "blocked_egress_1h": 'sum(hbus:boundary_blocked:increase1h{component="egress"})',
 }
 
 
@@ -246,15 +245,16 @@ def test_prometheus_holds_every_metric_with_sensible_values(traffic: Traffic, pr
 
 def test_a_record_injected_past_the_router_fires_the_boundary_alert(traffic: Traffic,
                                                                     prometheus: PrometheusAPI) -> None:
-    before = (traffic.before or {})["blocked_egress_1h"]
-
     def firing_value() -> float:
         return sum(a["value"] for a in prometheus.firing_alerts()
                    if a["alert"] == "HbusBoundaryBlocked" and a["labels"].get("component") == "egress")
 
-    # The alert's value is the count of the last hour: it must include this module's injected records.
-    wait_for(lambda: [] if firing_value() >= before + 0.8 * traffic.injected
-             else [f"HbusBoundaryBlocked for egress at {firing_value()}, expected {before} + {traffic.injected}"])
+    # The alert's value is Prometheus's estimate of the last hour's blocks: it must cover this module's
+    # injected records. (It is not compared with an earlier reading: increase() over a window that holds a
+    # processor restart or a young series is an extrapolation, good for alerting, not for exact deltas;
+    # the exact growth of the counter is asserted by the test above.)
+    wait_for(lambda: [] if firing_value() >= 0.8 * traffic.injected
+             else [f"HbusBoundaryBlocked for egress at {firing_value()}, expected at least {traffic.injected}"])
 
 
 def test_every_dashboard_panel_returns_data(traffic: Traffic, prometheus: PrometheusAPI) -> None:

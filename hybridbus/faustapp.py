@@ -16,6 +16,27 @@ import faust
 from hybridbus import kafka
 from hybridbus.config import Settings, settings
 from hybridbus.secrets import KafkaCredentials
+from hybridbus.vault import VaultSession
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def login(component: str) -> tuple[Settings, VaultSession]:
+    """The start of every processor: warnings-only logs, then its own AppRole login to Vault."""
+    cfg = settings()
+    logging.basicConfig(level=logging.WARNING, format=LOG_FORMAT)
+    vault = VaultSession(component, cfg)
+    vault.login()
+    return cfg, vault
+
+
+def kafka_login(vault: VaultSession, component: str, cluster: str) -> KafkaCredentials:
+    """`component`'s SCRAM login to `cluster`, read from Vault now (its age is exported as a metric)."""
+    from hybridbus import metrics
+
+    creds = vault.kafka_credentials(cluster)
+    metrics.secret_read(component, f"kafka-{cluster}")
+    return creds
 
 
 def make_app(identity: str, creds: KafkaCredentials, cfg: Settings | None = None, **overrides: Any) -> faust.App:

@@ -13,15 +13,14 @@ from collections import OrderedDict, defaultdict
 from hybridbus import metrics
 from hybridbus.archive import Archive, ArchivedRecord, day_of
 from hybridbus.codec import AvroCodec
-from hybridbus.config import settings
-from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, quarantine, run_worker
+from hybridbus.faustapp import (add_housekeeping, exit_on_error, kafka_login, login, make_app, quarantine,
+                                run_worker)
 from hybridbus.lag import watch_lag
 from hybridbus.model import derived_event_types, load_catalog
 from hybridbus.pipeline import BoundaryStep, decisions_batch
 from hybridbus.rulestore import RuleFeed
 from hybridbus.stack.bootstrap import s3_client
 from hybridbus.topology import DECISIONS_TOPIC, PRIVATE, QUARANTINE_TOPIC
-from hybridbus.vault import VaultSession
 from routing.boundary import ARCHIVE
 from routing.grades import Grade
 
@@ -33,13 +32,9 @@ BATCH_WITHIN = 2.0  # seconds: open data is read in files, so fewer, larger obje
 
 
 def main() -> None:
-    cfg = settings()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    vault = VaultSession("archiver", cfg)
-    vault.login()
-    creds = vault.kafka_credentials(PRIVATE)
+    cfg, vault = login("archiver")
+    creds = kafka_login(vault, "archiver", PRIVATE)
     archive = Archive(s3_client(cfg, vault.s3_credentials()), cfg.open_data_bucket)
-    metrics.secret_read("archiver", "kafka-private")
     metrics.secret_read("archiver", "s3")
     catalog = load_catalog(cfg)
     feed = RuleFeed(creds)

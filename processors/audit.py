@@ -16,8 +16,7 @@ from typing import Any
 from hybridbus import kafka, metrics
 from hybridbus.audit import CHECKPOINT, Chain, canonical, checkpoint_message
 from hybridbus.auditstore import AuditArchive, read_chain, read_tail
-from hybridbus.config import settings
-from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, run_worker
+from hybridbus.faustapp import add_housekeeping, exit_on_error, kafka_login, login, make_app, run_worker
 from hybridbus.lag import watch_lag
 from hybridbus.stack.bootstrap import s3_client
 from hybridbus.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
@@ -107,12 +106,8 @@ class ChainWriter:
 
 
 def main() -> None:
-    cfg = settings()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    vault = VaultSession("audit", cfg)
-    vault.login()
-    creds = vault.kafka_credentials(PRIVATE)
-    metrics.secret_read("audit", "kafka-private")
+    cfg, vault = login("audit")
+    creds = kafka_login(vault, "audit", PRIVATE)
     writer = ChainWriter(Chain.resume(read_tail(creds, reach=4 * CHECKPOINT_EVERY)), vault, creds)
     writer.segments_closed = True  # archive whatever a previous run closed but did not archive
     archive = AuditArchive(s3_client(cfg, vault.s3_credentials()), cfg.audit_bucket)

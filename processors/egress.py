@@ -16,14 +16,13 @@ from confluent_kafka import Producer, TopicPartition
 
 from hybridbus import kafka, metrics
 from hybridbus.codec import AvroCodec
-from hybridbus.config import settings
-from hybridbus.faustapp import add_housekeeping, exit_on_error, make_app, quarantine, run_worker
+from hybridbus.faustapp import (add_housekeeping, exit_on_error, kafka_login, login, make_app, quarantine,
+                                run_worker)
 from hybridbus.lag import watch_lag
 from hybridbus.model import derived_event_types, load_catalog
 from hybridbus.pipeline import BoundaryStep, decisions_batch
 from hybridbus.rulestore import RuleFeed
 from hybridbus.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
-from hybridbus.vault import VaultSession
 from routing import headers as H
 from routing.boundary import PUBLIC_CLOUD
 from routing.grades import Grade
@@ -125,13 +124,8 @@ class PublicSide:
 
 
 def main() -> None:
-    cfg = settings()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    vault = VaultSession("egress", cfg)
-    vault.login()
-    private_creds, public_creds = vault.kafka_credentials(PRIVATE), vault.kafka_credentials(PUBLIC)
-    metrics.secret_read("egress", "kafka-private")
-    metrics.secret_read("egress", "kafka-public")
+    cfg, vault = login("egress")
+    private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
     catalog = load_catalog(cfg)
     feed = RuleFeed(private_creds)
     guard = BoundaryStep(AvroCodec.for_catalog(catalog))

@@ -11,14 +11,12 @@ from dataclasses import dataclass
 
 from hybridbus import metrics
 from hybridbus.codec import AvroCodec
-from hybridbus.config import settings
-from hybridbus.faustapp import Outputs, add_housekeeping, exit_on_error, make_app, run_worker
+from hybridbus.faustapp import Outputs, add_housekeeping, exit_on_error, kafka_login, login, make_app, run_worker
 from hybridbus.lag import watch_lag
 from hybridbus.model import load_catalog
 from hybridbus.pipeline import Outcome, RouterStep, decisions_batch
 from hybridbus.rulestore import LIVE, SHADOW, RuleFeed
 from hybridbus.topology import DECISIONS_TOPIC, PRIVATE
-from hybridbus.vault import VaultSession
 from routing import headers as H
 from routing.rules import RuleSet
 
@@ -50,12 +48,8 @@ class RulesInForce:
 
 
 def main() -> None:
-    cfg = settings()
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    vault = VaultSession("router", cfg)
-    vault.login()
-    creds = vault.kafka_credentials(PRIVATE)
-    metrics.secret_read("router", "kafka-private")
+    cfg, vault = login("router")
+    creds = kafka_login(vault, "router", PRIVATE)
     catalog = load_catalog(cfg)
     feed = RuleFeed(creds)
     applied = feed.load()

@@ -1,10 +1,13 @@
 """`hbus drill NAME | all`: inject one fault into the running bus under a steady stream and count every event."""
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import typer
 
 from hybridbus.cli.output import FAILED, USAGE, emit_json, fail, table
-from hybridbus.config import settings
+from hybridbus.config import Settings, settings
 from hybridbus.drills import DRILLS, DrillOptions, DrillResult, machine, run
 
 
@@ -28,6 +31,7 @@ def drill(
         raise fail(f"unknown drill {name!r} or --events below 1 (drills: all, {', '.join(DRILLS)})", USAGE)
     options = DrillOptions(events=events, rate=rate, outage=outage)
     cfg = settings()
+    typer.echo(f"logs of the drill's own clients: {_logs_to_file(cfg)}", err=True)
     results: list[DrillResult] = []
     for n in names:
         typer.echo(f"drill {n}: {DRILLS[n].proves} ...", err=True)
@@ -45,3 +49,16 @@ def drill(
         typer.echo(f"machine: {machine()}")
     if not all(r.ok for r in results):
         raise typer.Exit(FAILED)
+
+
+def _logs_to_file(cfg: Settings) -> Path:
+    """Send the drill's own log lines (its Kafka clients' included) to a file: a drill causes the faults they
+    report, by the hundred while a broker is down, and the terminal is for the report."""
+    path = cfg.state_dir / "logs" / "drill.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    log = logging.getLogger("hbus")
+    log.addHandler(handler)
+    log.propagate = False
+    return path

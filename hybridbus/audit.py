@@ -291,6 +291,23 @@ def closed_segments(entries: Sequence[tuple[int, bytes]]) -> list[tuple[int, lis
     return segments
 
 
+def archive_batches(segments: Sequence[tuple[int, list[tuple[int, bytes]]]],
+                    max_entries: int) -> list[tuple[int, list[tuple[int, bytes]]]]:
+    """Consecutive closed segments joined into objects of at most `max_entries` entries, never across the UTC
+    day of their closing checkpoints; a segment longer than that stays whole. Each object still ends with a
+    signed checkpoint, and the checkpoints inside it are checked as the walk passes them.
+    """
+    batches: list[tuple[int, list[tuple[int, bytes]], str]] = []
+    for end_offset, items in segments:
+        day = segment_day(json.loads(items[-1][1])["at_ms"])
+        if batches and batches[-1][2] == day and len(batches[-1][1]) + len(items) <= max_entries:
+            batches[-1][1].extend(items)
+            batches[-1] = (end_offset, batches[-1][1], day)
+        else:
+            batches.append((end_offset, list(items), day))
+    return [(end_offset, items) for end_offset, items, _ in batches]
+
+
 def segment_record(name: str, body: bytes, entries: Sequence[Mapping[str, Any]], end_offset: int) -> dict[str, Any]:
     """The manifest line of one segment: its range, times, digest and the checkpoint signature that closes it."""
     closing = entries[-1]

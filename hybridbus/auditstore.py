@@ -14,8 +14,10 @@ from confluent_kafka import TopicPartition
 
 from hybridbus import kafka
 from hybridbus.audit import (
+    CHECKPOINT,
     SEGMENT_PREFIX,
     Located,
+    archive_batches,
     closed_segments,
     last_checkpoint_index,
     manifest_key,
@@ -28,10 +30,16 @@ from hybridbus.secrets import KafkaCredentials
 from hybridbus.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 
 READ_TIMEOUT = 60.0
+ARCHIVE_MAX_ENTRIES = 20_000  # entries in one archived object at most (unless one segment is longer)
 
 
-def read_chain(creds: KafkaCredentials, topic: str = AUDIT_TOPIC, start: int = 0) -> list[tuple[int, bytes]]:
-    """`(offset, raw entry)` of partition 0 of `topic` from `start` to its end as it is now."""
+def read_chain(creds: KafkaCredentials, topic: str = AUDIT_TOPIC, start: int = 0,
+               stop_after: int | None = None) -> list[tuple[int, bytes]]:
+    """`(offset, raw entry)` of partition 0 of `topic` from `start` to its end as it is now.
+
+    With `stop_after`, the read ends at the first checkpoint once that many entries are in hand: a caller that
+    works through a long backlog holds one bounded piece of it at a time, and every piece ends on a checkpoint.
+    """
     consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-audit-reader-{uuid.uuid4().hex[:8]}")
     try:
         tp = TopicPartition(topic, 0)
@@ -46,11 +54,20 @@ def read_chain(creds: KafkaCredentials, topic: str = AUDIT_TOPIC, start: int = 0
             for msg in consumer.consume(2000, timeout=1.0):
                 if not msg.error() and msg.offset() < high:
                     found.append((msg.offset(), msg.value() or b""))
+                    if stop_after is not None and len(found) >= stop_after and _is_checkpoint(found[-1][1]):
+                        return found
         if not found or found[-1][0] + 1 < high:
             raise TimeoutError(f"could not read {topic} up to offset {high}")
         return found
     finally:
         consumer.close()
+
+
+def _is_checkpoint(raw: bytes) -> bool:
+    try:
+        return json.loads(raw).get("kind") == CHECKPOINT
+    except (ValueError, AttributeError):
+        return False
 
 
 def read_tail(creds: KafkaCredentials, reach: int) -> list[dict[str, Any]]:
@@ -110,30 +127,41 @@ class AuditArchive:
         """Every archived segment's manifest line, in chain order."""
         return [segment for day in self.days() for segment in self.manifest(day)["segments"]]
 
-    def catch_up(self, read: Callable[[int], list[tuple[int, bytes]]]) -> int:
-        """Archive every segment closed on the topic since the last day manifest's `next_offset`; returns how many.
+    def catch_up(self, read: Callable[[int], list[tuple[int, bytes]]], max_entries: int = ARCHIVE_MAX_ENTRIES) -> int:
+        """Archive every segment closed on the topic since the last day manifest's `next_offset`; returns how many
+        objects were written.
 
-        `read(offset)` gives the topic's entries from `offset`. Each object is written before a manifest names
-        it, so a crash between the two rewrites the same object next time.
+        `read(offset)` gives the topic's entries from `offset`, all of them or a piece ending on a checkpoint; it
+        is called until nothing more is closed, and the manifests are written after each piece, so a long backlog
+        is archived a bounded piece at a time. Closed segments that follow each other are written as one object
+        of at most `max_entries` entries (never across a UTC day): under load the bucket gets fewer, larger
+        objects and the manifests fewer lines. Each object is written before a manifest names it, so a crash
+        between the two rewrites the same object next time.
         """
         days = self.days()
         next_offset = int(self.manifest(days[-1])["next_offset"]) if days else 0
         manifests: dict[str, dict[str, Any]] = {}
-        segments = closed_segments(read(next_offset))
-        for end_offset, items in segments:
-            entries = [json.loads(raw) for _, raw in items]
-            day = segment_day(entries[-1]["at_ms"])
-            name = segment_name(day, entries[0]["seq"], entries[-1]["seq"])
-            body = b"".join(raw + b"\n" for _, raw in items)
-            self.s3.put_object(Bucket=self.bucket, Key=name, Body=body, ContentType="application/x-ndjson")
-            manifest = manifests.setdefault(day, self.manifest(day))
-            manifest["segments"].append(segment_record(name, body, entries, end_offset))
-            manifest["next_offset"] = end_offset
-        for day, manifest in manifests.items():
-            manifest["updated_at_ms"] = int(time.time() * 1000)
-            self.s3.put_object(Bucket=self.bucket, Key=manifest_key(day), ContentType="application/json",
-                               Body=json.dumps(manifest, indent=1, sort_keys=True).encode())
-        return len(segments)
+        written = 0
+        while segments := closed_segments(read(next_offset)):
+            changed: set[str] = set()
+            for end_offset, items in archive_batches(segments, max_entries):
+                entries = [json.loads(raw) for _, raw in items]
+                day = segment_day(entries[-1]["at_ms"])
+                name = segment_name(day, entries[0]["seq"], entries[-1]["seq"])
+                body = b"".join(raw + b"\n" for _, raw in items)
+                self.s3.put_object(Bucket=self.bucket, Key=name, Body=body, ContentType="application/x-ndjson")
+                manifest = manifests.setdefault(day, self.manifest(day))
+                manifest["segments"].append(segment_record(name, body, entries, end_offset))
+                manifest["next_offset"] = end_offset
+                changed.add(day)
+                written += 1
+            for day in sorted(changed):
+                manifest = manifests[day]
+                manifest["updated_at_ms"] = int(time.time() * 1000)
+                self.s3.put_object(Bucket=self.bucket, Key=manifest_key(day), ContentType="application/json",
+                                   Body=json.dumps(manifest, indent=1, sort_keys=True).encode())
+            next_offset = segments[-1][0]
+        return written
 
     def located(self, from_ms: int | None = None, to_ms: int | None = None) -> tuple[list[Located], list[str]]:
         """The archived entries in chain order, and the segments whose bytes differ from their manifest digest.

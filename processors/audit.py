@@ -15,7 +15,7 @@ from typing import Any
 
 from hybridbus import kafka, metrics
 from hybridbus.audit import CHECKPOINT, Chain, canonical, checkpoint_message
-from hybridbus.auditstore import AuditArchive, read_chain, read_tail
+from hybridbus.auditstore import ARCHIVE_MAX_ENTRIES, AuditArchive, read_chain, read_tail
 from hybridbus.faustapp import add_housekeeping, exit_on_error, kafka_login, login, make_app, run_worker
 from hybridbus.lag import watch_lag
 from hybridbus.stack.bootstrap import s3_client
@@ -140,8 +140,8 @@ def main() -> None:
             return
         writer.segments_closed = False
         try:
-            await asyncio.get_running_loop().run_in_executor(
-                None, archive.catch_up, lambda offset: read_chain(creds, AUDIT_TOPIC, offset))
+            await asyncio.get_running_loop().run_in_executor(None, archive.catch_up, lambda offset: read_chain(
+                creds, AUDIT_TOPIC, offset, stop_after=ARCHIVE_MAX_ENTRIES))
         except Exception as exc:  # noqa: BLE001 - S3 away or key rotated: the segments stay on the topic, try again
             writer.segments_closed = True
             log.warning("event=archive_failed error=%s", type(exc).__name__)

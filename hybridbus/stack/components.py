@@ -279,7 +279,9 @@ class SeaweedS3(Component):
                 f"-master.port={p.s3_master}", f"-volume.port={p.s3_volume}", f"-filer.port={p.s3_filer}",
                 f"-s3.port={p.s3}", f"-admin.port={p.s3 + 4}", f"-s3.config={self.s3_config}",
                 "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-                "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=8"]
+                # Volumes of 64 MB, as many as the disk holds (`-volume.max=0`): a fixed small count filled up
+                # after a few 100k-event drills (the audit manifests are rewritten as they grow) and writes failed.
+                "-master.telemetry=false", "-master.volumeSizeLimitMB=64", "-volume.max=0"]
 
     def healthy(self) -> bool:
         if not port_open(self.cfg.host, self.cfg.ports.s3):

@@ -274,3 +274,54 @@ def test_audit_writer_killed_mid_stream_leaves_a_continuous_chain(bus: Settings)
     result = audit.verify(located, VaultSession("audit", bus).signature_valid, anchor)
     assert result.ok, str(result.finding)
     assert result.checkpoints >= 1
+
+
+def test_a_backlog_is_archived_in_bounded_pieces_of_joined_segments(bus: Settings) -> None:
+    """A copy of the chain archived into a scratch bucket, read a piece at a time: every closed entry lands once,
+    in order, byte for byte, in objects that each end with a checkpoint and hold several segments."""
+    lines = [raw for _, raw in read_chain(kafka.admin_credentials(PRIVATE))][:4000]
+    closing = max(i for i, raw in enumerate(lines) if json.loads(raw)["kind"] == audit.CHECKPOINT)
+    assert sum(json.loads(raw)["kind"] == audit.CHECKPOINT for raw in lines) >= 4, "too few segments to join"
+    topic, bucket = f"_hbus.audit-copy-{uuid.uuid4().hex[:6]}", f"hbus-audit-test-{uuid.uuid4().hex[:6]}"
+    admin = kafka.admin(PRIVATE, kafka.admin_credentials(PRIVATE))
+    producer = kafka.producer(PRIVATE, kafka.admin_credentials(PRIVATE))
+    s3 = s3_admin_client(bus)
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(30)
+    s3.create_bucket(Bucket=bucket)
+    pieces: list[int] = []
+
+    def read(offset: int) -> list[tuple[int, bytes]]:
+        piece = read_chain(kafka.admin_credentials(PRIVATE), topic, offset, stop_after=len(lines) // 4)
+        pieces.append(len(piece))
+        return piece
+
+    try:
+        for raw in lines:
+            producer.produce(topic, raw, partition=0)
+        assert producer.flush(30) == 0
+        archive = AuditArchive(s3, bucket)
+        written = archive.catch_up(read, max_entries=len(lines) // 3)
+        segments = archive.segments()
+        bodies = [s3.get_object(Bucket=bucket, Key=s["name"])["Body"].read().splitlines() for s in segments]
+        assert [raw for body in bodies for raw in body] == lines[:closing + 1]
+        assert all(json.loads(body[-1])["kind"] == audit.CHECKPOINT for body in bodies)
+        assert written == len(segments) > 1 and any(s["entries"] > audit_segment_size(lines) for s in segments)
+        assert len(pieces) >= 3 and max(pieces[:-1]) < len(lines)  # bounded pieces, then the open tail
+        assert archive.manifest(archive.days()[-1])["next_offset"] == closing + 1
+        assert archive.catch_up(read) == 0  # nothing closed since: nothing written twice
+    finally:
+        admin.delete_topics([topic])
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents", []):
+                s3.delete_object(Bucket=bucket, Key=item["Key"])
+        s3.delete_bucket(Bucket=bucket)
+
+
+def audit_segment_size(lines: Lines) -> int:
+    """The entries of the longest single segment (decisions up to and including one checkpoint)."""
+    longest = current = 0
+    for raw in lines:
+        current += 1
+        if json.loads(raw)["kind"] == audit.CHECKPOINT:
+            longest, current = max(longest, current), 0
+    return longest

@@ -182,3 +182,17 @@ def test_queries_answer_from_the_chain() -> None:
 @pytest.mark.parametrize("count", [0, 1])
 def test_tiny_chains_verify(count: int) -> None:
     assert check(build(count=count)).ok
+
+
+def test_closed_segments_are_joined_up_to_a_size_and_never_across_a_day() -> None:
+    entries = build(count=40, every=4)  # ten segments of five entries, the last four closed a day later
+    for entry in entries[-20:]:
+        if entry["kind"] == audit.CHECKPOINT:
+            entry["at_ms"] = int(entry["at_ms"]) + 86_400_000
+    segments = audit.closed_segments([(i, canonical(e)) for i, e in enumerate(entries)])
+    batches = audit.archive_batches(segments, max_entries=12)
+    assert [len(items) for _, items in batches] == [10, 10, 10, 10, 10]
+    assert [end for end, _ in batches] == [10, 20, 30, 40, 50]
+    assert [raw for _, items in batches for raw in items] == [raw for _, items in segments for raw in items]
+    assert [len(items) for _, items in audit.archive_batches(segments, max_entries=3)] == [5] * 10  # never split
+    assert [len(items) for _, items in audit.archive_batches(segments, max_entries=1_000)] == [30, 20]

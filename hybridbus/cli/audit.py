@@ -67,6 +67,21 @@ def _located(source: str, topic: str, from_ms: int | None = None, to_ms: int | N
     raise fail(f"--source is {KAFKA} or {ARCHIVE}", 2)
 
 
+def _whole_objects(located: Sequence[audit.Located], start: int, end: int) -> tuple[int, int]:
+    """Widen `[start, end)` to the archived objects it touches: an object may hold several signed segments, and
+    one read whole is checked whole, so an edit anywhere in it is named by its line. Every object ends with a
+    checkpoint, so the entry before the widened start is still a checkpoint to anchor on."""
+    def name(index: int) -> str:
+        return located[index].where.rsplit(":", 1)[0]
+
+    if start < end:
+        while start > 0 and name(start - 1) == name(start):
+            start -= 1
+        while end < len(located) and name(end) == name(end - 1):
+            end += 1
+    return start, end
+
+
 def _entries(source: str, topic: str) -> list[dict[str, Any]]:
     return [entry for entry in (item.parse() for item in _located(source, topic)[0]) if entry is not None]
 
@@ -86,6 +101,8 @@ def verify(from_: str | None = FROM, to: str | None = TO, source: str = SOURCE, 
     from_ms, to_ms = _when(from_), _when(to)
     located, altered = _located(source, topic, from_ms, to_ms)
     start, end = audit.window([item.parse() or {} for item in located], from_ms, to_ms)
+    if source == ARCHIVE:
+        start, end = _whole_objects(located, start, end)
     anchor = located[start - 1].parse() if start else None
     try:
         vault = VaultSession("audit", settings())

@@ -24,8 +24,12 @@ from hybridbus.vault import VaultSession
 
 log = logging.getLogger("hbus.audit")
 
-BATCH_SIZE = 2000
+# A `_hbus.decisions` record carries up to 400 decisions, so batches and buffers are counted in few records:
+# a backlog is then chained at most 10,000 entries at a time, and the writer's memory stays flat however
+# far behind it starts (2,000 records a batch once held 800,000 entries and grew it past 1 GB).
+BATCH_SIZE = 25
 BATCH_WITHIN = 0.2
+BUFFERED_RECORDS = 100
 CHECKPOINT_EVERY = 500  # entries per segment at most
 CHECKPOINT_INTERVAL = 60.0  # seconds: a quiet bus still gets its recent entries signed within a minute
 SIGNING_RETRY = 10.0  # seconds to wait before asking an unavailable Vault to sign again
@@ -113,7 +117,7 @@ def main() -> None:
     archive = AuditArchive(s3_client(cfg, vault.s3_credentials()), cfg.audit_bucket)
     log.warning("event=chain_resumed next_seq=%d", writer.chain.seq)
 
-    app = make_app("audit", creds, cfg)
+    app = make_app("audit", creds, cfg, stream_buffer_maxsize=BUFFERED_RECORDS, broker_max_poll_records=BUFFERED_RECORDS)
     appending = asyncio.Lock()  # the agent and the checkpoint timer both append: one at a time
 
     @app.agent(app.topic(DECISIONS_TOPIC))

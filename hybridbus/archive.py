@@ -77,6 +77,21 @@ class Archive:
         keys = [o["Key"] for o in listing.get("Contents", [])]
         return max((last_offset_of(k) for k in keys), default=None)
 
+    def unarchived(self, event_type: EventType, day: str, partition: int,
+                   records: Sequence[ArchivedRecord]) -> list[ArchivedRecord]:
+        """The records of a batch that no object holds yet.
+
+        A batch replayed after a crash may cover several objects the crashed run wrote, cut at other places:
+        they are followed one after the other, each starting at the first record after the one before.
+        """
+        todo = list(records)
+        while todo:
+            done = self.existing_last(event_type, day, partition, todo[0].offset)
+            if done is None:
+                break
+            todo = [r for r in todo if r.offset > done]
+        return todo
+
     def put_batch(self, event_type: EventType, day: str, partition: int, records: Sequence[ArchivedRecord]) -> tuple[str, int]:
         body = container_bytes(event_type, records)
         key = object_name(event_type, day, partition, records[0].offset, records[-1].offset)

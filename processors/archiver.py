@@ -59,9 +59,7 @@ def main() -> None:
         delay = 0.5
         while True:
             try:
-                done = archive.existing_last(event_type, day, partition, records[0].offset)
-                # An object written before a crash ends at `done`; what follows it starts a new object.
-                todo = [r for r in records if done is None or r.offset > done]
+                todo = archive.unarchived(event_type, day, partition, records)
                 if todo:
                     key, size = archive.put_batch(event_type, day, partition, todo)
                     metrics.ARCHIVE_OBJECTS.labels(event_type.dept, event_type.key).inc()

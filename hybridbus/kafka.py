@@ -36,6 +36,10 @@ def client_config(cluster: str, creds: KafkaCredentials, cfg: Settings | None = 
         "sasl.mechanism": "SCRAM-SHA-512",
         "sasl.username": creds.username,
         "sasl.password": creds.password,
+        # A one-broker cluster restarted leaves partitions without a leader in the client's metadata; a client
+        # that waited for the default 5-minute refresh held its records until they timed out (seen in the
+        # private-broker-restart drill). Ten seconds costs one small request per client.
+        "topic.metadata.refresh.interval.ms": 10_000,
     }
     conf.update(overrides)
     return conf

@@ -277,6 +277,11 @@ def manifest_key(day: str) -> str:
     return f"{SEGMENT_PREFIX}{day}/manifest.json"
 
 
+def closes_segment(raw: bytes) -> bool:
+    """Whether a stored entry is a checkpoint, the last entry of its segment."""
+    return json.loads(raw).get("kind") == CHECKPOINT
+
+
 def closed_segments(entries: Sequence[tuple[int, bytes]]) -> list[tuple[int, list[tuple[int, bytes]]]]:
     """Split `(offset, raw entry)` pairs into segments that each end with a checkpoint; an open tail is left out.
 
@@ -285,7 +290,7 @@ def closed_segments(entries: Sequence[tuple[int, bytes]]) -> list[tuple[int, lis
     segments, current = [], []
     for offset, raw in entries:
         current.append((offset, raw))
-        if json.loads(raw).get("kind") == CHECKPOINT:
+        if closes_segment(raw):
             segments.append((offset + 1, current))
             current = []
     return segments

@@ -14,11 +14,11 @@ from confluent_kafka import TopicPartition
 
 from hybridbus import kafka
 from hybridbus.audit import (
-    CHECKPOINT,
     SEGMENT_PREFIX,
     Located,
     archive_batches,
     closed_segments,
+    closes_segment,
     last_checkpoint_index,
     manifest_key,
     segment_day,
@@ -54,20 +54,13 @@ def read_chain(creds: KafkaCredentials, topic: str = AUDIT_TOPIC, start: int = 0
             for msg in consumer.consume(2000, timeout=1.0):
                 if not msg.error() and msg.offset() < high:
                     found.append((msg.offset(), msg.value() or b""))
-                    if stop_after is not None and len(found) >= stop_after and _is_checkpoint(found[-1][1]):
+                    if stop_after is not None and len(found) >= stop_after and closes_segment(found[-1][1]):
                         return found
         if not found or found[-1][0] + 1 < high:
             raise TimeoutError(f"could not read {topic} up to offset {high}")
         return found
     finally:
         consumer.close()
-
-
-def _is_checkpoint(raw: bytes) -> bool:
-    try:
-        return json.loads(raw).get("kind") == CHECKPOINT
-    except (ValueError, AttributeError):
-        return False
 
 
 def read_tail(creds: KafkaCredentials, reach: int) -> list[dict[str, Any]]:
@@ -132,8 +125,8 @@ class AuditArchive:
         objects were written.
 
         `read(offset)` gives the topic's entries from `offset`, all of them or a piece ending on a checkpoint; it
-        is called until nothing more is closed, and the manifests are written after each piece, so a long backlog
-        is archived a bounded piece at a time. Closed segments that follow each other are written as one object
+        is called again only while a piece ends on a checkpoint (one that ends in an open tail reached the end),
+        and the manifests are written after each piece, so a long backlog is archived a bounded piece at a time. Closed segments that follow each other are written as one object
         of at most `max_entries` entries (never across a UTC day): under load the bucket gets fewer, larger
         objects and the manifests fewer lines. Each object is written before a manifest names it, so a crash
         between the two rewrites the same object next time.
@@ -142,7 +135,7 @@ class AuditArchive:
         next_offset = int(self.manifest(days[-1])["next_offset"]) if days else 0
         manifests: dict[str, dict[str, Any]] = {}
         written = 0
-        while segments := closed_segments(read(next_offset)):
+        while segments := closed_segments(piece := read(next_offset)):
             changed: set[str] = set()
             for end_offset, items in archive_batches(segments, max_entries):
                 entries = [json.loads(raw) for _, raw in items]
@@ -161,6 +154,8 @@ class AuditArchive:
                 self.s3.put_object(Bucket=self.bucket, Key=manifest_key(day), ContentType="application/json",
                                    Body=json.dumps(manifest, indent=1, sort_keys=True).encode())
             next_offset = segments[-1][0]
+            if next_offset != piece[-1][0] + 1:
+                break  # the piece ends in an open tail: it reached the end of the topic
         return written
 
     def located(self, from_ms: int | None = None, to_ms: int | None = None) -> tuple[list[Located], list[str]]:

@@ -25,8 +25,8 @@ from hybridbus.vault import VaultSession
 log = logging.getLogger("hbus.audit")
 
 # A `_hbus.decisions` record carries up to 400 decisions, so batches and buffers are counted in few records:
-# a backlog is then chained at most 10,000 entries at a time, and the writer's memory stays flat however
-# far behind it starts (2,000 records a batch once held 800,000 entries and grew it past 1 GB).
+# a backlog is then chained at most 10,000 entries at a time (2,000 records a batch could hold 800,000).
+# The writer's memory still grows with the backlog it starts behind (README, Known limits).
 BATCH_SIZE = 25
 BATCH_WITHIN = 0.2
 BUFFERED_RECORDS = 100

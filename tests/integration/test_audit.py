@@ -305,7 +305,7 @@ def test_a_backlog_is_archived_in_bounded_pieces_of_joined_segments(bus: Setting
         bodies = [s3.get_object(Bucket=bucket, Key=s["name"])["Body"].read().splitlines() for s in segments]
         assert [raw for body in bodies for raw in body] == lines[:closing + 1]
         assert all(json.loads(body[-1])["kind"] == audit.CHECKPOINT for body in bodies)
-        assert written == len(segments) > 1 and any(s["entries"] > audit_segment_size(lines) for s in segments)
+        assert written == len(segments) > 1 and any(s["entries"] > longest_segment(lines) for s in segments)
         assert len(pieces) >= 3 and max(pieces[:-1]) < len(lines)  # bounded pieces, then the open tail
         assert archive.manifest(archive.days()[-1])["next_offset"] == closing + 1
         assert archive.catch_up(read) == 0  # nothing closed since: nothing written twice
@@ -317,11 +317,6 @@ def test_a_backlog_is_archived_in_bounded_pieces_of_joined_segments(bus: Setting
         s3.delete_bucket(Bucket=bucket)
 
 
-def audit_segment_size(lines: Lines) -> int:
-    """The entries of the longest single segment (decisions up to and including one checkpoint)."""
-    longest = current = 0
-    for raw in lines:
-        current += 1
-        if json.loads(raw)["kind"] == audit.CHECKPOINT:
-            longest, current = max(longest, current), 0
-    return longest
+def longest_segment(lines: Lines) -> int:
+    """The entries of the longest single closed segment (decisions up to and including one checkpoint)."""
+    return max(len(items) for _, items in audit.closed_segments(list(enumerate(lines))))

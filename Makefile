@@ -9,7 +9,7 @@ TOOLS  := .venv-tools
 
 install: $(STAMP) $(TOOLS)/.installed
 	@infra/local/install-system-deps.sh
-	@$(BIN)/python -c "from hybridbus.config import settings; from hybridbus.stack.components import fetch_kafka_jars; fetch_kafka_jars(settings())"
+	@$(BIN)/python -c "from hybridbus.adapters.config import settings; from hybridbus.ops.stack.components import fetch_kafka_jars; fetch_kafka_jars(settings())"
 
 $(STAMP): pyproject.toml infra/local/requirements-bins.txt
 	$(PYTHON) -m venv $(VENV)

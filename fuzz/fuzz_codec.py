@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Coverage-guided fuzz target for the Avro codec (`hybridbus/codec.py`).
+"""Coverage-guided fuzz target for the Avro codec (`hybridbus/adapters/codec.py`).
 
 The codec is the first code that touches bytes a department put on an ingress topic, and the last check
 before a payload is encoded. Its contract, checked here on arbitrary input:
@@ -25,9 +25,9 @@ INSTRUMENTED = ["hybridbus", "routing", "fastavro"]
 @cache
 def target() -> SimpleNamespace:
     """The codec of the shipped catalog; imported here, so that the fuzzer can instrument what it imports."""
-    from hybridbus.codec import MARKER, AvroCodec
-    from hybridbus.exceptions import CodecError
-    from hybridbus.model import load_catalog
+    from hybridbus.adapters.codec import MARKER, AvroCodec
+    from hybridbus.adapters.exceptions import CodecError
+    from hybridbus.adapters.loaders import load_catalog
 
     catalog = load_catalog()
     return SimpleNamespace(codec=AvroCodec.for_catalog(catalog), marker=MARKER, error=CodecError,

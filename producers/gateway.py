@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from hybridbus.metrics import secret_read
+from hybridbus.adapters.metrics import secret_read
 from producers.exceptions import (
     DeliveryFailed,
     DeliveryTimeout,
@@ -86,7 +86,7 @@ class TokenStore:
 
     @classmethod
     def from_vault(cls, departments: list[str], refresh: float = 60.0) -> TokenStore:
-        from hybridbus.vault import VaultSession
+        from hybridbus.adapters.vault import VaultSession
 
         session = VaultSession("gateway")
 
@@ -373,7 +373,7 @@ def build_app(*, ack_timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES) 
 def serve(port: int | None = None, host: str = "127.0.0.1", *, ack_timeout: float = 10.0) -> None:
     import uvicorn
 
-    from hybridbus.config import settings
+    from hybridbus.adapters.config import settings
 
     app = build_app(ack_timeout=ack_timeout)
     uvicorn.run(app, host=host, port=port or settings().ports.gateway, log_level="warning", access_log=False)

@@ -80,7 +80,7 @@ class Outbox:
     @property
     def encoder(self) -> EventEncoder:
         if self._encoder is None:
-            from hybridbus.model import load_catalog
+            from hybridbus.adapters.loaders import load_catalog
 
             self._encoder = EventEncoder(self._catalog or load_catalog(), max_bytes=self._max_bytes)
         return self._encoder

@@ -14,13 +14,13 @@ from typing import Any, Protocol
 
 from confluent_kafka import KafkaError, KafkaException
 
-from hybridbus import kafka
-from hybridbus.codec import AvroCodec
-from hybridbus.exceptions import EncodeError, UnknownSchemaError
-from hybridbus.model import load_catalog
-from hybridbus.secrets import KafkaCredentials
-from hybridbus.topology import PRIVATE
-from hybridbus.vault import VaultSession
+from hybridbus.adapters import kafka
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.exceptions import EncodeError, UnknownSchemaError
+from hybridbus.adapters.loaders import load_catalog
+from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.adapters.topology import PRIVATE
+from hybridbus.adapters.vault import VaultSession
 from producers.exceptions import (
     DeliveryFailed,
     DeliveryTimeout,

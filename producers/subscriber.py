@@ -12,13 +12,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException
 
-from hybridbus import kafka
-from hybridbus.codec import AvroCodec
-from hybridbus.exceptions import CodecError
-from hybridbus.model import load_catalog
-from hybridbus.secrets import KafkaCredentials
-from hybridbus.topology import PRIVATE
-from hybridbus.vault import VaultSession
+from hybridbus.adapters import kafka
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.exceptions import CodecError
+from hybridbus.adapters.loaders import load_catalog
+from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.adapters.topology import PRIVATE
+from hybridbus.adapters.vault import VaultSession
 from producers.exceptions import ProducerError
 from routing.catalog import Catalog
 from routing.grades import Grade
@@ -53,7 +53,7 @@ class SubscribeError(ProducerError):
 def cleared_topics(catalog: Catalog, dept: str) -> list[str]:
     """The graded topics `dept` may read: open and internal data of everyone, its own data up to its clearance.
 
-    Mirrors the ACLs of `hybridbus.topology` so that a default subscription never asks for a refused topic.
+    Mirrors the ACLs of `hybridbus.adapters.topology` so that a default subscription never asks for a refused topic.
     """
     clearance = catalog.departments[dept].clearance
     topics = []

@@ -12,11 +12,13 @@ from typing import Any
 
 import typer
 
-from hybridbus import audit, kafka
-from hybridbus.auditstore import AuditArchive, kafka_located, read_chain
+from hybridbus.runtime import audit
+
+from hybridbus.adapters import kafka
+from hybridbus.runtime.auditstore import AuditArchive, kafka_located, read_chain
 from hybridbus.cli.output import FAILED, UNAVAILABLE, emit_json, fail, table
-from hybridbus.config import settings
-from hybridbus.topology import AUDIT_TOPIC, PRIVATE
+from hybridbus.adapters.config import settings
+from hybridbus.adapters.topology import AUDIT_TOPIC, PRIVATE
 
 app = typer.Typer(help="Verify the tamper-evident audit chain and query it.\n\n"
                   "Example: hbus audit verify && hbus audit query published --from 2026-11-01 --to 2026-12-01",
@@ -59,7 +61,7 @@ def _located(source: str, topic: str, from_ms: int | None = None, to_ms: int | N
         if source == KAFKA:
             return kafka_located(read_chain(kafka.admin_credentials(PRIVATE, cfg), topic), topic), []
         if source == ARCHIVE:
-            from hybridbus.stack.bootstrap import s3_admin_client
+            from hybridbus.ops.stack.bootstrap import s3_admin_client
 
             return AuditArchive(s3_admin_client(cfg), cfg.audit_bucket).located(from_ms, to_ms)
     except (OSError, RuntimeError, TimeoutError) as exc:
@@ -96,7 +98,7 @@ def verify(from_: str | None = FROM, to: str | None = TO, source: str = SOURCE, 
 
     Example: hbus audit verify --source archive --from 2026-11-25T00:00:00Z
     """
-    from hybridbus.vault import VaultSession, VaultUnavailable
+    from hybridbus.adapters.vault import VaultSession, VaultUnavailable
 
     from_ms, to_ms = _when(from_), _when(to)
     located, altered = _located(source, topic, from_ms, to_ms)

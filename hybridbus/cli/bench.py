@@ -12,8 +12,8 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hybridbus.cli.output import fail
-from hybridbus.config import REPO_ROOT, settings
-from hybridbus.stack.exceptions import StackError
+from hybridbus.adapters.config import REPO_ROOT, settings
+from hybridbus.ops.stack.exceptions import StackError
 
 app = typer.Typer(help="Benchmark hybridbus against kafka-producer-perf-test, a raw pipe and MirrorMaker 2.\n\n"
                   "Example: hbus stack up && hbus bench --quick")
@@ -33,8 +33,8 @@ def bench(
 
     Example: hbus bench --quick --results-dir /tmp/bench
     """
-    from hybridbus.bench import report
-    from hybridbus.bench.runner import Bench, Options
+    from hybridbus.ops.bench import report
+    from hybridbus.ops.bench.runner import Bench, Options
 
     options = Options(**QUICK) if quick else Options(events, runs, latency_seconds)
     host, started = report.machine(), time.time()

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 
 from hybridbus.cli.output import FAILED, UNAVAILABLE, USAGE, fail
-from hybridbus.topology import PRIVATE, PUBLIC
+from hybridbus.adapters.topology import PRIVATE, PUBLIC
 
 outbox_app = typer.Typer(help="Relay a SQLite outbox to Kafka.\n\n"
                          "Example: hbus outbox relay --db app.db --dept market --follow", no_args_is_help=True)
@@ -54,8 +54,8 @@ def publish(
 
     Example: hbus publish market.licence_granted --json schemas/samples/market.licence_granted.v1.json
     """
-    from hybridbus.model import load_catalog
-    from hybridbus.vault import VaultUnavailable
+    from hybridbus.adapters.loaders import load_catalog
+    from hybridbus.adapters.vault import VaultUnavailable
     from producers.exceptions import DeliveryFailed, ProducerError, UnknownEventType
     from producers.publisher import EventEncoder, Publisher
 
@@ -95,10 +95,10 @@ def tail(
     """
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicPartition
 
-    from hybridbus import kafka
-    from hybridbus.codec import AvroCodec
-    from hybridbus.exceptions import CodecError
-    from hybridbus.model import load_catalog
+    from hybridbus.adapters import kafka
+    from hybridbus.adapters.codec import AvroCodec
+    from hybridbus.adapters.exceptions import CodecError
+    from hybridbus.adapters.loaders import load_catalog
 
     if cluster not in (PRIVATE, PUBLIC):
         raise fail(f"--cluster must be {PRIVATE} or {PUBLIC}", USAGE)
@@ -174,7 +174,7 @@ def relay(
 
     Example: hbus outbox relay --db app.db --dept market --follow
     """
-    from hybridbus.vault import VaultUnavailable
+    from hybridbus.adapters.vault import VaultUnavailable
     from producers.outbox import Outbox, RelayResult
     from producers.publisher import Publisher
 
@@ -216,7 +216,7 @@ def gateway(
       curl -H "Authorization: Bearer $TOKEN" -d '{"payload": {...}}' \\
            http://127.0.0.1:19180/v1/events/market.licence_granted
     """
-    from hybridbus.vault import VaultUnavailable
+    from hybridbus.adapters.vault import VaultUnavailable
     from producers.gateway import serve
 
     try:

@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from hybridbus.cli.output import FAILED, USAGE, emit_json, fail, table
-from hybridbus.config import Settings, settings
-from hybridbus.drills import DRILLS, DrillOptions, DrillResult, machine, run
+from hybridbus.adapters.config import Settings, settings
+from hybridbus.ops.drills import DRILLS, DrillOptions, DrillResult, machine, run
 
 
 def drill(

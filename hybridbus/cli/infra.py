@@ -1,6 +1,6 @@
 """`hbus infra render|check`: the production topology (infra/terraform) from the same model as the local stack.
 
-Thin shell over `hybridbus.infra`; see infra/terraform/README.md for planning and applying it.
+Thin shell over `hybridbus.ops.infra`; see infra/terraform/README.md for planning and applying it.
 """
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 import typer
 
-from hybridbus import infra
+from hybridbus.ops import infra
 from hybridbus.cli.output import FAILED, emit_json, fail
-from hybridbus.config import settings
+from hybridbus.adapters.config import settings
 from routing.exceptions import RuleError, SchemaError
 
 app = typer.Typer(

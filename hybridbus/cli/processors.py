@@ -4,9 +4,9 @@ from __future__ import annotations
 import typer
 
 from hybridbus.cli.output import FAILED, emit_json, fail, table
-from hybridbus.config import settings
-from hybridbus.stack import workers
-from hybridbus.stack.exceptions import StackError
+from hybridbus.adapters.config import settings
+from hybridbus.ops.stack import workers
+from hybridbus.ops.stack.exceptions import StackError
 
 app = typer.Typer(help="Start, stop and check the hybridbus processors on the local stack.\n\n"
                   "Example: hbus processors start && hbus processors status", no_args_is_help=True)

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 
 from hybridbus.cli.output import FAILED, emit_json, fail, table
-from hybridbus.config import settings
+from hybridbus.adapters.config import settings
 from routing.catalog import Catalog, EventType
 from routing.exceptions import SchemaError
 

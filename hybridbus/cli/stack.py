@@ -6,9 +6,9 @@ import time
 import typer
 
 from hybridbus.cli.output import FAILED, emit_json, fail, table
-from hybridbus.config import settings
-from hybridbus.stack import manager
-from hybridbus.stack.exceptions import StackError
+from hybridbus.adapters.config import settings
+from hybridbus.ops.stack import manager
+from hybridbus.ops.stack.exceptions import StackError
 
 app = typer.Typer(help="Start, check and stop the local stack (two Kafka clusters, OpenBao, SeaweedFS S3, "
                   "Prometheus).\n\nExample: hbus stack up && hbus stack status --json", no_args_is_help=True)

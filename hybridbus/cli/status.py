@@ -1,6 +1,6 @@
 """`hbus status`: the operator's one screen (components, flow, lag, DLQ, boundary, rules, secrets, alerts).
 
-The data and the "needs attention" rules live in `hybridbus.status`; this module only prints and exits.
+The data and the "needs attention" rules live in `hybridbus.ops.status`; this module only prints and exits.
 """
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import time
 import typer
 
 from hybridbus.cli.output import FAILED, OK, UNAVAILABLE, emit_json, fail
-from hybridbus.config import settings
-from hybridbus.status import BusStatus, PrometheusAPI, PrometheusUnavailable, attention, collect, render
+from hybridbus.adapters.config import settings
+from hybridbus.ops.status import BusStatus, PrometheusAPI, PrometheusUnavailable, attention, collect, render
 
 
 def status(

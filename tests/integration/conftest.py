@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from hybridbus.config import Settings, settings
-from hybridbus.stack import manager
+from hybridbus.adapters.config import Settings, settings
+from hybridbus.ops.stack import manager
 
 
 @pytest.fixture(scope="session")
@@ -19,8 +19,8 @@ def stack() -> Settings:
 @pytest.fixture()
 def bus(stack: Settings) -> Settings:
     """The stack with the shipped rules live and router, egress and archiver running (started once, kept)."""
-    from hybridbus.cli.demo import ensure_live_rules
-    from hybridbus.stack import workers
+    from hybridbus.ops.demo import ensure_live_rules
+    from hybridbus.ops.stack import workers
 
     ensure_live_rules(stack)
     workers.start(stack)

@@ -9,8 +9,8 @@ from collections import Counter
 
 from confluent_kafka import Consumer, TopicPartition
 
-from hybridbus import kafka
-from hybridbus.model import load_catalog
+from hybridbus.adapters import kafka
+from hybridbus.adapters.loaders import load_catalog
 from producers.publisher import Publisher
 from routing import headers as H
 

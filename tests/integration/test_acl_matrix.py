@@ -26,13 +26,14 @@ from botocore.exceptions import ClientError
 from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from confluent_kafka.admin import ConfigResource
 
-from hybridbus import kafka
-from hybridbus.config import Settings
-from hybridbus.model import topology_for
-from hybridbus.secrets import KafkaCredentials, S3Credentials
-from hybridbus.stack.bootstrap import kv_exists, kv_get, policy_for, s3_client, s3_grants
-from hybridbus.topology import DLQ_TOPIC, PRIVATE, PUBLIC, AclSpec, Identity, Topology
-from hybridbus.vault import AUDIT_SIGNING_KEY, KV_MOUNT, PSEUDONYM_KEY, TRANSIT_MOUNT, VaultSession, root_client
+from hybridbus.adapters import kafka
+from hybridbus.adapters.config import Settings
+from hybridbus.adapters.loaders import topology_for
+from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials
+from hybridbus.ops.stack.bootstrap import kv_exists, kv_get, policy_for, s3_grants
+from hybridbus.adapters.s3 import s3_client
+from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC, AclSpec, Identity, Topology
+from hybridbus.adapters.vault import AUDIT_SIGNING_KEY, KV_MOUNT, PSEUDONYM_KEY, TRANSIT_MOUNT, VaultSession, root_client
 from routing.grades import Grade
 
 ALLOWED, DENIED = "allowed", "denied"

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import uuid
 
-from hybridbus.archive import Archive, ArchivedRecord
-from hybridbus.config import REPO_ROOT, Settings
-from hybridbus.model import load_catalog
-from hybridbus.samples import load_sample
-from hybridbus.stack.bootstrap import s3_admin_client
+from hybridbus.runtime.archive import Archive, ArchivedRecord
+from hybridbus.adapters.config import REPO_ROOT, Settings
+from hybridbus.adapters.loaders import load_catalog
+from hybridbus.ops.samples import load_sample
+from hybridbus.ops.stack.bootstrap import s3_admin_client
 
 SAMPLES = REPO_ROOT / "schemas" / "samples"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from hybridbus.bench.runner import CONFIGS, E2E, LATENCY, MIRROR, RAW, ROUTER, ROUTER2
+from hybridbus.ops.bench.runner import CONFIGS, E2E, LATENCY, MIRROR, RAW, ROUTER, ROUTER2
 from hybridbus.cli.main import app
-from hybridbus.config import Settings
-from hybridbus.stack import workers
+from hybridbus.adapters.config import Settings
+from hybridbus.ops.stack import workers
 from tests.integration.kafkatools import list_topics
 
 

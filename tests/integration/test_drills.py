@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hybridbus.config import Settings
-from hybridbus.drills import DRILLS, DrillOptions, run
-from hybridbus.stack import manager, workers
+from hybridbus.adapters.config import Settings
+from hybridbus.ops.drills import DRILLS, DrillOptions, run
+from hybridbus.ops.stack import manager, workers
 
 # Small enough for the test command; `hbus drill all` runs the same drills with 100,000 events.
 OPTIONS = DrillOptions(events=600, rate=600.0, outage=3.0, recovery_timeout=180.0)

@@ -14,8 +14,8 @@ import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from hybridbus.config import Settings
-from hybridbus.vault import KV_MOUNT, root_client
+from hybridbus.adapters.config import Settings
+from hybridbus.adapters.vault import KV_MOUNT, root_client
 from producers.gateway import TokenStore, build_app, create_app
 from producers.publisher import Publisher
 from tests.integration.test_publisher import CATALOG, assert_round_trip, sample_cases

@@ -15,17 +15,17 @@ from confluent_kafka import KafkaException
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from hybridbus import kafka
-from hybridbus.codec import AvroCodec
-from hybridbus.config import REPO_ROOT, Settings
-from hybridbus.hostile import FORGED, TOO_LARGE_FOR_KAFKA, RawRecord, client_inputs, gateway_requests, raw_records
-from hybridbus.leakscan import scan_bucket, scan_public_cluster
-from hybridbus.model import load_catalog
-from hybridbus.samples import sample_events
-from hybridbus.stack import workers
-from hybridbus.stack.bootstrap import s3_admin_client
-from hybridbus.topology import DLQ_TOPIC, PRIVATE, PUBLIC
-from hybridbus.vault import VaultSession
+from hybridbus.adapters import kafka
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.config import REPO_ROOT, Settings
+from hybridbus.ops.hostile import FORGED, TOO_LARGE_FOR_KAFKA, RawRecord, client_inputs, gateway_requests, raw_records
+from hybridbus.ops.leakscan import scan_bucket, scan_public_cluster
+from hybridbus.adapters.loaders import load_catalog
+from hybridbus.ops.samples import sample_events
+from hybridbus.ops.stack import workers
+from hybridbus.ops.stack.bootstrap import s3_admin_client
+from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC
+from hybridbus.adapters.vault import VaultSession
 from producers.exceptions import ProducerError
 from producers.gateway import build_app
 from producers.publisher import Publisher

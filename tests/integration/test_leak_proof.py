@@ -8,15 +8,15 @@ import uuid
 
 import requests
 
-from hybridbus import kafka
-from hybridbus.codec import AvroCodec
-from hybridbus.config import REPO_ROOT, Settings
-from hybridbus.leakscan import ScanReport, scan_bucket, scan_public_cluster
-from hybridbus.model import load_catalog
-from hybridbus.samples import OPEN_CANARY, SECRET_CANARY, sample_events
-from hybridbus.stack.bootstrap import s3_admin_client
-from hybridbus.topology import PRIVATE, PUBLIC, QUARANTINE_TOPIC
-from hybridbus.vault import VaultSession
+from hybridbus.adapters import kafka
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.config import REPO_ROOT, Settings
+from hybridbus.ops.leakscan import ScanReport, scan_bucket, scan_public_cluster
+from hybridbus.adapters.loaders import load_catalog
+from hybridbus.ops.samples import OPEN_CANARY, SECRET_CANARY, sample_events
+from hybridbus.ops.stack.bootstrap import s3_admin_client
+from hybridbus.adapters.topology import PRIVATE, PUBLIC, QUARANTINE_TOPIC
+from hybridbus.adapters.vault import VaultSession
 from producers.publisher import Publisher
 from routing import headers as H
 from tests.integration.kafkatools import end_offsets, read_after

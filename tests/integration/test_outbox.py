@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hybridbus.config import Settings
-from hybridbus.model import load_catalog
+from hybridbus.adapters.config import Settings
+from hybridbus.adapters.loaders import load_catalog
 from producers.outbox import Outbox
 from producers.publisher import Publisher
 from tests.integration.kafkatools import read_topic

@@ -9,12 +9,12 @@ import uuid
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
-from hybridbus import kafka
-from hybridbus.codec import AvroCodec
-from hybridbus.config import REPO_ROOT, Settings
-from hybridbus.model import load_catalog
-from hybridbus.topology import PRIVATE
-from hybridbus.vault import VaultSession
+from hybridbus.adapters import kafka
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.config import REPO_ROOT, Settings
+from hybridbus.adapters.loaders import load_catalog
+from hybridbus.adapters.topology import PRIVATE
+from hybridbus.adapters.vault import VaultSession
 from producers.exceptions import EventTooLarge, InvalidEvent, NotOwner, UnknownEventType
 from producers.publisher import Delivery, Publisher
 from producers.subscriber import Subscriber

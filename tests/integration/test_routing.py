@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from hybridbus import kafka
-from hybridbus.codec import AvroCodec
-from hybridbus.config import REPO_ROOT, Settings
-from hybridbus.model import derived_event_types, load_catalog, load_rules
-from hybridbus.rulestore import LIVE, SHADOW, publish
-from hybridbus.samples import load_sample
-from hybridbus.topology import DECISIONS_TOPIC, DLQ_TOPIC, PRIVATE, PUBLIC
+from hybridbus.adapters import kafka
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.config import REPO_ROOT, Settings
+from hybridbus.adapters.loaders import derived_event_types, load_catalog, load_rules
+from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
+from hybridbus.ops.samples import load_sample
+from hybridbus.adapters.topology import DECISIONS_TOPIC, DLQ_TOPIC, PRIVATE, PUBLIC
 from producers.publisher import Publisher
 from routing import headers as H
 from routing.grades import Grade

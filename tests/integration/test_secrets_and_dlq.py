@@ -5,14 +5,14 @@ import uuid
 
 import pytest
 
-from hybridbus import kafka
-from hybridbus.cli.secrets import rotate_kafka, rotate_s3
-from hybridbus.config import Settings
-from hybridbus.secrets import KafkaCredentials
-from hybridbus.stack import workers
-from hybridbus.stack.bootstrap import s3_client
-from hybridbus.topology import DLQ_TOPIC, PRIVATE, PUBLIC
-from hybridbus.vault import VaultSession
+from hybridbus.adapters import kafka
+from hybridbus.ops.rotation import rotate_kafka, rotate_s3
+from hybridbus.adapters.config import Settings
+from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.ops.stack import workers
+from hybridbus.adapters.s3 import s3_client
+from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC
+from hybridbus.adapters.vault import VaultSession
 from routing import headers as H
 from tests.integration.kafkatools import TOPIC, assert_exactly_once, copies, end_offsets, publish_burst, read_after
 

@@ -9,12 +9,13 @@ import requests
 from botocore.exceptions import ClientError
 from confluent_kafka import KafkaError
 
-from hybridbus import kafka
-from hybridbus.config import Settings
-from hybridbus.secrets import KafkaCredentials, S3Credentials
-from hybridbus.stack import bootstrap, manager
-from hybridbus.topology import PRIVATE, PUBLIC
-from hybridbus.vault import VaultSession
+from hybridbus.adapters import kafka
+from hybridbus.adapters.config import Settings
+from hybridbus.adapters.s3 import s3_client
+from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials
+from hybridbus.ops.stack import bootstrap, manager
+from hybridbus.adapters.topology import PRIVATE, PUBLIC
+from hybridbus.adapters.vault import VaultSession
 from tests.integration.kafkatools import read_topic
 
 LICENCE_INGRESS = "ingress.market.licence_granted"
@@ -93,11 +94,11 @@ def test_approle_reads_its_own_secret_and_is_denied_anothers(stack: Settings) ->
 
 def test_s3_put_get_with_signed_keys_and_a_wrong_secret_is_rejected(stack: Settings) -> None:
     creds = VaultSession("archiver", stack).s3_credentials()
-    s3 = bootstrap.s3_client(stack, creds)
+    s3 = s3_client(stack, creds)
     key = f"tests/{uuid.uuid4().hex}.txt"
     s3.put_object(Bucket=stack.open_data_bucket, Key=key, Body=b"open data")
     assert s3.get_object(Bucket=stack.open_data_bucket, Key=key)["Body"].read() == b"open data"
-    forged = bootstrap.s3_client(stack, S3Credentials(creds.access_key, "not-the-secret"))
+    forged = s3_client(stack, S3Credentials(creds.access_key, "not-the-secret"))
     with pytest.raises(ClientError) as rejected:
         forged.get_object(Bucket=stack.open_data_bucket, Key=key)
     assert rejected.value.response["Error"]["Code"] in {"SignatureDoesNotMatch", "AccessDenied", "403"}

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import uuid
 
-from hybridbus import kafka
-from hybridbus.config import Settings
-from hybridbus.stack import manager, workers
-from hybridbus.topology import PRIVATE
+from hybridbus.adapters import kafka
+from hybridbus.adapters.config import Settings
+from hybridbus.ops.stack import manager, workers
+from hybridbus.adapters.topology import PRIVATE
 from tests.integration.kafkatools import read_topic
 
 TOPIC = "ingress.transport.bus_arrival"

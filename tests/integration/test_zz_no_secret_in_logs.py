@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import requests
 
-from hybridbus.config import Settings
-from hybridbus.secrets import read_private
-from hybridbus.stack import workers
-from hybridbus.stack.bootstrap import kv_get
-from hybridbus.topology import DLQ_TOPIC, PRIVATE, QUARANTINE_TOPIC
-from hybridbus.vault import KV_MOUNT, root_client
+from hybridbus.adapters.config import Settings
+from hybridbus.adapters.secrets import read_private
+from hybridbus.ops.stack import workers
+from hybridbus.ops.stack.bootstrap import kv_get
+from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, QUARANTINE_TOPIC
+from hybridbus.adapters.vault import KV_MOUNT, root_client
 from routing import headers as H
 from tests.integration.kafkatools import read_topic
 

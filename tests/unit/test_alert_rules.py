@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from hybridbus.config import REPO_ROOT
-from hybridbus.stack.workers import PROCESSORS
+from hybridbus.adapters.config import REPO_ROOT
+from hybridbus.ops.stack.workers import PROCESSORS
 
 RULES_DIR = REPO_ROOT / "infra" / "prometheus"
 RULE_FILES = sorted(RULES_DIR.glob("*.yml"))

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from hybridbus import audit
-from hybridbus.audit import Chain, Located, canonical, entry_hash
+from hybridbus.runtime import audit
+from hybridbus.runtime.audit import Chain, Located, canonical, entry_hash
 
 TEST_KEY = b"unit-test signing key (not a secret)"
 

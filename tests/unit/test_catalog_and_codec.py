@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hybridbus.cli.schemas import app as schemas_app
-from hybridbus.codec import AvroCodec
-from hybridbus.exceptions import DecodeError, EncodeError, UnknownSchemaError
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.exceptions import DecodeError, EncodeError, UnknownSchemaError
 from routing.catalog import Catalog
 from routing.grades import Grade
 

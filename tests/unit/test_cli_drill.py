@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from hybridbus.cli import drill
 from hybridbus.cli.main import app
 from hybridbus.cli.output import USAGE
-from hybridbus.config import settings
+from hybridbus.adapters.config import settings
 
 runner = CliRunner()
 

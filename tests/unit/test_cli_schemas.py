@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hybridbus.cli.main import app
-from hybridbus.config import settings
+from hybridbus.adapters.config import settings
 from routing.catalog import Catalog
 from routing.grades import Grade
 

@@ -13,8 +13,8 @@ import avro.io
 import avro.schema
 import pytest
 
-from hybridbus.codec import HEADER_SIZE, MARKER, AvroCodec, schema_fingerprint
-from hybridbus.exceptions import CodecError, DecodeError, EncodeError, UnknownSchemaError
+from hybridbus.adapters.codec import HEADER_SIZE, MARKER, AvroCodec, schema_fingerprint
+from hybridbus.adapters.exceptions import CodecError, DecodeError, EncodeError, UnknownSchemaError
 from routing.catalog import Catalog, EventType
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,11 +13,11 @@ import hcl2
 import pytest
 from typer.testing import CliRunner
 
-from hybridbus import infra
+from hybridbus.ops import infra
 from hybridbus.cli.main import app
-from hybridbus.config import Settings, settings
-from hybridbus.stack.bootstrap import role_name
-from hybridbus.stack.manager import load_topology
+from hybridbus.adapters.config import Settings, settings
+from hybridbus.ops.stack.bootstrap import role_name
+from hybridbus.ops.stack.manager import load_topology
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "infra" / "terraform"

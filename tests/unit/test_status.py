@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hybridbus.status import BusStatus, attention, render
+from hybridbus.ops.status import BusStatus, attention, render
 
 HEALTHY = BusStatus(
     prometheus="http://127.0.0.1:19090",

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from hybridbus.topology import PRIVATE, PUBLIC, build_topology
+from hybridbus.adapters.topology import PRIVATE, PUBLIC, build_topology
 from routing.catalog import Catalog
 from routing.grades import Grade
 

@@ -5,9 +5,9 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from hybridbus.codec import AvroCodec
-from hybridbus.config import REPO_ROOT
-from hybridbus.model import load_catalog
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.config import REPO_ROOT
+from hybridbus.adapters.loaders import load_catalog
 from producers.gateway import TokenStore, create_app
 from producers.publisher import EventEncoder, Publisher
 from routing import headers as h

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from hybridbus.config import REPO_ROOT
-from hybridbus.model import load_catalog
+from hybridbus.adapters.config import REPO_ROOT
+from hybridbus.adapters.loaders import load_catalog
 from producers.exceptions import InvalidEvent, OutboxError
 from producers.outbox import Outbox
 from producers.publisher import EventEncoder, Publisher

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from hybridbus.codec import AvroCodec
-from hybridbus.config import REPO_ROOT
-from hybridbus.model import load_catalog
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.config import REPO_ROOT
+from hybridbus.adapters.loaders import load_catalog
 from producers.exceptions import DeliveryTimeout, EventTooLarge, InvalidEvent, NotOwner, UnknownEventType
 from producers.publisher import Delivery, EventEncoder, Publisher
 from routing import headers as h

@@ -1,0 +1,139 @@
+"""Vault (OpenBao) through hvac: AppRole login, token renewal, KV v2 reads and Transit HMAC/sign.
+
+Each process holds one `VaultSession` for its own identity; secrets it reads never reach a log line.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hvac
+import requests
+
+from hybridbus.adapters.config import Settings, settings
+from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials, read_private
+
+KV_MOUNT = "secret"
+TRANSIT_MOUNT = "transit"
+PSEUDONYM_KEY = "pseudonym"
+AUDIT_SIGNING_KEY = "audit-signing"
+
+
+class VaultUnavailable(Exception):
+    """Vault cannot be reached; callers keep what they hold and retry (they never fail open)."""
+
+
+def approle_file(identity: str, cfg: Settings | None = None) -> Path:
+    return (cfg or settings()).secrets_dir / "approle" / f"{identity}.json"
+
+
+def kafka_kv_path(cluster: str, identity: str) -> str:
+    return f"kafka/{cluster}/{identity}"
+
+
+def s3_kv_path(identity: str) -> str:
+    return f"s3/{identity}"
+
+
+@dataclass
+class VaultSession:
+    """A logged-in AppRole identity; renews its token before expiry and logs in again when needed."""
+
+    identity: str
+    cfg: Settings = field(default_factory=settings)
+    role_id: str | None = field(default=None, repr=False)
+    secret_id: str | None = field(default=None, repr=False)
+    client: hvac.Client = field(init=False, repr=False)
+    expires_at: float = field(init=False, default=0.0)
+    ttl: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        if self.role_id is None or self.secret_id is None:
+            data = read_private(approle_file(self.identity, self.cfg))
+            self.role_id, self.secret_id = data["role_id"], data["secret_id"]
+        self.client = hvac.Client(url=self.cfg.vault_addr, timeout=5)
+
+    def login(self) -> None:
+        try:
+            result = self.client.auth.approle.login(role_id=self.role_id, secret_id=self.secret_id)
+        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown) as exc:
+            raise VaultUnavailable(f"vault at {self.cfg.vault_addr} is unreachable: {type(exc).__name__}") from None
+        self.ttl = int(result["auth"]["lease_duration"])
+        self.expires_at = time.time() + self.ttl
+
+    def ensure_token(self, margin: float = 0.3) -> None:
+        """Renew when less than `margin` of the TTL is left; log in again when renewal is refused."""
+        if not self.client.token or time.time() >= self.expires_at:
+            self.login()
+            return
+        if self.expires_at - time.time() > self.ttl * margin:
+            return
+        try:
+            result = self.client.auth.token.renew_self()
+            self.ttl = int(result["auth"]["lease_duration"])
+            self.expires_at = time.time() + self.ttl
+        except (requests.ConnectionError, requests.Timeout):
+            raise VaultUnavailable(f"vault at {self.cfg.vault_addr} is unreachable") from None
+        except hvac.exceptions.VaultError:
+            self.login()
+
+    def token_ttl_seconds(self) -> float:
+        return max(0.0, self.expires_at - time.time())
+
+    def read_kv(self, path: str) -> dict[str, Any]:
+        self.ensure_token()
+        try:
+            result = self.client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=KV_MOUNT, raise_on_deleted_version=True
+            )
+        except (requests.ConnectionError, requests.Timeout):
+            raise VaultUnavailable(f"vault at {self.cfg.vault_addr} is unreachable") from None
+        return dict(result["data"]["data"])
+
+    def kafka_credentials(self, cluster: str) -> KafkaCredentials:
+        data = self.read_kv(kafka_kv_path(cluster, self.identity))
+        return KafkaCredentials(data["username"], data["password"])
+
+    def s3_credentials(self) -> S3Credentials:
+        data = self.read_kv(s3_kv_path(self.identity))
+        return S3Credentials(data["access_key"], data["secret_key"])
+
+    def hmac(self, data: bytes, key: str = PSEUDONYM_KEY) -> str:
+        """Keyed HMAC computed inside Vault Transit: the key never leaves Vault."""
+        import base64
+
+        self.ensure_token()
+        result = self.client.secrets.transit.generate_hmac(
+            name=key, hash_input=base64.b64encode(data).decode(), algorithm="sha2-256", mount_point=TRANSIT_MOUNT
+        )
+        return str(result["data"]["hmac"])
+
+    def sign(self, data: bytes, key: str = AUDIT_SIGNING_KEY) -> str:
+        """Signature made inside Vault Transit (`vault:v<N>:...`): the signing key never leaves Vault."""
+        import base64
+
+        self.ensure_token()
+        result = self.client.secrets.transit.sign_data(
+            name=key, hash_input=base64.b64encode(data).decode(), mount_point=TRANSIT_MOUNT)
+        return str(result["data"]["signature"])
+
+    def signature_valid(self, data: bytes, signature: str, key: str = AUDIT_SIGNING_KEY) -> bool:
+        """Whether Vault Transit confirms `signature` over `data`; a malformed signature is simply not valid."""
+        import base64
+
+        self.ensure_token()
+        try:
+            result = self.client.secrets.transit.verify_signed_data(
+                name=key, hash_input=base64.b64encode(data).decode(), signature=signature, mount_point=TRANSIT_MOUNT)
+        except hvac.exceptions.InvalidRequest:
+            return False
+        return bool(result["data"]["valid"])
+
+
+def root_client(cfg: Settings | None = None) -> hvac.Client:
+    """The local stack's root token client; used only by `hbus stack` bootstrap and admin commands."""
+    cfg = cfg or settings()
+    data = read_private(cfg.secrets_dir / "vault-init.json")
+    return hvac.Client(url=cfg.vault_addr, token=data["root_token"], timeout=10)

@@ -1,0 +1,510 @@
+"""Fault drills: a steady stream of sample events, one fault injected mid-stream, then every copy counted.
+
+A drill proves on the running stack what the design promises: nothing lost, nothing duplicated across the
+cloud boundary, nothing non-public leaked, and the bus back at work by itself. It publishes `events` sample
+events (every event type, with canaries) at a steady rate, injects its fault once a third of them are out,
+waits for the fault to end, publishes a probe event, and then counts, event id by event id:
+
+- on the private graded topics (and derived-view topics): every copy the rules require (replays may repeat
+  a copy here: the private side is allowed to hold an event twice);
+- on the public cluster and in the open-data bucket: exactly one copy of every event the rules export;
+- with the leak scan, every record and object written to the public side during the drill, for non-public
+  canaries (and for public ones: a scan that finds none cannot see, and fails the drill).
+
+`lost` counts events with at least one required copy missing; `duplicated` the extra copies outside;
+`recovery_s` the seconds from the end of the fault until the probe is everywhere it must be, which
+includes working off the backlog the fault left. Processors that die during a drill are restarted, as a
+supervisor would, and named in `restarted`.
+"""
+from __future__ import annotations
+
+import io
+import json
+import platform
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from itertools import islice
+from math import ceil
+
+from botocore.exceptions import BotoCoreError, ClientError
+from confluent_kafka import KafkaException, TopicPartition
+from fastavro import reader
+
+from hybridbus.adapters import kafka
+from hybridbus.adapters.config import REPO_ROOT, Settings
+from hybridbus.ops.leakscan import ScanReport, scan_object, scan_record
+from hybridbus.adapters.loaders import load_catalog, load_rules
+from hybridbus.runtime.rulestore import LIVE, RuleFeed, publish
+from hybridbus.ops.samples import SampleEvent, sample_events
+from hybridbus.ops.stack import manager, workers
+from hybridbus.ops.stack.bootstrap import s3_admin_client
+from hybridbus.adapters.topology import PRIVATE, PUBLIC
+from producers.publisher import Publisher
+from routing import headers as H
+from routing.catalog import Catalog
+from routing.engine import GRADED, route
+from routing.rules import RuleSet
+
+SAMPLES = REPO_ROOT / "schemas" / "samples"
+ACK_TIMEOUT = 180.0  # the drill's publishers wait out a private broker restart rather than give up
+FAULT_AT = 1 / 3  # share of the stream published before the fault is injected
+QUIET_LIMIT = 90.0  # settling ends when copies are still missing and nothing new arrived for this long
+PROBE_TYPE = "market.licence_granted"  # public and exported: its probe must reach every place
+
+
+@dataclass(frozen=True)
+class DrillOptions:
+    events: int = 100_000
+    rate: float = 2000.0  # events per second; about what the router keeps up with on a 2-core machine
+    outage: float = 60.0  # seconds a stopped component stays down
+    recovery_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """Where one event's copies must land under the live rule set."""
+
+    private: frozenset[str]  # graded and derived-view topics on the private cluster
+    public: frozenset[str]  # topics on the public cluster
+    archive: frozenset[str]  # `<dept>/<event>/` folders of the open-data bucket
+
+
+@dataclass
+class DrillResult:
+    name: str
+    published: int = 0
+    unacknowledged: int = 0  # events the drill's publishers could not get acknowledged
+    lost: int = 0
+    duplicated: int = 0
+    leaked: int = 0
+    unexpected_outside: int = 0  # copies outside of events the rules keep private
+    recovery_s: float | None = None  # None: the probe never arrived within the recovery timeout
+    restarted: list[str] = field(default_factory=list)
+    details: dict = field(default_factory=dict)  # type: ignore[type-arg]
+
+    @property
+    def ok(self) -> bool:
+        return (self.published > 0 and self.recovery_s is not None and self.details.get("public_canaries_found", 0) > 0
+                and not (self.unacknowledged or self.lost or self.duplicated or self.leaked or self.unexpected_outside))
+
+    def as_dict(self) -> dict:  # type: ignore[type-arg]
+        return {"drill": self.name, "ok": self.ok, "published": self.published, "unacknowledged": self.unacknowledged,
+                "lost": self.lost, "duplicated_outside": self.duplicated, "leaked": self.leaked,
+                "unexpected_outside": self.unexpected_outside, "recovery_s": self.recovery_s,
+                "restarted": self.restarted, **self.details}
+
+
+class Traffic:
+    """The drill's stream: sample events with canaries, published at a steady rate by each department.
+
+    Publishers log in before the fault (a running system holds its login while Vault is away).
+    """
+
+    def __init__(self, catalog: Catalog, ruleset: RuleSet, options: DrillOptions, tag: str) -> None:
+        self.catalog, self.ruleset, self.options, self.tag = catalog, ruleset, options, tag
+        self.events = list(islice(sample_events(catalog, SAMPLES, ceil(options.events / len(catalog)), tag=tag),
+                                  options.events))
+        self.publishers = {dept: Publisher.for_department(dept, catalog=catalog, ack_timeout=ACK_TIMEOUT)
+                           for dept in sorted({s.event_type.dept for s in self.events} | {PROBE_TYPE.split(".")[0]})}
+        self.expected: dict[str, Expectation] = {}
+        self.acked: set[str] = set()
+        self.failed: set[str] = set()
+        self.sent = 0
+        self._thread = threading.Thread(target=self._run, name="drill-traffic", daemon=True)
+
+    @property
+    def id_prefix(self) -> str:
+        return f"drill-{self.tag}-"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait_sent(self, share: float) -> None:
+        while self._thread.is_alive() and self.sent < share * len(self.events):
+            time.sleep(0.05)
+
+    def join(self) -> None:
+        self._thread.join()
+        for publisher in self.publishers.values():
+            publisher.flush(ACK_TIMEOUT)
+
+    def probe(self) -> str:
+        """Publish one exported public event now and wait for its acknowledgement; returns its id."""
+        event_type = self.catalog.get(PROBE_TYPE)
+        sample = next(s for s in self.events if s.event_type == event_type)
+        event_id = f"{self.id_prefix}probe"
+        self.expected[event_id] = self._expectation(sample)
+        self.publishers[event_type.dept].publish(PROBE_TYPE, sample.payload, event_id=event_id,
+                                                 version=event_type.version, timeout=ACK_TIMEOUT)
+        self.acked.add(event_id)
+        return event_id
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        for i, sample in enumerate(self.events):
+            event_id = f"{self.id_prefix}{i:07d}"
+            self.expected[event_id] = self._expectation(sample)
+            self.publishers[sample.event_type.dept].publish_async(
+                sample.event_type.key, sample.payload, event_id=event_id, version=sample.event_type.version,
+                on_delivery=lambda delivery, error, event_id=event_id: (self.failed if error else self.acked).add(event_id))
+            self.sent = i + 1
+            if i % 200 == 0:
+                for publisher in self.publishers.values():
+                    publisher.poll(0)
+                ahead = started + (i + 1) / self.options.rate - time.monotonic()
+                if ahead > 0:
+                    time.sleep(ahead)
+
+    def _expectation(self, sample: SampleEvent) -> Expectation:
+        result = route(sample.event_type, sample.payload, self.ruleset, pseudonymise=lambda _data: "drill")
+        exported = [d for d in result.decisions if d.destination != GRADED]
+        return Expectation(frozenset(d.topic for d in result.decisions),
+                           frozenset(d.topic for d in exported if d.destination == "public_cloud"),
+                           frozenset(f"{d.event_type.dept}/{d.event_type.event}/" for d in exported
+                                     if d.destination == "archive"))
+
+
+class TopicCounter:
+    """Copies of the drill's events on some topics of one cluster, read on from where the drill began."""
+
+    def __init__(self, cluster: str, topics: Iterable[str], id_prefix: str, cfg: Settings,
+                 scan: ScanReport | None = None) -> None:
+        self.cluster, self.id_prefix, self.cfg, self.scan = cluster, id_prefix.encode(), cfg, scan
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.rules_versions: Counter[str] = Counter()
+        self.positions: dict[tuple[str, int], int] = {}
+        consumer = self._consumer()
+        try:
+            for topic in sorted(set(topics)):
+                for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                    self.positions[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        finally:
+            consumer.close()
+
+    def poll(self, timeout: float = 60.0) -> bool:
+        """Read everything written since the last poll; False when the cluster cannot be read now."""
+        consumer = self._consumer()
+        try:
+            ends = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=5)[1] for tp in self.positions}
+            todo = {tp for tp, end in ends.items() if end > self.positions[tp]}
+            if not todo:
+                return True
+            consumer.assign([TopicPartition(t, p, self.positions[(t, p)]) for t, p in todo])
+            deadline = time.monotonic() + timeout
+            while todo and time.monotonic() < deadline:
+                for msg in consumer.consume(2000, timeout=0.5):
+                    if msg.error():
+                        continue
+                    tp = (msg.topic(), msg.partition())
+                    self.positions[tp] = msg.offset() + 1
+                    if self.positions[tp] >= ends[tp]:
+                        todo.discard(tp)
+                    self._count(msg)
+            return not todo
+        except KafkaException:
+            return False
+        finally:
+            consumer.close()
+
+    def _count(self, msg) -> None:  # type: ignore[no-untyped-def]
+        if self.scan is not None:
+            scan_record(self.scan, msg)
+        headers = dict(msg.headers() or [])
+        event_id = headers.get(H.EVENT_ID) or b""
+        if event_id.startswith(self.id_prefix):
+            self.counts[(msg.topic(), event_id.decode())] += 1
+            self.rules_versions[(headers.get(H.RULES_VERSION) or b"").decode()] += 1
+
+    def _consumer(self):  # type: ignore[no-untyped-def]
+        return kafka.consumer(self.cluster, kafka.admin_credentials(self.cluster, self.cfg),
+                              group=f"hbus-drill-{uuid.uuid4().hex[:8]}")
+
+
+class BucketCounter:
+    """Copies of the drill's events in the open-data bucket, from the event ids each new object lists.
+
+    Every new object of the bucket is read and scanned for canaries, wherever it was written.
+    """
+
+    def __init__(self, cfg: Settings, id_prefix: str, scan: ScanReport) -> None:
+        self.s3, self.bucket, self.id_prefix, self.scan = s3_admin_client(cfg), cfg.open_data_bucket, id_prefix, scan
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.seen: set[str] = set(self._keys())
+
+    def poll(self) -> bool:
+        try:
+            for key in self._keys():
+                if key in self.seen:
+                    continue
+                body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                scan_object(self.scan, self.bucket, key, body)
+                if key.endswith(".avro"):
+                    ids = json.loads(reader(io.BytesIO(body)).metadata.get("hbus.event_ids", "[]"))
+                    folder = "/".join(key.split("/")[:2]) + "/"
+                    self.counts.update((folder, i) for i in ids if i.startswith(self.id_prefix))
+                self.seen.add(key)
+            return True
+        except (ClientError, BotoCoreError):
+            return False  # a server that has just restarted may refuse for a moment: look again later
+
+    def _keys(self) -> list[str]:
+        return [obj["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
+                for obj in page.get("Contents", [])]
+
+
+class Tally:
+    """Every place the drill's events must reach, counted incrementally while the bus catches up."""
+
+    def __init__(self, cfg: Settings, catalog: Catalog, ruleset: RuleSet, id_prefix: str) -> None:
+        decisions = [d for s in sample_events(catalog, SAMPLES, 1, canaries=False)
+                     for d in route(s.event_type, s.payload, ruleset, pseudonymise=lambda _data: "drill").decisions]
+        self.scan = ScanReport()  # the leak scan of everything written to the public side during the drill
+        self.private = TopicCounter(PRIVATE, {d.topic for d in decisions}, id_prefix, cfg)
+        # Every topic of the public cluster is read, so that a copy where the rules send none is seen too.
+        public_topics = kafka.admin(PUBLIC, kafka.admin_credentials(PUBLIC, cfg)).list_topics(timeout=10).topics
+        self.public = TopicCounter(PUBLIC, [t for t in public_topics if not t.startswith("__")], id_prefix, cfg,
+                                   self.scan)
+        self.bucket = BucketCounter(cfg, id_prefix, self.scan)
+
+    def poll(self) -> bool:
+        return all([self.private.poll(), self.public.poll(), self.bucket.poll()])
+
+    def missing(self, event_id: str, where: Expectation) -> int:
+        """Required copies of one event not found yet."""
+        return (sum(self.private.counts[(t, event_id)] == 0 for t in where.private)
+                + sum(self.public.counts[(t, event_id)] == 0 for t in where.public)
+                + sum(self.bucket.counts[(f, event_id)] == 0 for f in where.archive))
+
+    def outside(self) -> Iterable[tuple[str, str, int]]:
+        """(place, event id, copies) of every drill event found on the public cluster or in the bucket."""
+        yield from ((t, i, n) for (t, i), n in self.public.counts.items())
+        yield from ((f, i, n) for (f, i), n in self.bucket.counts.items())
+
+
+@dataclass
+class DrillContext:
+    """What a fault can act on, and the record of what it did."""
+
+    cfg: Settings
+    options: DrillOptions
+    traffic: Traffic
+    restarted: list[str] = field(default_factory=list)
+    notes: dict = field(default_factory=dict)  # type: ignore[type-arg]
+
+
+Fault = Callable[[DrillContext], None]
+
+
+@dataclass(frozen=True)
+class Drill:
+    name: str
+    proves: str
+    inject: Fault  # returns when the fault has ended (process restarted, component back, change applied)
+
+
+def _kill(name: str) -> Fault:
+    def inject(ctx: DrillContext) -> None:
+        if not workers.process(ctx.cfg, name).kill():
+            raise RuntimeError(f"{name} was not running")
+        time.sleep(1.0)
+        workers.start(ctx.cfg, (name,))
+    return inject
+
+
+def _down(component: str, seconds: Callable[[DrillOptions], float]) -> Fault:
+    def inject(ctx: DrillContext) -> None:
+        manager.component(ctx.cfg, component).process.stop()
+        time.sleep(seconds(ctx.options))
+        manager.up(ctx.cfg, echo=lambda *_: None)
+    return inject
+
+
+def _rotate_kafka_logins(ctx: DrillContext) -> None:
+    """New SCRAM secrets for every processor login, then a rolling restart so each logs in with its new one."""
+    from hybridbus.ops.rotation import rotate_kafka
+
+    logins = [("router", PRIVATE), ("egress", PRIVATE), ("egress", PUBLIC), ("archiver", PRIVATE)]
+    for identity, cluster in logins:
+        rotate_kafka(identity, cluster)
+    for name in workers.PROCESSORS:
+        workers.stop(ctx.cfg, (name,))
+        workers.start(ctx.cfg, (name,))
+    ctx.notes["rotated"] = [f"{identity}@{cluster}" for identity, cluster in logins]
+
+
+def _swap_rules(ctx: DrillContext) -> None:
+    """Apply an equivalent rule set under a new version mid-stream, then the shipped one again mid-stream.
+
+    Equivalent sets route every event alike, so an event is lost when any copy its rules require is
+    missing, whichever of the two versions routed it; the counts of both versions show the swap happened.
+    """
+    shipped = load_rules(ctx.cfg)
+    creds = kafka.admin_credentials(PRIVATE, ctx.cfg)
+    candidate = replace(shipped, version=f"{shipped.version}+drill-{ctx.traffic.tag}")
+    publish(candidate, LIVE, creds, applied_by="hbus drill")
+    ctx.traffic.wait_sent(2 * FAULT_AT)
+    publish(shipped, LIVE, creds, applied_by="hbus drill")
+    ctx.notes["swapped"] = [candidate.version, shipped.version]
+
+
+DRILLS: dict[str, Drill] = {d.name: d for d in (
+    Drill("router-kill", "kill -9 of the router mid-batch: the uncommitted batch replays, nothing skipped",
+          _kill("router")),
+    Drill("egress-kill", "kill -9 of egress: it resumes after what the public cluster holds, no gap, no duplicate",
+          _kill("egress")),
+    Drill("archiver-kill", "kill -9 of the archiver: objects are rewritten under the same name, never twice",
+          _kill("archiver")),
+    Drill("private-broker-restart", "the private Kafka broker restarted: publishers and processors reconnect",
+          _down("kafka-private", lambda _o: 1.0)),
+    Drill("public-cluster-down", "the public cluster down for --outage s: egress waits, then catches up",
+          _down("kafka-public", lambda o: o.outage)),
+    Drill("vault-down", "Vault down for --outage s: processors go on with the logins they hold",
+          _down("vault", lambda o: o.outage)),
+    Drill("s3-down", "S3 down for --outage s: the archiver waits, then writes the backlog once",
+          _down("s3", lambda o: o.outage)),
+    Drill("kafka-rotation", "every processor's Kafka secret rotated mid-stream, then a rolling restart",
+          _rotate_kafka_logins),
+    Drill("rules-swap", "a rule set hot-swapped mid-stream and back: routers switch between batches",
+          _swap_rules),
+)}
+
+
+def run(name: str, cfg: Settings, options: DrillOptions) -> DrillResult:
+    """Run one drill on the local stack and leave the stack, the shipped rules and the processors up."""
+    from hybridbus.ops.demo import ensure_live_rules
+
+    drill = DRILLS[name]
+    clock = _PhaseClock()
+    _prepare(cfg)
+    catalog, ruleset = load_catalog(cfg), load_rules(cfg)
+    traffic = Traffic(catalog, ruleset, options, uuid.uuid4().hex[:8])
+    tally = Tally(cfg, catalog, ruleset, traffic.id_prefix)
+    ctx = DrillContext(cfg, options, traffic)
+    result = DrillResult(name)
+    clock.mark("prepare")
+    try:
+        traffic.start()
+        traffic.wait_sent(FAULT_AT)
+        clock.mark("stream_to_fault")
+        drill.inject(ctx)
+        fault_ended = clock.mark("fault")
+        _revive(ctx)
+        probe = traffic.probe()
+        result.recovery_s = _await_probe(ctx, tally, probe, fault_ended)
+        clock.mark("recovery")
+        traffic.join()
+        _settle(ctx, tally)
+        clock.mark("settle")
+    finally:
+        if not all(s.healthy for s in manager.status(cfg)):
+            manager.up(cfg, echo=lambda *_: None)
+        _revive(ctx)
+        ensure_live_rules(cfg)
+    _count(result, traffic, tally)
+    report = tally.scan
+    result.leaked = report.leaked
+    result.restarted = ctx.restarted
+    result.details["phases_s"] = clock.phases
+    result.details.update(ctx.notes)
+    result.details.update({"public_side_scanned": {"records": report.records, "objects": report.objects},
+                           "public_canaries_found": report.open_found, "leaked_where": report.leaked_where[:10],
+                           "rules_versions": dict(tally.private.rules_versions)})
+    return result
+
+
+class _PhaseClock:
+    """Seconds spent in each phase of a drill, to show where its time goes."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._last = time.monotonic()
+
+    def mark(self, phase: str) -> float:
+        now = time.monotonic()
+        self.phases[phase] = round(now - self._last, 1)
+        self._last = now
+        return now
+
+
+def _prepare(cfg: Settings) -> None:
+    """The shipped rules live and every processor running under them.
+
+    Egress and the archiver subscribe to the derived-view topics of the rule set live when they start: one
+    started before the live set was applied would never export its views, so it is restarted first.
+    """
+    from hybridbus.ops.demo import ensure_live_rules
+
+    ensure_live_rules(cfg)
+    feed = RuleFeed(kafka.admin_credentials(PRIVATE, cfg))
+    try:
+        applied_s = feed.load()[LIVE].applied_at_ms / 1000
+    finally:
+        feed.close()
+    for name in ("egress", "archiver"):
+        proc = workers.process(cfg, name)
+        if proc.running() and proc.pid_file.stat().st_mtime < applied_s:
+            proc.stop(timeout=20)
+    workers.start(cfg)
+
+
+def _revive(ctx: DrillContext) -> None:
+    """Restart processors that died (a supervisor's job), and remember which."""
+    dead = [s.name for s in workers.status(ctx.cfg) if not s.running]
+    if dead:
+        ctx.restarted.extend(dead)
+        workers.start(ctx.cfg, tuple(dead))
+
+
+def _await_probe(ctx: DrillContext, tally: Tally, probe: str, since: float) -> float | None:
+    deadline = since + ctx.options.recovery_timeout
+    while time.monotonic() < deadline:
+        tally.poll()
+        if tally.missing(probe, ctx.traffic.expected[probe]) == 0:
+            return round(time.monotonic() - since, 1)
+        _revive(ctx)
+        time.sleep(0.5)
+    return None
+
+
+def _settle(ctx: DrillContext, tally: Tally) -> None:
+    """Poll until every required copy is found, or nothing new has arrived for QUIET_LIMIT seconds."""
+    last_found, quiet_since = -1, time.monotonic()
+    while True:
+        complete = tally.poll()
+        found = sum(tally.private.counts.values()) + sum(n for _p, _i, n in tally.outside())
+        if complete and not any(tally.missing(i, ctx.traffic.expected[i]) for i in ctx.traffic.acked):
+            break
+        if found != last_found:
+            last_found, quiet_since = found, time.monotonic()
+        elif time.monotonic() - quiet_since > QUIET_LIMIT:
+            break
+        _revive(ctx)
+        time.sleep(1.0)
+    time.sleep(5.0)  # late duplicates (a replayed batch, an archive object rewritten) would land now
+    tally.poll()
+
+
+def _count(result: DrillResult, traffic: Traffic, tally: Tally) -> None:
+    result.published = len(traffic.acked)
+    result.unacknowledged = len(set(traffic.expected) - traffic.acked)
+    lost = [i for i in traffic.acked if tally.missing(i, traffic.expected[i])]
+    result.lost = len(lost)
+    for place, event_id, copies in tally.outside():
+        where = traffic.expected.get(event_id)
+        if where is None or (place not in where.public and place not in where.archive):
+            result.unexpected_outside += copies
+        else:
+            result.duplicated += copies - 1
+    result.details["lost_examples"] = sorted(lost)[:5]
+    result.details["private_copies"] = sum(tally.private.counts.values())
+
+
+def machine() -> str:
+    """Where the drill ran, for the record next to its figures."""
+    import os
+
+    return f"{platform.node()} ({platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()})"

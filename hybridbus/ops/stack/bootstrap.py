@@ -1,0 +1,250 @@
+"""First-start bootstrap of the local stack: Vault mounts, policies and AppRoles; S3 identities and buckets;
+Kafka SCRAM users, topics and ACLs from the topology model. Every step is idempotent.
+
+Generated credentials go to Vault KV (and, for the servers' own root credentials, the state dir, 0600).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import requests
+import hvac
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+
+from hybridbus.adapters import kafka
+from hybridbus.adapters.config import Settings
+from hybridbus.adapters.s3 import s3_client
+from hybridbus.adapters.secrets import (
+    KafkaCredentials,
+    S3Credentials,
+    new_access_key,
+    new_password,
+    read_private,
+    write_private,
+)
+from hybridbus.ops.stack.exceptions import StackError
+from hybridbus.adapters.topology import Identity, Topology
+from hybridbus.adapters.vault import (
+    AUDIT_SIGNING_KEY,
+    KV_MOUNT,
+    PSEUDONYM_KEY,
+    TRANSIT_MOUNT,
+    approle_file,
+    kafka_kv_path,
+    s3_kv_path,
+)
+
+S3_IDENTITIES = ("archiver", "audit", "public-reader")
+TOKEN_TTL = "1h"
+TOKEN_MAX_TTL = "24h"
+TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"))  # (name, Transit key type)
+
+
+# --- Vault -----------------------------------------------------------------------------------------
+
+def vault_init_and_unseal(cfg: Settings) -> hvac.Client:
+    """Initialise on first start (1 key share, kept 0600 under the state dir) and unseal on every start."""
+    init_file = cfg.secrets_dir / "vault-init.json"
+    client = hvac.Client(url=cfg.vault_addr, timeout=10)
+    if not client.sys.is_initialized():
+        if init_file.exists():
+            raise StackError("vault", "vault data is uninitialised but an init file exists; run `hbus stack down --purge`")
+        result = client.sys.initialize(secret_shares=1, secret_threshold=1)
+        write_private(init_file, {"unseal_key": result["keys"][0], "root_token": result["root_token"]})
+    data = read_private(init_file)
+    if client.sys.is_sealed():
+        client.sys.submit_unseal_key(data["unseal_key"])
+    client.token = data["root_token"]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{cfg.vault_addr}/v1/sys/health", timeout=2).status_code == 200:
+                return client  # initialised, unsealed and active
+        except Exception:  # noqa: BLE001 - still electing itself leader
+            pass
+        time.sleep(0.3)
+    raise StackError("vault", "vault did not become active after unseal")
+
+
+def role_name(identity: Identity) -> str:
+    """The name of an identity's Vault policy and AppRole."""
+    return f"hbus-{identity.name}"
+
+
+def policy_for(identity: Identity) -> str:
+    """Least privilege: an identity reads only its own credentials, plus the Transit operation it needs."""
+    name = identity.name
+    rules = [
+        f'path "{KV_MOUNT}/data/kafka/+/{name}" {{ capabilities = ["read"] }}',
+        f'path "{KV_MOUNT}/data/s3/{name}" {{ capabilities = ["read"] }}',
+        'path "auth/token/renew-self" { capabilities = ["update"] }',
+        'path "auth/token/lookup-self" { capabilities = ["read"] }',
+    ]
+    if identity.kind == "department":
+        rules.append(f'path "{KV_MOUNT}/data/gateway/{name}" {{ capabilities = ["read"] }}')
+    if name == "router":
+        rules.append(f'path "{TRANSIT_MOUNT}/hmac/{PSEUDONYM_KEY}" {{ capabilities = ["update"] }}')
+        rules.append(f'path "{TRANSIT_MOUNT}/hmac/{PSEUDONYM_KEY}/*" {{ capabilities = ["update"] }}')
+    if name == "audit":
+        rules.append(f'path "{TRANSIT_MOUNT}/sign/{AUDIT_SIGNING_KEY}" {{ capabilities = ["update"] }}')
+        rules.append(f'path "{TRANSIT_MOUNT}/verify/{AUDIT_SIGNING_KEY}" {{ capabilities = ["update"] }}')
+    if name == "gateway":
+        rules.append(f'path "{KV_MOUNT}/data/gateway/*" {{ capabilities = ["read"] }}')
+    return "\n".join(rules) + "\n"
+
+
+def vault_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology) -> None:
+    mounts = client.sys.list_mounted_secrets_engines()["data"]
+    if f"{KV_MOUNT}/" not in mounts:
+        client.sys.enable_secrets_engine("kv", path=KV_MOUNT, options={"version": "2"})
+    if f"{TRANSIT_MOUNT}/" not in mounts:
+        client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
+    if "approle/" not in client.sys.list_auth_methods()["data"]:
+        client.sys.enable_auth_method("approle")
+    for key, key_type in TRANSIT_KEYS:
+        try:
+            client.secrets.transit.read_key(name=key, mount_point=TRANSIT_MOUNT)
+        except hvac.exceptions.InvalidPath:
+            body = {"type": key_type, **({"key_size": 32} if key_type == "hmac" else {})}
+            client.adapter.post(f"/v1/{TRANSIT_MOUNT}/keys/{key}", json=body)
+    for identity in topology.identities:
+        policy = role_name(identity)
+        client.sys.create_or_update_policy(name=policy, policy=policy_for(identity))
+        client.auth.approle.create_or_update_approle(
+            role_name=policy, token_policies=[policy], token_ttl=TOKEN_TTL, token_max_ttl=TOKEN_MAX_TTL,
+            secret_id_ttl="0", token_type="service",
+        )
+        role_file = approle_file(identity.name, cfg)
+        if not role_file.exists():
+            role_id = client.auth.approle.read_role_id(role_name=policy)["data"]["role_id"]
+            secret_id = client.auth.approle.generate_secret_id(role_name=policy)["data"]["secret_id"]
+            write_private(role_file, {"role_id": role_id, "secret_id": secret_id})
+        if identity.kind == "department" and not kv_exists(client, f"gateway/{identity.name}"):
+            kv_put(client, f"gateway/{identity.name}", {"token": new_password(32)})
+
+
+def kv_exists(client: hvac.Client, path: str) -> bool:
+    try:
+        client.secrets.kv.v2.read_secret_version(path=path, mount_point=KV_MOUNT, raise_on_deleted_version=True)
+        return True
+    except hvac.exceptions.InvalidPath:
+        return False
+
+
+def kv_get(client: hvac.Client, path: str) -> dict:  # type: ignore[type-arg]
+    return dict(client.secrets.kv.v2.read_secret_version(
+        path=path, mount_point=KV_MOUNT, raise_on_deleted_version=True)["data"]["data"])
+
+
+def kv_put(client: hvac.Client, path: str, data: dict) -> None:  # type: ignore[type-arg]
+    client.secrets.kv.v2.create_or_update_secret(path=path, secret=data, mount_point=KV_MOUNT)
+
+
+# --- S3 ----------------------------------------------------------------------------------------------
+
+def s3_admin_credentials(cfg: Settings) -> S3Credentials:
+    data = read_private(cfg.secrets_dir / "s3-admin.json")
+    return S3Credentials(data["access_key"], data["secret_key"])
+
+
+def s3_admin_client(cfg: Settings):  # type: ignore[no-untyped-def]
+    return s3_client(cfg, s3_admin_credentials(cfg))
+
+
+def s3_grants(cfg: Settings) -> dict[str, list[str]]:
+    """What each S3 identity may do (SeaweedFS `Action:bucket`); nobody else may do anything (deny by default)."""
+    open_data, audit = cfg.open_data_bucket, cfg.audit_bucket
+    return {
+        "archiver": [f"Read:{open_data}", f"Write:{open_data}", f"List:{open_data}"],
+        "audit": [f"Read:{audit}", f"Write:{audit}", f"List:{audit}"],
+        "public-reader": [f"Read:{open_data}", f"List:{open_data}"],
+    }
+
+
+def s3_write_identities(client: hvac.Client, cfg: Settings) -> None:
+    """Generate S3 keys once (kept in Vault KV) and write the identities file `weed` checks signatures with."""
+    admin_file = cfg.secrets_dir / "s3-admin.json"
+    if not admin_file.exists():
+        write_private(admin_file, {"access_key": new_access_key(), "secret_key": new_password()})
+    admin = read_private(admin_file)
+    grants = s3_grants(cfg)
+    identities = [{"name": "admin", "credentials": [{"accessKey": admin["access_key"], "secretKey": admin["secret_key"]}],
+                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]
+    for name in S3_IDENTITIES:
+        path = s3_kv_path(name)
+        if not kv_exists(client, path):
+            kv_put(client, path, {"access_key": new_access_key(), "secret_key": new_password()})
+        creds = kv_get(client, path)
+        keys = [{"accessKey": creds["access_key"], "secretKey": creds["secret_key"]}]
+        if creds.get("previous_access_key"):  # the key before a rotation stays valid until the next one
+            keys.insert(0, {"accessKey": creds["previous_access_key"], "secretKey": creds["previous_secret_key"]})
+        identities.append({"name": name, "credentials": keys, "actions": grants[name]})
+    write_private(cfg.secrets_dir / "s3-identities.json", {"identities": identities})
+
+
+def s3_bootstrap(cfg: Settings) -> None:
+    s3 = s3_admin_client(cfg)
+    existing = {b["Name"] for b in s3.list_buckets().get("Buckets", [])}
+    for bucket in (cfg.open_data_bucket, cfg.audit_bucket):
+        if bucket not in existing:
+            s3.create_bucket(Bucket=bucket)
+
+
+# --- Kafka -------------------------------------------------------------------------------------------
+
+_OPS = {"read": AclOperation.READ, "write": AclOperation.WRITE, "describe": AclOperation.DESCRIBE,
+        "create": AclOperation.CREATE, "all": AclOperation.ALL}
+_RES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
+        "transactional_id": ResourceType.TRANSACTIONAL_ID}
+_PAT = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
+
+
+def kafka_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology, cluster: str,
+                    admin_creds: KafkaCredentials) -> None:
+    admin = kafka.admin(cluster, admin_creds)
+    upserts = []
+    for identity in topology.identities:
+        if cluster not in identity.clusters:
+            continue
+        path = kafka_kv_path(cluster, identity.name)
+        if not kv_exists(client, path):
+            kv_put(client, path, {"username": identity.principal, "password": new_password()})
+        creds = kv_get(client, path)
+        upserts.append(UserScramCredentialUpsertion(
+            creds["username"], ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), creds["password"].encode()))
+    _wait_all(admin.alter_user_scram_credentials(upserts), "creating SCRAM users", cluster)
+
+    existing = set(admin.list_topics(timeout=10).topics)
+    new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1, config=dict(t.config))
+           for t in topology.topics_on(cluster) if t.name not in existing]
+    if new:
+        _wait_all(admin.create_topics(new, operation_timeout=30), "creating topics", cluster, ignore="TOPIC_ALREADY_EXISTS")
+    bindings = [AclBinding(_RES[a.resource], a.name, _PAT[a.pattern], a.principal, "*", _OPS[a.operation],
+                           AclPermissionType.ALLOW) for a in topology.acls_on(cluster)]
+    if bindings:
+        _wait_all(admin.create_acls(bindings), "creating ACLs", cluster)
+
+
+def _wait_all(futures: dict | list, what: str, cluster: str, ignore: str | None = None) -> None:  # type: ignore[type-arg]
+    items: Iterable = futures.values() if isinstance(futures, dict) else futures  # type: ignore[assignment]
+    for future in items:
+        try:
+            future.result(timeout=60)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if ignore and getattr(err, "name", lambda: "")() == ignore:
+                continue
+            raise StackError(f"kafka-{cluster}", f"{what} failed: {err}") from None
+

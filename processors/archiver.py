@@ -11,17 +11,24 @@ import time
 from collections import OrderedDict, defaultdict
 
 from hybridbus.adapters import metrics
-from hybridbus.runtime.archive import Archive, ArchivedRecord, day_of
 from hybridbus.adapters.codec import AvroCodec
-from hybridbus.runtime.faustapp import (add_housekeeping, exit_on_error, kafka_login, login, make_app, quarantine,
-                                run_worker)
-from hybridbus.runtime.lag import watch_lag
 from hybridbus.adapters.loaders import derived_event_types, load_catalog
-from hybridbus.runtime.decisions import decisions_batch
-from hybridbus.runtime.steps import BoundaryStep
-from hybridbus.runtime.rulestore import RuleFeed
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, QUARANTINE_TOPIC
+from hybridbus.runtime.archive import Archive, ArchivedRecord, day_of
+from hybridbus.runtime.decisions import decisions_batch
+from hybridbus.runtime.faustapp import (
+    add_housekeeping,
+    exit_on_error,
+    kafka_login,
+    login,
+    make_app,
+    quarantine,
+    run_worker,
+)
+from hybridbus.runtime.lag import watch_lag
+from hybridbus.runtime.rulestore import RuleFeed
+from hybridbus.runtime.steps import BoundaryStep
 from routing.boundary import ARCHIVE
 from routing.grades import Grade
 

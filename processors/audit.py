@@ -14,13 +14,13 @@ import time
 from typing import Any
 
 from hybridbus.adapters import kafka, metrics
+from hybridbus.adapters.s3 import s3_client
+from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
+from hybridbus.adapters.vault import VaultSession
 from hybridbus.runtime.audit import CHECKPOINT, Chain, canonical, checkpoint_message
 from hybridbus.runtime.auditstore import ARCHIVE_MAX_ENTRIES, AuditArchive, read_chain, read_tail
 from hybridbus.runtime.faustapp import add_housekeeping, exit_on_error, kafka_login, login, make_app, run_worker
 from hybridbus.runtime.lag import watch_lag
-from hybridbus.adapters.s3 import s3_client
-from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
-from hybridbus.adapters.vault import VaultSession
 
 log = logging.getLogger("hbus.audit")
 

@@ -16,14 +16,21 @@ from confluent_kafka import Producer, TopicPartition
 
 from hybridbus.adapters import kafka, metrics
 from hybridbus.adapters.codec import AvroCodec
-from hybridbus.runtime.faustapp import (add_housekeeping, exit_on_error, kafka_login, login, make_app, quarantine,
-                                run_worker)
-from hybridbus.runtime.lag import watch_lag
 from hybridbus.adapters.loaders import derived_event_types, load_catalog
-from hybridbus.runtime.decisions import decisions_batch
-from hybridbus.runtime.steps import BoundaryStep
-from hybridbus.runtime.rulestore import RuleFeed
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
+from hybridbus.runtime.decisions import decisions_batch
+from hybridbus.runtime.faustapp import (
+    add_housekeeping,
+    exit_on_error,
+    kafka_login,
+    login,
+    make_app,
+    quarantine,
+    run_worker,
+)
+from hybridbus.runtime.lag import watch_lag
+from hybridbus.runtime.rulestore import RuleFeed
+from hybridbus.runtime.steps import BoundaryStep
 from routing import headers as H
 from routing.boundary import PUBLIC_CLOUD
 from routing.grades import Grade

@@ -11,13 +11,21 @@ from dataclasses import dataclass
 
 from hybridbus.adapters import metrics
 from hybridbus.adapters.codec import AvroCodec
-from hybridbus.runtime.faustapp import Outputs, add_housekeeping, exit_on_error, kafka_login, login, make_app, run_worker
-from hybridbus.runtime.lag import watch_lag
 from hybridbus.adapters.loaders import load_catalog
-from hybridbus.runtime.decisions import decisions_batch
-from hybridbus.runtime.steps import Outcome, RouterStep
-from hybridbus.runtime.rulestore import LIVE, SHADOW, RuleFeed
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
+from hybridbus.runtime.decisions import decisions_batch
+from hybridbus.runtime.faustapp import (
+    Outputs,
+    add_housekeeping,
+    exit_on_error,
+    kafka_login,
+    login,
+    make_app,
+    run_worker,
+)
+from hybridbus.runtime.lag import watch_lag
+from hybridbus.runtime.rulestore import LIVE, SHADOW, RuleFeed
+from hybridbus.runtime.steps import Outcome, RouterStep
 from routing import headers as H
 from routing.rules import RuleSet
 

@@ -12,13 +12,12 @@ from typing import Any
 
 import typer
 
-from hybridbus.runtime import audit
-
 from hybridbus.adapters import kafka
-from hybridbus.runtime.auditstore import AuditArchive, kafka_located, read_chain
-from hybridbus.cli.output import FAILED, UNAVAILABLE, emit_json, fail, table
 from hybridbus.adapters.config import settings
 from hybridbus.adapters.topology import AUDIT_TOPIC, PRIVATE
+from hybridbus.cli.output import FAILED, UNAVAILABLE, emit_json, fail, table
+from hybridbus.runtime import audit
+from hybridbus.runtime.auditstore import AuditArchive, kafka_located, read_chain
 
 app = typer.Typer(help="Verify the tamper-evident audit chain and query it.\n\n"
                   "Example: hbus audit verify && hbus audit query published --from 2026-11-01 --to 2026-12-01",

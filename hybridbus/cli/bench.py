@@ -11,8 +11,8 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hybridbus.cli.output import fail
 from hybridbus.adapters.config import REPO_ROOT, settings
+from hybridbus.cli.output import fail
 from hybridbus.ops.stack.exceptions import StackError
 
 app = typer.Typer(help="Benchmark hybridbus against kafka-producer-perf-test, a raw pipe and MirrorMaker 2.\n\n"

@@ -13,8 +13,8 @@ from typing import Any
 
 import typer
 
-from hybridbus.cli.output import FAILED, UNAVAILABLE, USAGE, fail
 from hybridbus.adapters.topology import PRIVATE, PUBLIC
+from hybridbus.cli.output import FAILED, UNAVAILABLE, USAGE, fail
 
 outbox_app = typer.Typer(help="Relay a SQLite outbox to Kafka.\n\n"
                          "Example: hbus outbox relay --db app.db --dept market --follow", no_args_is_help=True)

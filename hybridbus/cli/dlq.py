@@ -16,9 +16,9 @@ import typer
 from confluent_kafka import Message, TopicPartition
 
 from hybridbus.adapters import kafka
+from hybridbus.adapters.topology import DECISIONS_TOPIC, DLQ_TOPIC, PRIVATE
 from hybridbus.cli.output import FAILED, emit_json, fail, table
 from hybridbus.runtime.decisions import DecisionRecord
-from hybridbus.adapters.topology import DECISIONS_TOPIC, DLQ_TOPIC, PRIVATE
 from routing import headers as H
 
 app = typer.Typer(help="Inspect and re-send dead-letter records.\n\nExample: hbus dlq list && hbus dlq redrive "

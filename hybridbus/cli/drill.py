@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from hybridbus.cli.output import FAILED, USAGE, emit_json, fail, table
 from hybridbus.adapters.config import Settings, settings
+from hybridbus.cli.output import FAILED, USAGE, emit_json, fail, table
 from hybridbus.ops.drills import DRILLS, DrillOptions, DrillResult, machine, run
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import typer
 
-from hybridbus.ops import infra
-from hybridbus.cli.output import FAILED, emit_json, fail
 from hybridbus.adapters.config import settings
+from hybridbus.cli.output import FAILED, emit_json, fail
+from hybridbus.ops import infra
 from routing.exceptions import RuleError, SchemaError
 
 app = typer.Typer(

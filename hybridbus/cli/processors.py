@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import typer
 
-from hybridbus.cli.output import FAILED, emit_json, fail, table
 from hybridbus.adapters.config import settings
+from hybridbus.cli.output import FAILED, emit_json, fail, table
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.exceptions import StackError
 

@@ -9,9 +9,9 @@ from typing import Any
 import typer
 
 from hybridbus.adapters import kafka
-from hybridbus.cli.output import FAILED, UNAVAILABLE, emit_json, fail, table
 from hybridbus.adapters.config import settings
 from hybridbus.adapters.loaders import load_catalog
+from hybridbus.cli.output import FAILED, UNAVAILABLE, emit_json, fail, table
 from routing.catalog import Catalog, grade_reasons
 from routing.engine import route
 from routing.exceptions import RoutingError, RuleError, SchemaError
@@ -207,8 +207,8 @@ def apply(rules_dir: Path | None = DIR,
 
     Example: hbus rules apply --shadow routing/rules
     """
-    from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
     from hybridbus.adapters.topology import PRIVATE
+    from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
 
     if withdraw_shadow:
         try:
@@ -236,9 +236,9 @@ def _record_change(applied: Any, verdict: str, reason: str) -> None:
     """Put the change on the audit trail: which set, in which role, applied by whom (and from which login), when."""
     import getpass
 
+    from hybridbus.adapters.topology import RULES_TOPIC
     from hybridbus.runtime.auditstore import record_decision
     from hybridbus.runtime.decisions import DecisionRecord
-    from hybridbus.adapters.topology import RULES_TOPIC
 
     version = applied.ruleset.version if applied.ruleset is not None else ""
     record_decision(DecisionRecord("rules", "", "", "", "", version, applied.role, RULES_TOPIC, verdict,

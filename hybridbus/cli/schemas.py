@@ -10,8 +10,8 @@ from typing import Any
 
 import typer
 
-from hybridbus.cli.output import FAILED, emit_json, fail, table
 from hybridbus.adapters.config import settings
+from hybridbus.cli.output import FAILED, emit_json, fail, table
 from routing.catalog import Catalog, EventType
 from routing.exceptions import SchemaError
 

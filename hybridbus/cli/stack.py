@@ -5,8 +5,8 @@ import time
 
 import typer
 
-from hybridbus.cli.output import FAILED, emit_json, fail, table
 from hybridbus.adapters.config import settings
+from hybridbus.cli.output import FAILED, emit_json, fail, table
 from hybridbus.ops.stack import manager
 from hybridbus.ops.stack.exceptions import StackError
 

@@ -9,8 +9,8 @@ import time
 
 import typer
 
-from hybridbus.cli.output import FAILED, OK, UNAVAILABLE, emit_json, fail
 from hybridbus.adapters.config import settings
+from hybridbus.cli.output import FAILED, OK, UNAVAILABLE, emit_json, fail
 from hybridbus.ops.status import BusStatus, PrometheusAPI, PrometheusUnavailable, attention, collect, render
 
 

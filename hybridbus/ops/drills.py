@@ -36,13 +36,13 @@ from fastavro import reader
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import REPO_ROOT, Settings
-from hybridbus.ops.leakscan import ScanReport, scan_object, scan_record
 from hybridbus.adapters.loaders import load_catalog, load_rules
-from hybridbus.runtime.rulestore import LIVE, RuleFeed, publish
+from hybridbus.adapters.topology import PRIVATE, PUBLIC
+from hybridbus.ops.leakscan import ScanReport, scan_object, scan_record
 from hybridbus.ops.samples import SampleEvent, sample_events
 from hybridbus.ops.stack import manager, workers
 from hybridbus.ops.stack.bootstrap import s3_admin_client
-from hybridbus.adapters.topology import PRIVATE, PUBLIC
+from hybridbus.runtime.rulestore import LIVE, RuleFeed, publish
 from producers.publisher import Publisher
 from routing import headers as H
 from routing.catalog import Catalog

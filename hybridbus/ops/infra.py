@@ -14,10 +14,10 @@ from typing import Any
 
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import load_catalog
-from hybridbus.ops.stack import bootstrap
-from hybridbus.ops.stack.manager import load_topology
 from hybridbus.adapters.topology import PRIVATE, PUBLIC, AclSpec, TopicSpec, Topology
 from hybridbus.adapters.vault import KV_MOUNT, TRANSIT_MOUNT
+from hybridbus.ops.stack import bootstrap
+from hybridbus.ops.stack.manager import load_topology
 from routing.grades import Grade
 
 TERRAFORM_DIR = REPO_ROOT / "infra" / "terraform"

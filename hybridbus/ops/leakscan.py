@@ -13,8 +13,8 @@ from confluent_kafka import TopicPartition
 from fastavro import reader
 
 from hybridbus.adapters import kafka
-from hybridbus.ops.samples import OPEN_CANARY, SECRET_CANARY
 from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.ops.samples import OPEN_CANARY, SECRET_CANARY
 
 _SECRET = SECRET_CANARY.encode()
 _OPEN = OPEN_CANARY.encode()

@@ -13,6 +13,8 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from hybridbus.adapters import kafka
+from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.audit import (
     SEGMENT_PREFIX,
     Located,
@@ -26,8 +28,6 @@ from hybridbus.runtime.audit import (
     segment_record,
 )
 from hybridbus.runtime.decisions import DecisionRecord
-from hybridbus.adapters.secrets import KafkaCredentials
-from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 
 READ_TIMEOUT = 60.0
 ARCHIVE_MAX_ENTRIES = 20_000  # entries in one archived object at most (unless one segment is longer)

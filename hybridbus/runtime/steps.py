@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hybridbus.adapters.codec import AvroCodec
-from hybridbus.runtime.decisions import DecisionRecord
 from hybridbus.adapters.exceptions import CodecError, DecodeError, UnknownSchemaError
+from hybridbus.runtime.decisions import DecisionRecord
 from routing import headers as H
 from routing.boundary import check_export
 from routing.catalog import Catalog, EventType

@@ -5,6 +5,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 BIN=.venv/bin
 
+# The import contracts of pyproject.toml (layers, pure routing) fail the run with the offending import.
+"$BIN/lint-imports" --no-cache || { echo "hbus: an import contract is broken; see above" >&2; exit 1; }
+
 "$BIN/hbus" stack up || { echo "hbus: the local stack did not start; see the line above" >&2; exit 3; }
 trap '"$BIN/hbus" stack down' EXIT
 

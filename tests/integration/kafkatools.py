@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from dataclasses import dataclass
-
 from collections import Counter
+from dataclasses import dataclass
 
 from confluent_kafka import Consumer, TopicPartition
 

@@ -29,11 +29,18 @@ from confluent_kafka.admin import ConfigResource
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings
 from hybridbus.adapters.loaders import topology_for
-from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials
-from hybridbus.ops.stack.bootstrap import kv_exists, kv_get, policy_for, s3_grants
 from hybridbus.adapters.s3 import s3_client
+from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials
 from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC, AclSpec, Identity, Topology
-from hybridbus.adapters.vault import AUDIT_SIGNING_KEY, KV_MOUNT, PSEUDONYM_KEY, TRANSIT_MOUNT, VaultSession, root_client
+from hybridbus.adapters.vault import (
+    AUDIT_SIGNING_KEY,
+    KV_MOUNT,
+    PSEUDONYM_KEY,
+    TRANSIT_MOUNT,
+    VaultSession,
+    root_client,
+)
+from hybridbus.ops.stack.bootstrap import kv_exists, kv_get, policy_for, s3_grants
 from routing.grades import Grade
 
 ALLOWED, DENIED = "allowed", "denied"

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import uuid
 
-from hybridbus.runtime.archive import Archive, ArchivedRecord
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import load_catalog
 from hybridbus.ops.samples import load_sample
 from hybridbus.ops.stack.bootstrap import s3_admin_client
+from hybridbus.runtime.archive import Archive, ArchivedRecord
 
 SAMPLES = REPO_ROOT / "schemas" / "samples"
 

@@ -14,18 +14,17 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 from typer.testing import CliRunner
 
-from hybridbus.runtime import audit
-
 from hybridbus.adapters import kafka
-from hybridbus.runtime.auditstore import AuditArchive, kafka_located, read_chain
-from hybridbus.cli.audit import app as audit_cli
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import load_catalog
+from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE, PUBLIC
+from hybridbus.adapters.vault import VaultSession
+from hybridbus.cli.audit import app as audit_cli
 from hybridbus.ops.samples import SECRET_CANARY, sample_events
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.bootstrap import s3_admin_client
-from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE, PUBLIC
-from hybridbus.adapters.vault import VaultSession
+from hybridbus.runtime import audit
+from hybridbus.runtime.auditstore import AuditArchive, kafka_located, read_chain
 from producers.publisher import Publisher
 from routing import headers as H
 from tests.integration.kafkatools import Record, end_offsets, list_topics, publish_burst

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from hybridbus.ops.bench.runner import CONFIGS, E2E, LATENCY, MIRROR, RAW, ROUTER, ROUTER2
-from hybridbus.cli.main import app
 from hybridbus.adapters.config import Settings
+from hybridbus.cli.main import app
+from hybridbus.ops.bench.runner import CONFIGS, E2E, LATENCY, MIRROR, RAW, ROUTER, ROUTER2
 from hybridbus.ops.stack import workers
 from tests.integration.kafkatools import list_topics
 

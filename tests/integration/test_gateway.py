@@ -9,10 +9,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import schemathesis
-from schemathesis import GenerationMode
 import uvicorn
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 
 from hybridbus.adapters.config import Settings
 from hybridbus.adapters.vault import KV_MOUNT, root_client

@@ -18,14 +18,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from hybridbus.adapters import kafka
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT, Settings
+from hybridbus.adapters.loaders import load_catalog
+from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC
+from hybridbus.adapters.vault import VaultSession
 from hybridbus.ops.hostile import FORGED, TOO_LARGE_FOR_KAFKA, RawRecord, client_inputs, gateway_requests, raw_records
 from hybridbus.ops.leakscan import scan_bucket, scan_public_cluster
-from hybridbus.adapters.loaders import load_catalog
 from hybridbus.ops.samples import sample_events
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.bootstrap import s3_admin_client
-from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC
-from hybridbus.adapters.vault import VaultSession
 from producers.exceptions import ProducerError
 from producers.gateway import build_app
 from producers.publisher import Publisher

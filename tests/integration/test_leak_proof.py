@@ -11,12 +11,12 @@ import requests
 from hybridbus.adapters import kafka
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT, Settings
-from hybridbus.ops.leakscan import ScanReport, scan_bucket, scan_public_cluster
 from hybridbus.adapters.loaders import load_catalog
-from hybridbus.ops.samples import OPEN_CANARY, SECRET_CANARY, sample_events
-from hybridbus.ops.stack.bootstrap import s3_admin_client
 from hybridbus.adapters.topology import PRIVATE, PUBLIC, QUARANTINE_TOPIC
 from hybridbus.adapters.vault import VaultSession
+from hybridbus.ops.leakscan import ScanReport, scan_bucket, scan_public_cluster
+from hybridbus.ops.samples import OPEN_CANARY, SECRET_CANARY, sample_events
+from hybridbus.ops.stack.bootstrap import s3_admin_client
 from producers.publisher import Publisher
 from routing import headers as H
 from tests.integration.kafkatools import end_offsets, read_after

@@ -17,16 +17,16 @@ import pytest
 from typer.testing import CliRunner
 
 from hybridbus.adapters import kafka
-from hybridbus.ops.demo import ensure_live_rules
-from hybridbus.cli.main import app as hbus
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import load_catalog
+from hybridbus.adapters.topology import PRIVATE
+from hybridbus.adapters.vault import VaultSession
+from hybridbus.cli.main import app as hbus
+from hybridbus.ops.demo import ensure_live_rules
 from hybridbus.ops.samples import SampleEvent, sample_events
 from hybridbus.ops.stack.workers import PROCESSORS
 from hybridbus.ops.status import PrometheusAPI, Sample
-from hybridbus.adapters.topology import PRIVATE
-from hybridbus.adapters.vault import VaultSession
 from producers.publisher import Publisher
 from routing import headers as H
 from tests.integration.test_gateway import department_token

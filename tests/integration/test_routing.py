@@ -15,9 +15,9 @@ from hybridbus.adapters import kafka
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import derived_event_types, load_catalog, load_rules
-from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
-from hybridbus.ops.samples import load_sample
 from hybridbus.adapters.topology import DECISIONS_TOPIC, DLQ_TOPIC, PRIVATE, PUBLIC
+from hybridbus.ops.samples import load_sample
+from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
 from producers.publisher import Publisher
 from routing import headers as H
 from routing.grades import Grade

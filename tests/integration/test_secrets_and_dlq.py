@@ -6,13 +6,13 @@ import uuid
 import pytest
 
 from hybridbus.adapters import kafka
-from hybridbus.ops.rotation import rotate_kafka, rotate_s3
 from hybridbus.adapters.config import Settings
-from hybridbus.adapters.secrets import KafkaCredentials
-from hybridbus.ops.stack import workers
 from hybridbus.adapters.s3 import s3_client
+from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC
 from hybridbus.adapters.vault import VaultSession
+from hybridbus.ops.rotation import rotate_kafka, rotate_s3
+from hybridbus.ops.stack import workers
 from routing import headers as H
 from tests.integration.kafkatools import TOPIC, assert_exactly_once, copies, end_offsets, publish_burst, read_after
 

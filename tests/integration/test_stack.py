@@ -13,9 +13,9 @@ from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials
-from hybridbus.ops.stack import bootstrap, manager
 from hybridbus.adapters.topology import PRIVATE, PUBLIC
 from hybridbus.adapters.vault import VaultSession
+from hybridbus.ops.stack import bootstrap, manager
 from tests.integration.kafkatools import read_topic
 
 LICENCE_INGRESS = "ingress.market.licence_granted"

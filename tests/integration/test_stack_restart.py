@@ -5,8 +5,8 @@ import uuid
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings
-from hybridbus.ops.stack import manager, workers
 from hybridbus.adapters.topology import PRIVATE
+from hybridbus.ops.stack import manager, workers
 from tests.integration.kafkatools import read_topic
 
 TOPIC = "ingress.transport.bus_arrival"

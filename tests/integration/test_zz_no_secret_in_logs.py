@@ -6,10 +6,10 @@ import requests
 
 from hybridbus.adapters.config import Settings
 from hybridbus.adapters.secrets import read_private
-from hybridbus.ops.stack import workers
-from hybridbus.ops.stack.bootstrap import kv_get
 from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, QUARANTINE_TOPIC
 from hybridbus.adapters.vault import KV_MOUNT, root_client
+from hybridbus.ops.stack import workers
+from hybridbus.ops.stack.bootstrap import kv_get
 from routing import headers as H
 from tests.integration.kafkatools import read_topic
 

@@ -11,9 +11,9 @@ import avro.schema
 import pytest
 from typer.testing import CliRunner
 
-from hybridbus.cli.schemas import app as schemas_app
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.exceptions import DecodeError, EncodeError, UnknownSchemaError
+from hybridbus.cli.schemas import app as schemas_app
 from routing.catalog import Catalog
 from routing.grades import Grade
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from hybridbus.adapters.config import settings
 from hybridbus.cli import drill
 from hybridbus.cli.main import app
 from hybridbus.cli.output import USAGE
-from hybridbus.adapters.config import settings
 
 runner = CliRunner()
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from hybridbus.cli.main import app
 from hybridbus.adapters.config import settings
+from hybridbus.cli.main import app
 from routing.catalog import Catalog
 from routing.grades import Grade
 

@@ -13,9 +13,9 @@ import hcl2
 import pytest
 from typer.testing import CliRunner
 
-from hybridbus.ops import infra
-from hybridbus.cli.main import app
 from hybridbus.adapters.config import Settings, settings
+from hybridbus.cli.main import app
+from hybridbus.ops import infra
 from hybridbus.ops.stack.bootstrap import role_name
 from hybridbus.ops.stack.manager import load_topology
 

@@ -16,9 +16,9 @@ from pathlib import Path
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.adapters.topology import PRIVATE, PUBLIC
 from hybridbus.ops.stack.components import kafka_libs
 from hybridbus.ops.stack.process import ManagedProcess
-from hybridbus.adapters.topology import PRIVATE, PUBLIC
 
 JVM = ["-Xms64m", "-Xmx384m", "-XX:+UseSerialGC", "-Djava.awt.headless=true"]
 LOG4J = REPO_ROOT / "infra" / "local" / "log4j2.properties"

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hybridbus.ops.bench.runner import (CONFIGS, E2E, LATENCY, MIRROR, PERF, RAW, ROUTER, ROUTER2, Figures, Options)
+from hybridbus.ops.bench.runner import CONFIGS, E2E, LATENCY, MIRROR, PERF, RAW, ROUTER, ROUTER2, Figures, Options
 
 TITLES = {
     PERF: "broker limit: kafka-producer-perf-test",

@@ -22,14 +22,14 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from hybridbus.adapters import kafka
+from hybridbus.adapters.config import Settings
+from hybridbus.adapters.loaders import load_catalog, load_rules
+from hybridbus.adapters.topology import DEFAULT_PARTITIONS, PRIVATE, PUBLIC
 from hybridbus.ops.bench import baselines
 from hybridbus.ops.bench.probes import OffsetCounter, Span, await_records, group_lag
 from hybridbus.ops.bench.workload import Expected, Workload, new_run_tag
-from hybridbus.adapters.config import Settings
-from hybridbus.adapters.loaders import load_catalog, load_rules
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.process import ManagedProcess
-from hybridbus.adapters.topology import DEFAULT_PARTITIONS, PRIVATE, PUBLIC
 from routing import headers as H
 
 PERF_TOPIC = "bench.perf"

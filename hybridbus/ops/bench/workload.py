@@ -17,8 +17,8 @@ from confluent_kafka import Producer
 
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT
-from hybridbus.runtime.steps import RouterStep
 from hybridbus.ops.samples import sample_events
+from hybridbus.runtime.steps import RouterStep
 from producers.publisher import EventEncoder
 from routing import headers as H
 from routing.catalog import Catalog

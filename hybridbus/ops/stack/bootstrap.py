@@ -8,8 +8,8 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-import requests
 import hvac
+import requests
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
@@ -34,7 +34,6 @@ from hybridbus.adapters.secrets import (
     read_private,
     write_private,
 )
-from hybridbus.ops.stack.exceptions import StackError
 from hybridbus.adapters.topology import Identity, Topology
 from hybridbus.adapters.vault import (
     AUDIT_SIGNING_KEY,
@@ -45,6 +44,7 @@ from hybridbus.adapters.vault import (
     kafka_kv_path,
     s3_kv_path,
 )
+from hybridbus.ops.stack.exceptions import StackError
 
 S3_IDENTITIES = ("archiver", "audit", "public-reader")
 TOKEN_TTL = "1h"

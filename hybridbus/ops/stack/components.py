@@ -98,6 +98,16 @@ class Component:
         return {}
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id made the way Kafka's `Uuid.randomUuid` makes one: 16 random bytes, URL-safe base64
+    without padding, drawn again when it would start with "-" (a command-line parser would read it as an option).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 @dataclass
 class KafkaBroker(Component):
     """A single-node KRaft cluster (broker + controller in one JVM), SASL/SCRAM and deny-by-default ACLs."""
@@ -178,13 +188,13 @@ num.io.threads=4
         with os.fdopen(fd, "w") as handle:
             handle.write(props)
         if not (data_dir / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             log = self.process.log_file
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "ab") as out:
                 rc = subprocess.call(
                     ["java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={self.log4j}",
-                     "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props_file),
+                     "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(props_file),
                      "--add-scram", f"SCRAM-SHA-512=[name={creds.username},password={creds.password}]"],
                     stdout=out, stderr=subprocess.STDOUT,
                 )

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from hybridbus.adapters import kafka, metrics
+from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.adapters.vault import VaultSession
@@ -98,7 +99,7 @@ class ChainWriter:
             metrics.PAUSED.labels("audit", "private-kafka").set(1)
         metrics.PAUSED.labels("audit", "private-kafka").set(0)
         if self.errors:
-            raise RuntimeError(f"{AUDIT_TOPIC} refused {len(self.errors)} entries: {self.errors[0]}")
+            raise DeliveryError(AUDIT_TOPIC, self.errors[0], len(self.errors))
         for entry in entries:
             metrics.AUDIT_ENTRIES.labels(entry["kind"]).inc()
             if entry["kind"] == CHECKPOINT:

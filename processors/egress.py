@@ -16,6 +16,7 @@ from confluent_kafka import Producer, TopicPartition
 
 from hybridbus.adapters import kafka, metrics
 from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.loaders import derived_event_types, load_catalog
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
 from hybridbus.runtime.decisions import decisions_batch
@@ -128,7 +129,7 @@ class PublicSide:
         metrics.PAUSED.labels("egress", "public-kafka").set(0)
         if self.errors:
             errors, self.errors = self.errors, []
-            raise RuntimeError(f"public cluster refused {len(errors)} records: {errors[0]}")
+            raise DeliveryError("(public cluster)", errors[0], len(errors))
 
 
 def main() -> None:

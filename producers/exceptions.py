@@ -7,8 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from routing.exceptions import HybridbusError
 
-class ProducerError(Exception):
+
+class ProducerError(HybridbusError):
     """Base of every error the department client raises; `event_type` names the type concerned."""
 
     def __init__(self, reason: str, event_type: str = "", field: str = "") -> None:

@@ -27,6 +27,20 @@ class Verdict:
     leak: bool = False
 
 
+def export_refusal(event_type: EventType, grade: Grade) -> str | None:
+    """Why a record of `event_type` whose effective grade is `grade` may not leave the private cloud; None when
+    it may. The one answer to "may this leave?": the engine asks it before it decides to export a record or a
+    view, and the boundary guard asks it again, on its own decoding, for every record it reads.
+    """
+    if grade is not Grade.PUBLIC:
+        return f"{event_type.key} is {grade.id}: only public events leave"
+    if event_type.schema_grade is not Grade.PUBLIC:
+        # A type whose schema can carry non-public fields never leaves whole, even when this payload happens
+        # to leave them empty: only all-public types and derived views are shaped for export.
+        return f"{event_type.key} can carry {event_type.schema_grade.id} fields: only all-public types leave"
+    return None
+
+
 def check_export(
     event_type: EventType, payload: Mapping[str, Any], source_topic: str, destinations: str | None, destination: str
 ) -> Verdict:
@@ -35,13 +49,9 @@ def check_export(
     `destinations` is the router's stamped header: it can only narrow what leaves, never widen it.
     """
     grade = effective_grade(event_type, payload)
-    if grade is not Grade.PUBLIC:
-        return Verdict(False, grade, f"effective grade is {grade.id}, only public may leave", leak=True)
-    if event_type.schema_grade is not Grade.PUBLIC:
-        # A type whose schema can carry non-public fields never leaves whole, even when this payload
-        # happens to leave them empty: only all-public types and derived views are shaped for export.
-        return Verdict(False, event_type.schema_grade, f"schema {event_type.key} can carry {event_type.schema_grade.id} fields",
-                       leak=True)
+    refusal = export_refusal(event_type, grade)
+    if refusal is not None:
+        return Verdict(False, max(grade, event_type.schema_grade), refusal, leak=True)
     expected = event_type.graded_topic(Grade.PUBLIC)
     if source_topic != expected:
         return Verdict(False, grade, f"record of {event_type.key} found on {source_topic}, expected {expected}", leak=True)

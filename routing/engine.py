@@ -9,9 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from routing.boundary import export_refusal
 from routing.catalog import EventType, effective_grade
 from routing.derive import derive_event_type
 from routing.grades import Grade
+from routing.headers import is_forged_claim
 from routing.rules import RuleSet
 from routing.transforms import Pseudonymiser, TransformError, apply
 
@@ -56,20 +58,20 @@ def route(
 ) -> RoutingResult:
     """Where `payload` of `event_type` goes under `ruleset` (first matching rule decides)."""
     grade = effective_grade(event_type, payload)
-    forged = _is_forged(claimed_grade, grade)
+    forged = is_forged_claim(claimed_grade, grade)
     rule = ruleset.first_match(event_type.dept, event_type.event, grade)
     rule_id = rule.id if rule else None
     graded_reason = f"graded {grade.id} by schema" + (f"; rule {rule_id}" if rule else "; no rule: private only")
     decisions = [Decision(GRADED, event_type.graded_topic(grade), grade, payload, event_type, rule_id, graded_reason)]
     blocked: list[Blocked] = []
     if rule is not None:
+        refusal = export_refusal(event_type, grade)
         for dest in rule.to:
-            if grade is Grade.PUBLIC and event_type.schema_grade is Grade.PUBLIC:
+            if refusal is None:
                 decisions.append(Decision(dest, event_type.graded_topic(grade), grade, payload, event_type, rule.id,
                                           f"rule {rule.id}"))
             else:
-                blocked.append(Blocked(rule.id, dest, f"{event_type.key} is {max(grade, event_type.schema_grade).id}: "
-                                                     "only public events leave"))
+                blocked.append(Blocked(rule.id, dest, refusal))
         for view in rule.derive:
             if event_type.record_grade > Grade.SENSITIVE and not rule.approval:
                 # The validator's approval requirement, re-checked here: routers load rule sets from
@@ -87,7 +89,7 @@ def route(
                 blocked.extend(Blocked(rule.id, d, f"view {view.name}: {exc}") for d in (GRADED, *view.to))
                 continue
             view_grade = effective_grade(view_type, out)
-            if view_grade is not Grade.PUBLIC or view_type.schema_grade is not Grade.PUBLIC:
+            if export_refusal(view_type, view_grade) is not None:
                 blocked.extend(Blocked(rule.id, d, f"view {view.name} would be {max(view_grade, view_type.schema_grade).id}")
                                for d in (GRADED, *view.to))
                 continue
@@ -96,13 +98,3 @@ def route(
             decisions.append(Decision(GRADED, topic, Grade.PUBLIC, out, view_type, rule.id, reason))
             decisions.extend(Decision(d, topic, Grade.PUBLIC, out, view_type, rule.id, reason) for d in view.to)
     return RoutingResult(grade, forged, ruleset.version, tuple(decisions), tuple(blocked), rule_id)
-
-
-def _is_forged(claimed: str | None, true_grade: Grade) -> bool:
-    """A producer's claim of a lower grade than the schema gives is a forgery (an unreadable claim is too)."""
-    if not claimed:
-        return False
-    try:
-        return Grade.parse(claimed) < true_grade
-    except Exception:  # noqa: BLE001 - any unreadable claim is treated as an attempt
-        return True

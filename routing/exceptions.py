@@ -5,7 +5,14 @@ Each carries a reason a person can act on; none ever carries a field value above
 from __future__ import annotations
 
 
-class RoutingError(Exception):
+class HybridbusError(Exception):
+    """Root of every error hybridbus raises on purpose. The families are declared beside the code that raises them:
+    `RoutingError` here (grades, schemas, rules); `CodecError`, `DeliveryError` and `VaultError` in
+    `hybridbus.adapters.exceptions`; `StackError` in `hybridbus.ops.stack.exceptions`; `ProducerError` in
+    `producers.exceptions`. It lives in the core so that every layer can name it."""
+
+
+class RoutingError(HybridbusError):
     """Base of every error raised by `routing`."""
 
 

@@ -1,8 +1,11 @@
-"""Errors of the shared plumbing (codec); each carries a reason a person can act on, never a field value."""
+"""Errors of the adapters (codec, Kafka delivery, Vault); each carries a reason a person can act on, never a
+field value or a secret."""
 from __future__ import annotations
 
+from routing.exceptions import HybridbusError
 
-class CodecError(Exception):
+
+class CodecError(HybridbusError):
     """Bytes or a payload that cannot be turned into the other."""
 
     def __init__(self, reason: str) -> None:
@@ -24,3 +27,17 @@ class EncodeError(CodecError):
     def __init__(self, field: str, reason: str) -> None:
         self.field = field
         super().__init__(f"field {field!r}: {reason}" if field else reason)
+
+
+class DeliveryError(HybridbusError):
+    """Kafka refused or could not acknowledge records; names the topic and the broker's reason."""
+
+    def __init__(self, topic: str, reason: str, count: int = 1) -> None:
+        self.topic = topic
+        self.reason = reason
+        self.count = count
+        super().__init__(f"{topic}: {count} record(s) not delivered: {reason}")
+
+
+class VaultError(HybridbusError):
+    """Vault refused or could not be reached; never carries a token or a secret."""

@@ -13,6 +13,7 @@ import hvac
 import requests
 
 from hybridbus.adapters.config import Settings, settings
+from hybridbus.adapters.exceptions import VaultError
 from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials, read_private
 
 KV_MOUNT = "secret"
@@ -21,7 +22,7 @@ PSEUDONYM_KEY = "pseudonym"
 AUDIT_SIGNING_KEY = "audit-signing"
 
 
-class VaultUnavailable(Exception):
+class VaultUnavailable(VaultError):
     """Vault cannot be reached; callers keep what they hold and retry (they never fail open)."""
 
 

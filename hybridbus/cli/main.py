@@ -6,7 +6,21 @@ from __future__ import annotations
 
 import typer
 
-from hybridbus.cli import audit, bench, client, demo, dlq, drill, infra, processors, rules, schemas, secrets, stack, status
+from hybridbus.cli import (
+    audit,
+    bench,
+    client,
+    demo,
+    dlq,
+    drill,
+    infra,
+    processors,
+    rules,
+    schemas,
+    secrets,
+    stack,
+    status,
+)
 
 app = typer.Typer(
     name="hbus",

@@ -13,6 +13,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from hybridbus.adapters import kafka
+from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.audit import (
@@ -95,7 +96,7 @@ def record_decision(record: DecisionRecord) -> None:
                      key=record.component.encode(), on_delivery=lambda err, _msg: errors.append(err))
     producer.flush(30)
     if not errors or errors[0] is not None:
-        raise RuntimeError(f"recording the {record.verdict} decision on {DECISIONS_TOPIC} failed")
+        raise DeliveryError(DECISIONS_TOPIC, f"the {record.verdict} decision was not acknowledged: {errors[0] if errors else 'timeout'}")
 
 
 class AuditArchive:

@@ -15,6 +15,7 @@ import faust
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings, settings
+from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.vault import VaultSession
 
@@ -123,7 +124,7 @@ class Outputs:
         await asyncio.get_running_loop().run_in_executor(None, self._flush)
         if self._refused:
             refused, self._refused = self._refused, []
-            raise RuntimeError(f"Kafka refused {len(refused)} records: {refused[0]}")
+            raise DeliveryError("(batch outputs)", refused[0], len(refused))
 
     def _flush(self) -> None:
         while self.producer.flush(5.0) > 0:

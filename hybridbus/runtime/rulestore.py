@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from hybridbus.adapters import kafka
+from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import PRIVATE, RULES_TOPIC
 from routing.rules import RuleSet
@@ -45,7 +46,7 @@ def publish(ruleset: RuleSet | None, role: str, creds: KafkaCredentials, applied
                      on_delivery=lambda err, _msg: errors.append(err))
     producer.flush(30)
     if not errors or errors[0] is not None:
-        raise RuntimeError(f"publishing the {role} rule set to {RULES_TOPIC} failed: {errors[0] if errors else 'timeout'}")
+        raise DeliveryError(RULES_TOPIC, f"the {role} rule set was not acknowledged: {errors[0] if errors else 'timeout'}")
     return applied
 
 

@@ -20,8 +20,6 @@ from routing.grades import Grade
 from routing.rules import RuleSet
 
 Headers = Sequence[tuple[str, bytes]]
-# Headers only the router may set: a producer's copy is dropped before the router stamps its own.
-ROUTER_HEADERS = frozenset({H.GRADE, H.RULES_VERSION, H.DESTINATIONS, H.ROUTED_AT, H.DLQ_REASON, H.SOURCE_TOPIC})
 
 
 @dataclass(frozen=True)
@@ -114,8 +112,8 @@ class RouterStep:
         claimed = _text(hdrs, H.CLAIMED_GRADE) or _text(hdrs, H.GRADE) or None
         result = route(event_type, payload, live, claimed_grade=claimed, pseudonymise=self.pseudonymiser)
         outcome.grade, outcome.forged = result.grade, result.forged
-        base = [(k, v) for k, v in (headers or []) if k not in ROUTER_HEADERS] if not isinstance(headers, Mapping) \
-            else [(k, v) for k, v in hdrs.items() if k not in ROUTER_HEADERS]
+        base = [(k, v) for k, v in (headers or []) if k not in H.ROUTER_HEADERS] if not isinstance(headers, Mapping) \
+            else [(k, v) for k, v in hdrs.items() if k not in H.ROUTER_HEADERS]
         stamp = [(H.RULES_VERSION, live.version.encode()), (H.ROUTED_AT, str(now_ms).encode())]
         by_topic: dict[str, list[Any]] = {}
         for decision in result.decisions:
@@ -165,7 +163,7 @@ class RouterStep:
 
     def _dlq(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
              hdrs: Mapping[str, bytes], reason: str) -> OutRecord:
-        out_headers = [(k, v) for k, v in hdrs.items() if k not in ROUTER_HEADERS]
+        out_headers = [(k, v) for k, v in hdrs.items() if k not in H.ROUTER_HEADERS]
         out_headers += [(H.DLQ_REASON, reason.encode()), (H.SOURCE_TOPIC, topic.encode()),
                         ("hbus-source-partition", str(partition).encode())]
         return OutRecord("_hbus.dlq", key, value or b"", out_headers)

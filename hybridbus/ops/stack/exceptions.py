@@ -3,8 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from routing.exceptions import HybridbusError
 
-class StackError(Exception):
+
+class StackError(HybridbusError):
     """A component could not be installed, started, checked or bootstrapped."""
 
     def __init__(self, component: str, reason: str, log_file: Path | None = None) -> None:

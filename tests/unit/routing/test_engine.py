@@ -153,7 +153,8 @@ def test_a_public_payload_of_a_type_that_can_carry_more_is_still_blocked() -> No
     assert effective_grade(forced, public_only) is Grade.PUBLIC
     result = route(forced, public_only, RuleSet("bad", (Rule("leak", Match(), (PUBLIC_CLOUD,)),)))
     assert [d.destination for d in result.decisions] == [GRADED]
-    assert result.blocked == (Blocked("leak", PUBLIC_CLOUD, "govservice.citizen_feedback is sensitive: only public events leave"),)
+    assert result.blocked == (Blocked("leak", PUBLIC_CLOUD, "govservice.citizen_feedback can carry sensitive fields: "
+                                                       "only all-public types leave"),)
 
 
 def _feedback_view(**overrides: Transform) -> View:

@@ -26,11 +26,12 @@ INSTRUMENTED = ["routing"]  # not ruamel: its instrumented scanner raises errors
 def target() -> SimpleNamespace:
     """The loader and a scratch rules directory; imported here, so that the fuzzer can instrument it."""
     from routing.exceptions import RoutingError
-    from routing.rules import RULESET_FILE, RuleSet, load_ruleset
+    from hybridbus.adapters.loaders import load_ruleset_dir
+    from routing.rules import RULESET_FILE, RuleSet
 
     workdir = Path(tempfile.mkdtemp(prefix="hbus-fuzz-rules-"))
     atexit.register(shutil.rmtree, workdir, ignore_errors=True)
-    return SimpleNamespace(load=load_ruleset, from_json=RuleSet.from_json, error=RoutingError, head=RULESET_FILE,
+    return SimpleNamespace(load=load_ruleset_dir, from_json=RuleSet.from_json, error=RoutingError, head=RULESET_FILE,
                            workdir=workdir)
 
 

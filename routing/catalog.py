@@ -1,20 +1,21 @@
 """The event catalog: every event type's Avro schema with its data grades, and the effective grade of an event.
 
-Pure: it reads `.avsc` files and nothing else. Where the grade is decided is `effective_grade` below.
+Pure: it is handed the `.avsc` files' bytes (read by `hybridbus.adapters.loaders`) and reads nothing itself. Where the grade is decided is `effective_grade` below.
 """
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePath
 from typing import Any
 
 from ruamel.yaml import YAML
 
 from routing.exceptions import GradeError, SchemaError
 from routing.grades import HIGHEST, Grade
+from routing.sources import SourceFile
 
 _FILE_NAME = re.compile(r"^(?P<event>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]*)\.avsc$")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -123,31 +124,24 @@ class Catalog:
         self.warnings = warnings
 
     @classmethod
-    def load(cls, schemas_dir: Path, departments_file: Path | None = None) -> Catalog:
-        catalog, errors, _ = cls.check(schemas_dir, departments_file)
-        if errors:
-            raise errors[0]
-        assert catalog is not None
-        return catalog
+    def check(cls, schema_files: Sequence[SourceFile], departments_file: SourceFile,
+              where: str = "") -> tuple[Catalog | None, list[SchemaError], list[str]]:
+        """Every problem of the catalog at once (not only the first), and the warnings.
 
-    @classmethod
-    def check(cls, schemas_dir: Path, departments_file: Path | None = None) -> tuple[Catalog | None, list[SchemaError], list[str]]:
-        """Every problem of the catalog at once (not only the first), and the warnings."""
-        schemas_dir = Path(schemas_dir)
-        departments_file = departments_file or schemas_dir.parent / "departments.yaml"
+        `schema_files` are the `<dept>/<event>.v<N>.avsc` files as read by the adapters; `where` names the folder.
+        """
         errors: list[SchemaError] = []
         warnings: list[str] = []
         try:
-            departments = load_departments(departments_file)
+            departments = departments_from_source(departments_file)
         except SchemaError as exc:
             return None, [exc], warnings
         types: list[EventType] = []
-        files = sorted(schemas_dir.glob("*/*.avsc"))
-        if not files:
-            errors.append(SchemaError("no .avsc file found under <dept>/ folders", str(schemas_dir)))
-        for path in files:
+        if not schema_files:
+            errors.append(SchemaError("no .avsc file found under <dept>/ folders", where))
+        for source in sorted(schema_files, key=lambda s: s.path):
             try:
-                et, file_warnings = parse_schema_file(path, departments)
+                et, file_warnings = event_type_from_source(source, departments)
                 types.append(et)
                 warnings.extend(file_warnings)
             except SchemaError as exc:
@@ -191,11 +185,12 @@ class Catalog:
         return sum(len(v) for v in self._types.values())
 
 
-def load_departments(path: Path) -> dict[str, Department]:
+def departments_from_source(source: SourceFile) -> dict[str, Department]:
+    path = source.path
+    if source.data is None:
+        raise SchemaError("departments file not found", path)
     try:
-        data = YAML(typ="safe").load(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SchemaError("departments file not found", str(path)) from None
+        data = YAML(typ="safe").load(source.data.decode("utf-8"))
     except Exception as exc:  # noqa: BLE001 - any YAML error is reported with its text
         raise SchemaError(f"not valid YAML: {exc}", str(path)) from None
     if data is not None and not isinstance(data, dict):
@@ -216,14 +211,17 @@ def load_departments(path: Path) -> dict[str, Department]:
     return result
 
 
-def parse_schema_file(path: Path, departments: Mapping[str, Department]) -> tuple[EventType, list[str]]:
+def event_type_from_source(source: SourceFile, departments: Mapping[str, Department]) -> tuple[EventType, list[str]]:
     """One `.avsc` file as an EventType, with the warnings it raises (untagged fields)."""
-    where = str(path)
+    where = source.path
+    path = PurePath(source.path)
     match = _FILE_NAME.match(path.name)
     if not match:
         raise SchemaError("file name must be <event>.v<N>.avsc (lower-case event name)", where)
+    if source.data is None:
+        raise SchemaError("file not found", where)
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
+        schema = json.loads(source.data.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise SchemaError(f"not valid JSON: {exc}", where) from None
     return event_type_from_schema(schema, where, departments, expected=(path.parent.name, match["event"], int(match["version"])))

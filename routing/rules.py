@@ -9,9 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -20,6 +19,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from routing.exceptions import GradeError, RuleError
 from routing.grades import Grade
+from routing.sources import SourceFile
 
 PUBLIC_CLOUD = "public_cloud"
 ARCHIVE = "archive"
@@ -158,23 +158,24 @@ _VIEW_KEYS = {"name", "fields", "to"}
 _VIEW_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-def load_ruleset(rules_dir: Path) -> RuleSet:
-    """The rule set of a directory: `ruleset.yaml` (version) and every other `*.yaml` (rules), by file name."""
-    rules_dir = Path(rules_dir)
-    head = rules_dir / RULESET_FILE
-    if not head.exists():
-        raise RuleError(f"missing {RULESET_FILE} (it names the rule-set version)", str(rules_dir))
+def ruleset_from_sources(head: SourceFile, rule_files: Sequence[SourceFile], where: str = "") -> RuleSet:
+    """The rule set of a directory: `ruleset.yaml` (`head`, the version) and every other `*.yaml` (rules), by name.
+
+    The adapters read the files; `where` names the directory in errors.
+    """
+    if head.data is None:
+        raise RuleError(f"missing {RULESET_FILE} (it names the rule-set version)", where)
     meta = _load_yaml(head)
     if not isinstance(meta, Mapping) or not isinstance(meta.get("ruleset"), Mapping):
-        raise RuleError("expected a top-level `ruleset:` mapping with a `version`", str(head), 1)
+        raise RuleError("expected a top-level `ruleset:` mapping with a `version`", head.path, 1)
     version = meta["ruleset"].get("version")
     if not isinstance(version, str) or not version.strip():
-        raise RuleError("ruleset.version must be a non-empty string (quote it)", str(head),
+        raise RuleError("ruleset.version must be a non-empty string (quote it)", head.path,
                         _key_line(meta["ruleset"], "version", _line(meta["ruleset"])))
     rules: list[Rule] = []
     seen: dict[str, str] = {}
-    for path in sorted(p for p in rules_dir.glob("*.yaml") if p.name != RULESET_FILE):
-        for rule in load_rules_file(path):
+    for source in sorted(rule_files, key=lambda s: s.path):
+        for rule in rules_from_source(source):
             if rule.id in seen:
                 raise RuleError(f"rule id {rule.id!r} is already used at {seen[rule.id]}", rule.path, rule.line)
             seen[rule.id] = rule.where
@@ -182,9 +183,10 @@ def load_ruleset(rules_dir: Path) -> RuleSet:
     return RuleSet(version.strip(), tuple(rules), str(meta["ruleset"].get("description", "")))
 
 
-def load_rules_file(path: Path) -> list[Rule]:
-    data = _load_yaml(path)
-    where = str(path)
+def rules_from_source(source: SourceFile) -> list[Rule]:
+    """The rules of one rules file (`rules:` list); RuleError names file and line of the first problem."""
+    data = _load_yaml(source)
+    where = source.path
     if data is None:
         return []
     if not isinstance(data, Mapping) or set(data) - {"rules"}:
@@ -197,20 +199,22 @@ def load_rules_file(path: Path) -> list[Rule]:
     return [_rule_from(item, where, _item_line(items, i)) for i, item in enumerate(items)]
 
 
-def _load_yaml(path: Path) -> Any:
+def _load_yaml(source: SourceFile) -> Any:
+    if source.data is None:
+        raise RuleError("file not found", source.path)
     try:
-        return YAML().load(path.read_text(encoding="utf-8"))
+        return YAML().load(source.data.decode("utf-8"))
     except MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise RuleError(f"YAML syntax error: {exc.problem}", str(path), line) from None
+        raise RuleError(f"YAML syntax error: {exc.problem}", source.path, line) from None
     except UnicodeDecodeError:
-        raise RuleError("file is not UTF-8 text", str(path)) from None
+        raise RuleError("file is not UTF-8 text", source.path) from None
     except YAMLError as exc:  # unmarked: e.g. a control character the YAML reader refuses
-        raise RuleError(f"not YAML: {str(exc).splitlines()[0]}", str(path)) from None
+        raise RuleError(f"not YAML: {str(exc).splitlines()[0]}", source.path) from None
     except RecursionError:
-        raise RuleError("YAML nested too deeply", str(path)) from None
+        raise RuleError("YAML nested too deeply", source.path) from None
     except TypeError:  # ruamel cannot hash a mapping or a list used as a key
-        raise RuleError("YAML with a mapping or a list as a key", str(path)) from None
+        raise RuleError("YAML with a mapping or a list as a key", source.path) from None
 
 
 def _rule_from(item: Any, where: str, line: int) -> Rule:

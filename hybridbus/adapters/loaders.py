@@ -4,21 +4,66 @@ The catalog and the rules stay pure in `routing`; this is only where their files
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from hybridbus.adapters.config import Settings, settings
 from hybridbus.adapters.topology import Topology, build_topology
-from routing.catalog import Catalog, EventType
+from routing.catalog import Catalog, Department, EventType, departments_from_source
 from routing.derive import derive_event_type
-from routing.rules import RuleSet, load_ruleset
+from routing.exceptions import SchemaError
+from routing.rules import RULESET_FILE, Rule, RuleSet, rules_from_source, ruleset_from_sources
+from routing.sources import SourceFile
+
+
+def read_source(path: Path | str) -> SourceFile:
+    """A file's bytes for `routing` (None when it does not exist)."""
+    try:
+        return SourceFile(str(path), Path(path).read_bytes())
+    except (FileNotFoundError, IsADirectoryError):
+        return SourceFile(str(path), None)
+
+
+def check_catalog_dir(schemas_dir: Path | str, departments_file: Path | str | None = None
+                      ) -> tuple[Catalog | None, list[SchemaError], list[str]]:
+    """Every problem of the catalog in `schemas_dir` (`<dept>/<event>.v<N>.avsc`, departments beside it)."""
+    schemas_dir = Path(schemas_dir)
+    departments = read_source(departments_file or schemas_dir.parent / "departments.yaml")
+    files = [read_source(p) for p in sorted(schemas_dir.glob("*/*.avsc"))]
+    return Catalog.check(files, departments, str(schemas_dir))
+
+
+def load_catalog_dir(schemas_dir: Path | str, departments_file: Path | str | None = None) -> Catalog:
+    """The catalog of `schemas_dir`; the first SchemaError when it has any."""
+    catalog, errors, _ = check_catalog_dir(schemas_dir, departments_file)
+    if errors:
+        raise errors[0]
+    assert catalog is not None
+    return catalog
+
+
+def load_departments_file(path: Path | str) -> dict[str, Department]:
+    return departments_from_source(read_source(path))
+
+
+def load_ruleset_dir(rules_dir: Path | str) -> RuleSet:
+    """The rule set of a directory: `ruleset.yaml` (version) and every other `*.yaml` (rules), by file name."""
+    rules_dir = Path(rules_dir)
+    files = [read_source(p) for p in sorted(rules_dir.glob("*.yaml")) if p.name != RULESET_FILE]
+    return ruleset_from_sources(read_source(rules_dir / RULESET_FILE), files, str(rules_dir))
+
+
+def load_rules_file(path: Path | str) -> list[Rule]:
+    return rules_from_source(read_source(path))
 
 
 def load_catalog(cfg: Settings | None = None) -> Catalog:
     cfg = cfg or settings()
-    return Catalog.load(cfg.schemas_dir)
+    return load_catalog_dir(cfg.schemas_dir)
 
 
 def load_rules(cfg: Settings | None = None) -> RuleSet:
     cfg = cfg or settings()
-    return load_ruleset(cfg.rules_dir)
+    return load_ruleset_dir(cfg.rules_dir)
 
 
 def derived_event_types(catalog: Catalog, ruleset: RuleSet | None) -> list[EventType]:

@@ -10,12 +10,12 @@ import typer
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import settings
-from hybridbus.adapters.loaders import load_catalog
+from hybridbus.adapters.loaders import load_catalog, load_ruleset_dir
 from hybridbus.cli.output import FAILED, UNAVAILABLE, emit_json, fail, table
 from routing.catalog import Catalog, grade_reasons
 from routing.engine import route
 from routing.exceptions import RoutingError, RuleError, SchemaError
-from routing.rules import RuleSet, load_ruleset
+from routing.rules import RuleSet
 from routing.validator import validate
 
 app = typer.Typer(help="Validate, test, explain, compare and apply routing rules.\n\n"
@@ -38,7 +38,7 @@ def _pseudonymise(data: bytes) -> str:
 def _load(rules_dir: Path | None) -> tuple[RuleSet, Catalog]:
     cfg = settings()
     try:
-        return load_ruleset(rules_dir or cfg.rules_dir), load_catalog(cfg)
+        return load_ruleset_dir(rules_dir or cfg.rules_dir), load_catalog(cfg)
     except (RuleError, SchemaError) as exc:
         raise fail(str(exc)) from None
 

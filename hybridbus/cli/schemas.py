@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from hybridbus.adapters.config import settings
+from hybridbus.adapters.loaders import check_catalog_dir, load_catalog_dir
 from hybridbus.cli.output import FAILED, emit_json, fail, table
 from routing.catalog import Catalog, EventType
 from routing.exceptions import SchemaError
@@ -24,7 +25,7 @@ app = typer.Typer(
 
 def _catalog() -> Catalog:
     try:
-        return Catalog.load(settings().schemas_dir)
+        return load_catalog_dir(settings().schemas_dir)
     except SchemaError as exc:
         raise fail(f"the catalog does not load: {exc} (see `hbus schemas check`)") from None
 
@@ -100,7 +101,7 @@ def check(
     directory = schemas_dir or settings().schemas_dir
     if (directory / "avro").is_dir():
         directory = directory / "avro"
-    catalog, errors, warnings = Catalog.check(directory)
+    catalog, errors, warnings = check_catalog_dir(directory)
     for warning in warnings:
         typer.echo(f"warning: {warning}", err=True)
     for error in errors:

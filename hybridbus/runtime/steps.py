@@ -4,7 +4,6 @@ Processors consume, call these steps, produce and commit; everything decided her
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any

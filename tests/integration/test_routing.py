@@ -14,14 +14,13 @@ import requests
 from hybridbus.adapters import kafka
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT, Settings
-from hybridbus.adapters.loaders import derived_event_types, load_catalog, load_rules
+from hybridbus.adapters.loaders import derived_event_types, load_catalog, load_rules, load_ruleset_dir
 from hybridbus.adapters.topology import DECISIONS_TOPIC, DLQ_TOPIC, PRIVATE, PUBLIC
 from hybridbus.ops.samples import load_sample
 from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
 from producers.publisher import Publisher
 from routing import headers as H
 from routing.grades import Grade
-from routing.rules import load_ruleset
 from tests.integration.kafkatools import end_offsets, read_after
 
 SAMPLES = REPO_ROOT / "schemas" / "samples"
@@ -172,7 +171,7 @@ def test_rule_set_swap_takes_effect_without_restart(bus: Settings, tmp_path: Pat
         path = rules / "transport.yaml"
         path.write_text(path.read_text().replace("to: [public_cloud, archive]", "to: [archive]", 1))
 
-    candidate = load_ruleset(_rules_copy(tmp_path, version, archive_only))
+    candidate = load_ruleset_dir(_rules_copy(tmp_path, version, archive_only))
     admin = kafka.admin_credentials(PRIVATE)
     topic = "public.transport.bus_arrival"
     try:
@@ -197,7 +196,7 @@ def test_shadow_rule_set_counts_what_it_would_move_and_moves_nothing(bus: Settin
         path = rules / "govservice.yaml"
         path.write_text(path.read_text().replace("        to: [public_cloud, archive]\n", "        to: []\n"))
 
-    candidate = load_ruleset(_rules_copy(tmp_path, f"test-shadow-{uuid.uuid4().hex[:6]}", no_feedback_view))
+    candidate = load_ruleset_dir(_rules_copy(tmp_path, f"test-shadow-{uuid.uuid4().hex[:6]}", no_feedback_view))
     admin = kafka.admin_credentials(PRIVATE)
     url = f"http://{bus.host}:{bus.ports.router_metrics}/metrics"
 

@@ -15,7 +15,7 @@ from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials
 from hybridbus.adapters.topology import PRIVATE, PUBLIC
 from hybridbus.adapters.vault import VaultSession
-from hybridbus.ops.stack import bootstrap, manager
+from hybridbus.ops.stack import manager
 from tests.integration.kafkatools import read_topic
 
 LICENCE_INGRESS = "ingress.market.licence_granted"

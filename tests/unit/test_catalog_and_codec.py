@@ -13,14 +13,14 @@ from typer.testing import CliRunner
 
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.exceptions import DecodeError, EncodeError, UnknownSchemaError
+from hybridbus.adapters.loaders import check_catalog_dir, load_catalog_dir
 from hybridbus.cli.schemas import app as schemas_app
-from routing.catalog import Catalog
 from routing.grades import Grade
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "schemas" / "avro"
 SAMPLES = ROOT / "schemas" / "samples"
-CATALOG = Catalog.load(SCHEMAS)
+CATALOG = load_catalog_dir(SCHEMAS)
 CODEC = AvroCodec.for_catalog(CATALOG)
 
 
@@ -112,7 +112,7 @@ def _catalog_copy(tmp_path: Path) -> Path:
 def test_bad_schemas_are_refused_with_file_and_reason(tmp_path: Path, edit, reason: str) -> None:  # type: ignore[no-untyped-def]
     root = _catalog_copy(tmp_path)
     edit(root)
-    catalog, errors, _ = Catalog.check(root / "avro")
+    catalog, errors, _ = check_catalog_dir(root / "avro")
     assert catalog is None and any(reason in str(e) and e.path and e.path.endswith(".avsc") for e in errors), errors
     result = CliRunner().invoke(schemas_app, ["check", str(root / "avro")])
     assert result.exit_code == 1 and reason in result.output
@@ -121,7 +121,7 @@ def test_bad_schemas_are_refused_with_file_and_reason(tmp_path: Path, edit, reas
 def test_an_untagged_field_is_treated_as_the_highest_grade_and_reported(tmp_path: Path) -> None:
     root = _catalog_copy(tmp_path)
     _edit(root / "avro/market/licence_granted.v1.avsc", '"type": "string", "grade": "public", "doc": "Registered', '"type": "string", "doc": "Registered')
-    catalog, errors, warnings = Catalog.check(root / "avro")
+    catalog, errors, warnings = check_catalog_dir(root / "avro")
     assert not errors and catalog is not None
     assert catalog.get("market.licence_granted").field("company_name").grade is Grade.IMPORTANT
     assert any("company_name" in w and "no grade" in w for w in warnings)

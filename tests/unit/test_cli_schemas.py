@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hybridbus.adapters.config import settings
+from hybridbus.adapters.loaders import load_catalog_dir
 from hybridbus.cli.main import app
-from routing.catalog import Catalog
 from routing.grades import Grade
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def test_list_prints_every_type_with_department_grades_and_topic() -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["TYPE", "VERSION", "DEPARTMENT", "RECORD", "GRADE", "UPPER", "BOUND", "INGRESS", "TOPIC"]
-    assert len(lines) == 1 + len(Catalog.load(AVRO))
+    assert len(lines) == 1 + len(load_catalog_dir(AVRO))
     row = next(line for line in lines if line.startswith("health.hospital_admission"))
     assert row.split() == ["health.hospital_admission", "1", "health", "卫生健康委", "restricted", "restricted",
                            "ingress.health.hospital_admission"]
@@ -51,7 +51,7 @@ def test_list_json_has_one_entry_per_type_and_version() -> None:
     result = runner.invoke(app, ["schemas", "list", "--json"])
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
-    assert [(r["type"], r["version"]) for r in rows] == [(et.key, et.version) for et in Catalog.load(AVRO)]
+    assert [(r["type"], r["version"]) for r in rows] == [(et.key, et.version) for et in load_catalog_dir(AVRO)]
     feedback = next(r for r in rows if r["type"] == "govservice.citizen_feedback")
     assert feedback == {"type": "govservice.citizen_feedback", "version": 1, "dept": "govservice", "dept_zh": "政务服务中心",
                         "record_grade": "sensitive", "schema_grade": "sensitive",

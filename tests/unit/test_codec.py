@@ -15,10 +15,11 @@ import pytest
 
 from hybridbus.adapters.codec import HEADER_SIZE, MARKER, AvroCodec, schema_fingerprint
 from hybridbus.adapters.exceptions import CodecError, DecodeError, EncodeError, UnknownSchemaError
-from routing.catalog import Catalog, EventType
+from hybridbus.adapters.loaders import load_catalog_dir
+from routing.catalog import EventType
 
 ROOT = Path(__file__).resolve().parents[2]
-CATALOG = Catalog.load(ROOT / "schemas" / "avro")
+CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
 CODEC = AvroCodec.for_catalog(CATALOG)
 TYPES = list(CATALOG)
 

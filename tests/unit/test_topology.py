@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from hybridbus.adapters.loaders import load_catalog_dir
 from hybridbus.adapters.topology import PRIVATE, PUBLIC, build_topology
-from routing.catalog import Catalog
 from routing.grades import Grade
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "avro"
@@ -14,12 +14,12 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "avro"
 
 @pytest.fixture(scope="module")
 def topology():  # type: ignore[no-untyped-def]
-    return build_topology(Catalog.load(SCHEMAS), [("govservice", "citizen_feedback_stats")])
+    return build_topology(load_catalog_dir(SCHEMAS), [("govservice", "citizen_feedback_stats")])
 
 
 def test_every_catalog_type_has_an_ingress_and_its_graded_topics(topology) -> None:  # type: ignore[no-untyped-def]
     private = {t.name for t in topology.topics_on(PRIVATE)}
-    for event_type in Catalog.load(SCHEMAS).latest():
+    for event_type in load_catalog_dir(SCHEMAS).latest():
         assert event_type.ingress_topic in private
         assert event_type.graded_topic(event_type.record_grade) in private
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from hybridbus.adapters.loaders import load_catalog_dir
 from routing.boundary import ARCHIVE, PUBLIC_CLOUD, check_export
 from routing.catalog import Catalog
 from routing.grades import Grade
@@ -14,7 +15,7 @@ SCHEMAS = Path(__file__).resolve().parents[3] / "schemas" / "avro"
 
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
-    return Catalog.load(SCHEMAS)
+    return load_catalog_dir(SCHEMAS)
 
 
 LICENCE = {"credit_code": "9131", "company_name": "c", "licence_type": "t", "district": "d",

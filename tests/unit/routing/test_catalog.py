@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 import routing.headers as headers
-from routing.catalog import Catalog, effective_grade, event_type_from_schema, grade_reasons, load_departments
+from hybridbus.adapters.loaders import check_catalog_dir, load_catalog_dir, load_departments_file
+from routing.catalog import Catalog, effective_grade, event_type_from_schema, grade_reasons
 from routing.exceptions import SchemaError
 from routing.grades import HIGHEST, Grade
 
@@ -29,7 +30,7 @@ def _catalog(tmp_path: Path, files: dict[str, object]) -> tuple[Catalog | None, 
         path = tmp_path / "avro" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content if isinstance(content, str) else json.dumps(content), encoding="utf-8")
-    return Catalog.check(tmp_path / "avro")
+    return check_catalog_dir(tmp_path / "avro")
 
 
 @pytest.mark.parametrize("name, content, reason", [
@@ -51,7 +52,7 @@ def test_bad_schema_files_are_reported_with_their_path(tmp_path: Path, name: str
     assert [reason in e.reason for e in errors] == [True]
     assert errors[0].path == str(tmp_path / "avro" / name)
     with pytest.raises(SchemaError, match=reason.split("'")[0]):
-        Catalog.load(tmp_path / "avro")
+        load_catalog_dir(tmp_path / "avro")
 
 
 def test_an_untagged_field_is_highest_with_a_warning(tmp_path: Path) -> None:
@@ -96,16 +97,16 @@ def test_an_empty_catalog_and_bad_department_files_are_refused(tmp_path: Path) -
                          ("departments: []", "no department defined"), ("a: [", "not valid YAML")]:
         bad.write_text(text, encoding="utf-8")
         with pytest.raises(SchemaError, match=reason) as refused:
-            load_departments(bad)
+            load_departments_file(bad)
         assert refused.value.path == str(bad)
     with pytest.raises(SchemaError, match="departments file not found"):
-        load_departments(tmp_path / "none.yaml")
-    catalog, errors, _ = Catalog.check(AVRO, tmp_path / "none.yaml")
+        load_departments_file(tmp_path / "none.yaml")
+    catalog, errors, _ = check_catalog_dir(AVRO, tmp_path / "none.yaml")
     assert catalog is None and "not found" in errors[0].reason
 
 
 def test_the_shipped_catalog_lookups(tmp_path: Path) -> None:
-    catalog = Catalog.load(AVRO)
+    catalog = load_catalog_dir(AVRO)
     assert len(catalog) == 8 and "transport.bus_arrival" in catalog and "x.y" not in catalog
     assert [et.version for et in catalog.versions("transport.bus_arrival")] == [1, 2]
     assert catalog.get("transport.bus_arrival").version == 2
@@ -132,7 +133,7 @@ BAD_CASES = sorted(case for case, spec in EXPECTED.items() if "error" in spec)
 
 
 def test_every_shipped_schema_loads_without_error_or_warning() -> None:
-    catalog, errors, warnings = Catalog.check(AVRO)
+    catalog, errors, warnings = check_catalog_dir(AVRO)
     assert errors == [] and warnings == [] and catalog is not None
     assert sorted(et.path for et in catalog) == sorted(str(p) for p in AVRO.glob("*/*.avsc"))
     assert all(f.tagged for et in catalog for f in et.fields)
@@ -140,7 +141,7 @@ def test_every_shipped_schema_loads_without_error_or_warning() -> None:
 
 @pytest.mark.parametrize("grade", list(Grade), ids=lambda g: g.id)
 def test_every_grade_is_the_upper_bound_of_some_shipped_type(grade: Grade) -> None:
-    assert any(et.schema_grade is grade for et in Catalog.load(AVRO))
+    assert any(et.schema_grade is grade for et in load_catalog_dir(AVRO))
 
 
 def test_every_fixture_case_is_described() -> None:
@@ -150,11 +151,11 @@ def test_every_fixture_case_is_described() -> None:
 
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_each_bad_fixture_is_refused_with_its_file_and_reason(case: str) -> None:
-    catalog, errors, _ = Catalog.check(BAD / case / "avro")
+    catalog, errors, _ = check_catalog_dir(BAD / case / "avro")
     assert catalog is None
     assert [(e.path, EXPECTED[case]["error"] in e.reason) for e in errors] == [(str(BAD / case / EXPECTED[case]["file"]), True)]
     with pytest.raises(SchemaError) as refused:
-        Catalog.load(BAD / case / "avro")
+        load_catalog_dir(BAD / case / "avro")
     assert refused.value.path == str(BAD / case / EXPECTED[case]["file"])
 
 
@@ -163,7 +164,7 @@ def test_check_reports_every_error_of_a_catalog_not_only_the_first(tmp_path: Pat
     shutil.copy(BAD / "invalid_json" / "departments.yaml", tmp_path / "departments.yaml")
     for case in EXPECTED:
         shutil.copytree(BAD / case / "avro", tmp_path / "avro", dirs_exist_ok=True)
-    catalog, errors, warnings = Catalog.check(tmp_path / "avro")
+    catalog, errors, warnings = check_catalog_dir(tmp_path / "avro")
     assert catalog is None
     found = sorted((Path(e.path).relative_to(tmp_path).as_posix(), e.reason) for e in errors)  # type: ignore[arg-type]
     assert len(found) == len(BAD_CASES)
@@ -174,7 +175,7 @@ def test_check_reports_every_error_of_a_catalog_not_only_the_first(tmp_path: Pat
 
 def test_an_untagged_fixture_field_is_highest_with_a_warning_and_raises_the_event() -> None:
     case = BAD / "untagged_field"
-    catalog, errors, warnings = Catalog.check(case / "avro")
+    catalog, errors, warnings = check_catalog_dir(case / "avro")
     assert errors == [] and catalog is not None
     assert warnings == [f"{case / EXPECTED['untagged_field']['file']}: {EXPECTED['untagged_field']['warning']}"]
     et = catalog.get("market.stall_inspected")
@@ -207,10 +208,10 @@ def test_a_catalog_without_fields_key_or_with_odd_field_names_is_refused(tmp_pat
     bad = tmp_path / "list.yaml"
     bad.write_text("- id: market\n", encoding="utf-8")
     with pytest.raises(SchemaError, match="must be a mapping"):
-        load_departments(bad)
+        load_departments_file(bad)
 
 
-CF = Catalog.load(AVRO).get("govservice.citizen_feedback")  # record sensitive; topic/district/submitted_at public
+CF = load_catalog_dir(AVRO).get("govservice.citizen_feedback")  # record sensitive; topic/district/submitted_at public
 
 
 @pytest.mark.parametrize("payload, grade", [
@@ -229,13 +230,13 @@ def test_effective_grade_is_the_high_water_mark_and_fails_closed(payload: object
 
 
 def test_effective_grade_rises_with_the_fields_carried() -> None:
-    ha = Catalog.load(AVRO).get("health.hospital_admission")  # record restricted
-    pop = Catalog.load(AVRO).get("police.population_stats")  # record important
+    ha = load_catalog_dir(AVRO).get("health.hospital_admission")  # record restricted
+    pop = load_catalog_dir(AVRO).get("police.population_stats")  # record important
     assert effective_grade(ha, {"hospital": "x", "admitted_at": 1}) is Grade.RESTRICTED
     assert effective_grade(pop, {"district": "x", "households": None}) is Grade.IMPORTANT
     mixed, _ = event_type_from_schema(_base(fields=[
         {"name": "a", "type": "string", "grade": "public"}, {"name": "b", "type": ["null", "string"], "grade": "sensitive"},
-        {"name": "c", "type": ["null", "string"], "grade": "restricted"}]), "x.avsc", load_departments(ROOT / "schemas" / "departments.yaml"))
+        {"name": "c", "type": ["null", "string"], "grade": "restricted"}]), "x.avsc", load_departments_file(ROOT / "schemas" / "departments.yaml"))
     assert mixed.record_grade is Grade.PUBLIC and mixed.schema_grade is Grade.RESTRICTED
     assert effective_grade(mixed, {"a": "x", "b": None, "c": None}) is Grade.PUBLIC
     assert effective_grade(mixed, {"a": "x", "b": "y", "c": None}) is Grade.SENSITIVE

@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 from fastavro import parse_schema
 
-from routing.catalog import Catalog, EventType, FieldSpec
+from hybridbus.adapters.loaders import load_catalog_dir, load_ruleset_dir
+from routing.catalog import EventType, FieldSpec
 from routing.derive import derive_event_type, unnamed_fields, view_grade, views_of
 from routing.grades import HIGHEST, Grade
-from routing.rules import Match, Rule, RuleSet, Transform, View, load_ruleset
+from routing.rules import Match, Rule, RuleSet, Transform, View
 
 ROOT = Path(__file__).resolve().parents[3]
-CATALOG = Catalog.load(ROOT / "schemas" / "avro")
-SHIPPED = load_ruleset(ROOT / "routing" / "rules")
+CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
+SHIPPED = load_ruleset_dir(ROOT / "routing" / "rules")
 
 
 def _view(name: str, **fields: Transform) -> View:

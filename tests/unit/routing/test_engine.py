@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 
-from routing.catalog import Catalog, EventType, effective_grade, grade_reasons
+from hybridbus.adapters.loaders import load_catalog_dir, load_ruleset_dir
+from routing.catalog import EventType, effective_grade, grade_reasons
 from routing.engine import GRADED, Blocked, route
 from routing.grades import HIGHEST, Grade
-from routing.rules import ARCHIVE, PUBLIC_CLOUD, Match, Rule, RuleSet, Transform, View, load_ruleset
+from routing.rules import ARCHIVE, PUBLIC_CLOUD, Match, Rule, RuleSet, Transform, View
 
 ROOT = Path(__file__).resolve().parents[3]
-CATALOG = Catalog.load(ROOT / "schemas" / "avro")
-SHIPPED = load_ruleset(ROOT / "routing" / "rules")
+CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
+SHIPPED = load_ruleset_dir(ROOT / "routing" / "rules")
 SAMPLES = ROOT / "schemas" / "samples"
 
 

@@ -14,16 +14,17 @@ from fastavro.validation import validate as avro_valid
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from hybridbus.adapters.loaders import load_catalog_dir, load_ruleset_dir
 from routing.boundary import check_export
-from routing.catalog import Catalog, EventType, effective_grade
+from routing.catalog import EventType, effective_grade
 from routing.engine import GRADED, RoutingResult, route
 from routing.grades import Grade
-from routing.rules import ARCHIVE, DESTINATIONS, GENERALISE_KINDS, PUBLIC_CLOUD, Match, Rule, RuleSet, Transform, View, load_ruleset
+from routing.rules import ARCHIVE, DESTINATIONS, GENERALISE_KINDS, PUBLIC_CLOUD, Match, Rule, RuleSet, Transform, View
 from routing.validator import validate
 
 ROOT = Path(__file__).resolve().parents[3]
-CATALOG = Catalog.load(ROOT / "schemas" / "avro")
-SHIPPED = load_ruleset(ROOT / "routing" / "rules")
+CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
+SHIPPED = load_ruleset_dir(ROOT / "routing" / "rules")
 TYPES = list(CATALOG)
 OUT = (PUBLIC_CLOUD, ARCHIVE)
 KEY = b"property-test-key"

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from hybridbus.adapters.loaders import load_catalog_dir, load_ruleset_dir
 from routing.catalog import Catalog, effective_grade
 from routing.derive import derive_event_type, view_grade
 from routing.engine import route
 from routing.exceptions import GradeError, RuleError
 from routing.grades import HIGHEST, Grade, highest
-from routing.rules import Match, Rule, RuleSet, Transform, View, load_ruleset
+from routing.rules import Match, Rule, RuleSet, Transform, View
 from routing.transforms import TransformError, apply, generalise, mask, transformed_grade
 from routing.validator import validate
 
@@ -23,12 +24,12 @@ SAMPLES = ROOT / "schemas" / "samples"
 
 @pytest.fixture(scope="module")
 def catalog() -> Catalog:
-    return Catalog.load(ROOT / "schemas" / "avro")
+    return load_catalog_dir(ROOT / "schemas" / "avro")
 
 
 @pytest.fixture(scope="module")
 def shipped() -> RuleSet:
-    return load_ruleset(RULES)
+    return load_ruleset_dir(RULES)
 
 
 def sample(catalog: Catalog, key: str, version: int | None = None) -> tuple:  # type: ignore[type-arg]
@@ -90,7 +91,7 @@ def _rules_dir(tmp_path: Path, body: str, name: str = "x.yaml") -> Path:
 ])
 def test_bad_rules_files_are_refused_with_file_line_and_reason(tmp_path: Path, body: str, line: int, reason: str) -> None:
     with pytest.raises(RuleError) as refused:
-        load_ruleset(_rules_dir(tmp_path, body))
+        load_ruleset_dir(_rules_dir(tmp_path, body))
     assert refused.value.path and refused.value.path.endswith("x.yaml")
     assert refused.value.line == line
     assert reason in refused.value.reason
@@ -100,12 +101,12 @@ def test_duplicate_rule_ids_across_files_are_refused(tmp_path: Path) -> None:
     rules = _rules_dir(tmp_path, "rules:\n  - id: a\n    match: {dept: market}\n")
     (rules / "y.yaml").write_text("rules:\n  - id: a\n    match: {dept: transport}\n")
     with pytest.raises(RuleError, match="already used"):
-        load_ruleset(rules)
+        load_ruleset_dir(rules)
 
 
 def test_a_rules_directory_without_a_version_is_refused(tmp_path: Path) -> None:
     with pytest.raises(RuleError, match="ruleset.yaml"):
-        load_ruleset(tmp_path)
+        load_ruleset_dir(tmp_path)
 
 
 def test_rule_sets_round_trip_through_json_with_the_same_digest(shipped: RuleSet) -> None:
@@ -224,7 +225,7 @@ def _copy_rules(tmp_path: Path) -> Path:
 def _errors(tmp_path: Path, catalog: Catalog, edit) -> list[str]:  # type: ignore[no-untyped-def]
     rules = _copy_rules(tmp_path)
     edit(rules)
-    report = validate(load_ruleset(rules), catalog)
+    report = validate(load_ruleset_dir(rules), catalog)
     return [str(e) for e in report.errors]
 
 
@@ -271,7 +272,7 @@ def test_a_view_from_restricted_data_needs_an_approval(tmp_path: Path, catalog: 
 def test_a_removed_rule_leaves_its_event_type_uncovered_in_the_report(tmp_path: Path, catalog: Catalog) -> None:
     rules = _copy_rules(tmp_path)
     (rules / "police.yaml").unlink()
-    report = validate(load_ruleset(rules), catalog)
+    report = validate(load_ruleset_dir(rules), catalog)
     assert report.ok
     assert any("police.population_stats has no rule" in n.reason for n in report.notes)
 

@@ -8,14 +8,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from routing.catalog import Catalog, EventType, effective_grade
+from hybridbus.adapters.loaders import load_catalog_dir, load_ruleset_dir
+from routing.catalog import EventType, effective_grade
 from routing.engine import route
 from routing.grades import Grade
-from routing.rules import DESTINATIONS, GENERALISE_KINDS, Match, Rule, RuleSet, Transform, View, load_ruleset
+from routing.rules import DESTINATIONS, GENERALISE_KINDS, Match, Rule, RuleSet, Transform, View
 
 ROOT = Path(__file__).resolve().parents[3]
-CATALOG = Catalog.load(ROOT / "schemas" / "avro")
-SHIPPED = load_ruleset(ROOT / "routing" / "rules")
+CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
+SHIPPED = load_ruleset_dir(ROOT / "routing" / "rules")
 TYPES = list(CATALOG)
 MARKER = "秘LEAK"
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from hybridbus.adapters.loaders import load_rules_file, load_ruleset_dir
 from routing.exceptions import RuleError
 from routing.grades import Grade
-from routing.rules import Match, Rule, RuleSet, Transform, View, load_rules_file, load_ruleset
+from routing.rules import Match, Rule, RuleSet, Transform, View
 
 ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "routing" / "rules"
@@ -35,7 +36,7 @@ BAD = ROOT / "tests" / "fixtures" / "bad_rules"
 ])
 def test_bad_rule_directories_are_refused_with_file_line_and_reason(fixture: str, file: str, line: int, reason: str) -> None:
     with pytest.raises(RuleError) as refused:
-        load_ruleset(BAD / fixture)
+        load_ruleset_dir(BAD / fixture)
     error = refused.value
     assert Path(error.path or "") == BAD / fixture / file
     assert error.line == line
@@ -45,12 +46,12 @@ def test_bad_rule_directories_are_refused_with_file_line_and_reason(fixture: str
 
 def test_duplicate_id_names_where_the_id_was_first_used() -> None:
     with pytest.raises(RuleError, match=r"a\.yaml:2"):
-        load_ruleset(BAD / "duplicate_id")
+        load_ruleset_dir(BAD / "duplicate_id")
 
 
 def test_a_directory_without_ruleset_yaml_is_refused_naming_the_directory() -> None:
     with pytest.raises(RuleError) as refused:
-        load_ruleset(BAD / "missing_ruleset")
+        load_ruleset_dir(BAD / "missing_ruleset")
     assert refused.value.path == str(BAD / "missing_ruleset")
     assert refused.value.line is None
     assert "missing ruleset.yaml" in refused.value.reason
@@ -85,7 +86,7 @@ def _write(tmp_path: Path, body: str, head: str = 'ruleset:\n  version: "t1"\n')
 ])
 def test_more_bad_rules_are_refused_with_their_line(tmp_path: Path, body: str, line: int, reason: str) -> None:
     with pytest.raises(RuleError) as refused:
-        load_ruleset(_write(tmp_path, body))
+        load_ruleset_dir(_write(tmp_path, body))
     assert refused.value.path == str(tmp_path / "r.yaml")
     assert refused.value.line == line
     assert reason in refused.value.reason
@@ -99,7 +100,7 @@ def test_more_bad_rules_are_refused_with_their_line(tmp_path: Path, body: str, l
 ])
 def test_bad_ruleset_headers_are_refused(tmp_path: Path, head: str, line: int, reason: str) -> None:
     with pytest.raises(RuleError) as refused:
-        load_ruleset(_write(tmp_path, "rules: []\n", head))
+        load_ruleset_dir(_write(tmp_path, "rules: []\n", head))
     assert refused.value.path == str(tmp_path / "ruleset.yaml")
     assert refused.value.line == line
     assert reason in refused.value.reason
@@ -109,7 +110,7 @@ def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
     rules = _write(tmp_path, "")
     (rules / "r.yaml").write_bytes(b"rules:\n  - id: \xff\xfe\n")
     with pytest.raises(RuleError, match="not UTF-8") as refused:
-        load_ruleset(rules)
+        load_ruleset_dir(rules)
     assert refused.value.path == str(rules / "r.yaml")
 
 
@@ -139,7 +140,7 @@ rules:
     match: {dept: market}
     to:
 """
-    ruleset = load_ruleset(_write(tmp_path, body, 'ruleset:\n  version: " v9 "\n  description: d\n'))
+    ruleset = load_ruleset_dir(_write(tmp_path, body, 'ruleset:\n  version: " v9 "\n  description: d\n'))
     assert ruleset.version == "v9" and ruleset.description == "d"
     r1, r2 = ruleset.rules
     assert r1 == Rule("r1", Match("govservice", "citizen_feedback", Grade.SENSITIVE), ("archive", "public_cloud"),
@@ -164,11 +165,11 @@ def test_rule_files_are_read_in_name_order_and_ruleset_yaml_is_not_a_rules_file(
     rules = _write(tmp_path, "rules:\n  - id: from-r\n    match: {dept: market}\n")
     (rules / "a.yaml").write_text("rules:\n  - id: from-a\n    match: {dept: transport}\n")
     (rules / "z.yml").write_text("rules:\n  - id: not-read\n    match: {dept: health}\n")
-    assert [r.id for r in load_ruleset(rules).rules] == ["from-a", "from-r"]
+    assert [r.id for r in load_ruleset_dir(rules).rules] == ["from-a", "from-r"]
 
 
 def test_the_shipped_rules_load() -> None:
-    ruleset = load_ruleset(RULES)
+    ruleset = load_ruleset_dir(RULES)
     assert ruleset.version == "2026.11.25-1"
     assert [r.id for r in ruleset.rules] == [
         "permit-applications-statistic", "citizen-feedback-open-data", "hospital-admissions-stay-private",
@@ -180,7 +181,7 @@ def test_the_shipped_rules_load() -> None:
 # --- JSON round trip and digest ------------------------------------------------------------------------
 
 def test_rule_set_round_trips_through_json_keeping_equality_and_digest() -> None:
-    shipped = load_ruleset(RULES)
+    shipped = load_ruleset_dir(RULES)
     again = RuleSet.from_json(shipped.to_json())
     assert again == shipped
     assert again.digest == shipped.digest

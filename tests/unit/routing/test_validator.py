@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from routing.catalog import Catalog
+from hybridbus.adapters.loaders import load_catalog_dir, load_ruleset_dir
 from routing.grades import Grade
-from routing.rules import Match, Rule, RuleSet, Transform, View, load_ruleset
+from routing.rules import Match, Rule, RuleSet, Transform, View
 from routing.validator import Finding, Report, matched_types, validate
 
 ROOT = Path(__file__).resolve().parents[3]
-CATALOG = Catalog.load(ROOT / "schemas" / "avro")
+CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
 RULES = ROOT / "routing" / "rules"
 
 FEEDBACK_FIELDS = """\
@@ -30,7 +30,7 @@ def _load(tmp_path: Path, body: str) -> tuple[RuleSet, Path]:
     (tmp_path / "ruleset.yaml").write_text('ruleset:\n  version: "t"\n', encoding="utf-8")
     path = tmp_path / "r.yaml"
     path.write_text(body, encoding="utf-8")
-    return load_ruleset(tmp_path), path
+    return load_ruleset_dir(tmp_path), path
 
 
 def _errors(tmp_path: Path, body: str) -> tuple[list[Finding], Path]:
@@ -39,7 +39,7 @@ def _errors(tmp_path: Path, body: str) -> tuple[list[Finding], Path]:
 
 
 def test_the_shipped_rules_are_valid_and_cover_every_event_type() -> None:
-    report = validate(load_ruleset(RULES), CATALOG)
+    report = validate(load_ruleset_dir(RULES), CATALOG)
     assert report.ok, [str(e) for e in report.errors]
     assert report.errors == [] and report.notes == []
 
@@ -53,7 +53,7 @@ def test_removing_a_rule_reports_the_types_left_uncovered(tmp_path: Path, remove
     target = tmp_path / "rules"
     shutil.copytree(RULES, target)
     (target / removed).unlink()
-    report = validate(load_ruleset(target), CATALOG)
+    report = validate(load_ruleset_dir(target), CATALOG)
     assert report.ok
     assert [str(n) for n in report.notes] == [
         f"event type {key} has no rule: it goes to its graded private topic only" for key in uncovered]

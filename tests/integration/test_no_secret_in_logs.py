@@ -1,7 +1,8 @@
 """No generated secret appears in a log file of the stack or the processors, a /metrics page, a label value Prometheus
-holds, or a DLQ or quarantine reason (runs last, after every other test has driven traffic and faults)."""
+holds, or a DLQ or quarantine reason (marked `after_all`: it runs after every other test has driven traffic and faults)."""
 from __future__ import annotations
 
+import pytest
 import requests
 
 from hybridbus.adapters.config import Settings
@@ -12,6 +13,8 @@ from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.bootstrap import kv_get
 from routing import headers as H
 from tests.integration.kafkatools import read_topic
+
+pytestmark = pytest.mark.after_all
 
 
 def _generated_secrets(cfg: Settings) -> set[str]:

@@ -7,10 +7,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from routing.boundary import export_refusal
 from routing.catalog import EventType
 from routing.derive import derive_event_type
-from routing.engine import GRADED, Blocked, Decision, RoutingResult, _is_forged
+from routing.engine import GRADED, Blocked, Decision, RoutingResult
 from routing.grades import HIGHEST, Grade
+from routing.headers import is_forged_claim
 from routing.rules import Rule, RuleSet, Transform, View
 from routing.transforms import Pseudonymiser, TransformError, apply
 
@@ -208,7 +210,7 @@ class RoutingPlan:
             forged = False
         else:
             known = gp.forged_claims.get(claimed_grade) if type(claimed_grade) is str else None
-            forged = known if known is not None else _is_forged(claimed_grade, grade)
+            forged = known if known is not None else is_forged_claim(claimed_grade, grade)
         running = gp.running
         if not running:
             return PlannedResult(gp, event_type, payload, forged, None, None)
@@ -279,14 +281,13 @@ def _grade_plan(event_type: EventType, ruleset: RuleSet, grade: Grade, rule: Rul
     graded_reason = f"graded {grade.id} by schema" + (f"; rule {rule_id}" if rule else "; no rule: private only")
     decisions = [PlannedDecision(GRADED, topic, grade, grade.id, event_type, rule_id, graded_reason, SOURCE)]
     blocked: list[Blocked] = []
-    schema_grade = event_type.schema_grade
     if rule is not None:
+        refusal = export_refusal(event_type, grade)
         for dest in rule.to:
-            if grade is Grade.PUBLIC and schema_grade is Grade.PUBLIC:
+            if refusal is None:
                 decisions.append(PlannedDecision(dest, topic, grade, grade.id, event_type, rule.id, f"rule {rule.id}", SOURCE))
             else:
-                blocked.append(Blocked(rule.id, dest, f"{event_type.key} is {max(grade, schema_grade).id}: "
-                                                      "only public events leave"))
+                blocked.append(Blocked(rule.id, dest, refusal))
     base_decisions, base_blocked = tuple(decisions), tuple(blocked)
     for view in views:
         decisions.extend(view.decisions)

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from routing.catalog import Catalog, EventType, effective_grade
+from hybridbus.adapters.loaders import load_catalog_dir, load_ruleset_dir
+from routing.catalog import EventType, effective_grade
 from routing.engine import GRADED, RoutingResult, route
 from routing.grades import Grade
 from routing.plan import (
@@ -39,13 +40,12 @@ from routing.rules import (
     RuleSet,
     Transform,
     View,
-    load_ruleset,
 )
 from routing.transforms import KNOWN_DISTRICTS, Pseudonymiser
 
 ROOT = Path(__file__).resolve().parents[3]
-CATALOG = Catalog.load(ROOT / "schemas" / "avro")
-SHIPPED = load_ruleset(ROOT / "routing" / "rules")
+CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
+SHIPPED = load_ruleset_dir(ROOT / "routing" / "rules")
 SAMPLES = ROOT / "schemas" / "samples"
 # Types the shipped catalog lacks: fields graded above the record (the grade then depends on the values), and a
 # field name given twice (the last grade wins, as in effective_grade). They share keys with catalog types.

@@ -19,7 +19,7 @@ from hybridbus.ops import infra
 from hybridbus.ops.stack.bootstrap import role_name
 from hybridbus.ops.stack.manager import load_topology
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TERRAFORM = ROOT / "infra" / "terraform"
 CHECKOV = ROOT / ".venv-tools" / "bin" / "checkov"
 PINNED = {"kafka": "Mongey/kafka", "vault": "hashicorp/vault", "aws": "hashicorp/aws"}

@@ -15,7 +15,7 @@ from hybridbus.adapters.loaders import load_catalog_dir
 from hybridbus.cli.main import app
 from routing.grades import Grade
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 AVRO = ROOT / "schemas" / "avro"
 BAD = ROOT / "tests" / "fixtures" / "bad_schemas"
 EXPECTED = {k: v for k, v in json.loads((BAD / "expected.json").read_text(encoding="utf-8")).items() if not k.startswith("_")}

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hybridbus.cli.rules import app
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RULES = ROOT / "routing" / "rules"
 BAD = ROOT / "tests" / "fixtures" / "bad_rules"
 SAMPLES = ROOT / "schemas" / "samples"

@@ -9,7 +9,7 @@ from hybridbus.adapters.loaders import load_catalog_dir
 from hybridbus.adapters.topology import PRIVATE, PUBLIC, build_topology
 from routing.grades import Grade
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas" / "avro"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas" / "avro"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ def up(quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing on
                                           help="Brokers of the private cluster (3: production's shape, RF 3, min "
                                                "ISR 2). Default: what this state dir has, else 1."),
        public_brokers: int | None = typer.Option(None, "--public-brokers", min=1,
-                                                 help="Brokers of the public cluster. Default: as --brokers.")) -> None:
+                                                 help="Brokers of the public cluster. Default: what this state dir has, else 1.")) -> None:
     """Install what is missing, start every component, bootstrap users, topics, ACLs, Vault and buckets.
 
     Idempotent: a second `up` while running changes nothing. The broker counts are kept in the state dir; a state

@@ -36,6 +36,7 @@ from math import ceil
 
 from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from fastavro import reader
 
 from hybridbus.adapters import kafka
@@ -427,9 +428,11 @@ def _below_min_isr(ctx: DrillContext) -> None:
     first.process.stop()
     time.sleep(ctx.options.outage / 3)
     acked_before = len(ctx.traffic.acked)
+    ctx.notes["waiting_when_second_stopped"] = ctx.traffic.sent - acked_before - len(ctx.traffic.failed)
     second.process.stop()
     ctx.notes["second_restart_s"] = manager.start_component(cfg, second.name)
-    # acknowledgements while only one copy was in sync: producers waited, so few or none came through then
+    # Acknowledgements while only one copy was in sync: producers waited, so few or none came through then
+    # (beside the events sent but not yet acknowledged when it began).
     ctx.notes["acked_while_one_in_sync"] = len(ctx.traffic.acked) - acked_before
     time.sleep(max(0.0, ctx.options.outage - (time.monotonic() - began)))
     manager.start_component(cfg, first.name)
@@ -437,9 +440,12 @@ def _below_min_isr(ctx: DrillContext) -> None:
     ctx.notes["back_in_sync_s"] = health.await_in_sync(cfg, PRIVATE)
 
 
-def _group_state(cfg: Settings, group: str) -> tuple[str, int]:
-    """(state, members) of a consumer group, e.g. ("PREPARING_REBALANCE", 3)."""
-    description = health.admin(cfg, PRIVATE).describe_consumer_groups([group])[group].result(timeout=10)
+def _group_state(client: AdminClient, group: str) -> tuple[str, int]:
+    """(state, members) of a consumer group, e.g. ("PREPARING_REBALANCE", 3); ("UNKNOWN", -1) when no answer came."""
+    try:
+        description = client.describe_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
+    except (KafkaException, TimeoutError):
+        return "UNKNOWN", -1
     return str(description.state).rsplit(".", 1)[-1], len(description.members)
 
 
@@ -447,13 +453,13 @@ def _kill_worker_in_rebalance(processor: str, victim: str) -> Fault:
     """One more worker of `processor` joins its group; while the group rebalances, kill -9 of `victim`; a
     supervisor starts it again. Its uncommitted batch replays on whichever worker takes the partition."""
     def inject(ctx: DrillContext) -> None:
-        cfg, group = ctx.cfg, f"hbus-{processor}"
+        cfg, group, client = ctx.cfg, f"hbus-{processor}", health.admin(ctx.cfg, PRIVATE)
         running = [n for n in ctx.workers if workers.worker_of(n)[0] == processor]
         joining = workers.worker_names(processor, len(running) + 1)[-1]
         ctx.workers = (*ctx.workers, joining)
         workers.start(cfg, (joining,), timeout=120)
-        seen = _await(lambda: _group_state(cfg, group)[0] != "STABLE", 120, interval=0.1)
-        state, members = _group_state(cfg, group)
+        seen = _await(lambda: _group_state(client, group)[0] not in ("STABLE", "UNKNOWN"), 120, interval=0.1)
+        state, members = _group_state(client, group)
         if not workers.process(cfg, victim).kill():
             raise RuntimeError(f"{victim} was not running")
         ctx.notes["rebalance"] = {"joined": joining, "killed": victim, "state_at_kill": state,
@@ -462,7 +468,7 @@ def _kill_worker_in_rebalance(processor: str, victim: str) -> Fault:
         workers.start(cfg, (victim,), timeout=120)
         workers_now = len(running) + 1
         ctx.notes["stable_with_all_after_s"] = _await(
-            lambda: _group_state(cfg, group) == ("STABLE", workers_now), 180)
+            lambda: _group_state(client, group) == ("STABLE", workers_now), 180)
     return inject
 
 
@@ -538,11 +544,11 @@ def run(name: str, cfg: Settings, options: DrillOptions) -> DrillResult:
             manager.up(cfg, echo=lambda *_: None)
         _revive(ctx)
         ensure_live_rules(cfg)
+        # Back to one worker of each processor for whatever runs next (the tally has been read by now).
+        extra = tuple(n for n in ctx.workers if n not in workers.PROCESSORS)
+        if extra:
+            workers.stop(cfg, extra)
     _count(result, traffic, tally)
-    # Back to one worker of each processor for whatever runs next.
-    extra = tuple(n for n in ctx.workers if n not in workers.PROCESSORS)
-    if extra:
-        workers.stop(cfg, extra)
     report = tally.scan
     result.leaked = report.leaked
     result.restarted = ctx.restarted

@@ -6,6 +6,8 @@ it, and prints the table. See docs/benchmarks.md for what each configuration mea
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -28,6 +30,9 @@ def bench(
     runs: int = typer.Option(3, help="Runs of each configuration; the table shows median and min–max."),
     latency_seconds: float = typer.Option(20.0, help="Length of each paced latency run."),
     results_dir: Path = typer.Option(REPO_ROOT / "bench" / "results", help="Where the JSON and Markdown go."),
+    shape: bool = typer.Option(False, "--shape", help="Only the end-to-end path (events/s, p50/p99) and router "
+                               "workers 1 → 2 → 3 with their CPU, on the running stack's cluster (RF 1 on one "
+                               "broker, RF 3 on `hbus stack up --brokers 3`)."),
 ) -> None:
     """Run every configuration on the same workload and print the table.
 
@@ -37,16 +42,11 @@ def bench(
     from hybridbus.ops.bench.runner import Bench, Options
 
     options = Options(**QUICK) if quick else Options(events, runs, latency_seconds)
+    if shape:
+        _shape(options, results_dir)
+        return
     host, started = report.machine(), time.time()
-    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  transient=False) as progress:
-        tasks: dict[str, int] = {}
-
-        def show(label: str, done: int, total: int) -> None:
-            if label not in tasks:
-                tasks[label] = progress.add_task(label, total=total)
-            progress.update(tasks[label], completed=done, total=total)
-
+    with _progress() as show:
         try:
             bench_run = Bench(settings(), options, show)
             results = bench_run.run()
@@ -57,3 +57,34 @@ def bench(
     json_path, md_path = report.write(data, results_dir, stem)
     typer.echo(report.markdown(data))
     typer.echo(f"results: {json_path} and {md_path}")
+
+
+def _shape(options, results_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    """`--shape`: the production-shape benchmark (hybridbus.ops.bench.shape) on the running stack."""
+    from hybridbus.ops.bench import shape
+
+    cfg, started = settings(), time.time()
+    with _progress() as show:
+        try:
+            results = shape.run(cfg, options, show)
+        except (StackError, TimeoutError, RuntimeError) as exc:
+            raise fail(f"bench failed: {exc}") from None
+    data = shape.summarise(results, cfg, options, started)
+    path = shape.write(data, results_dir)
+    typer.echo(shape.markdown(data))
+    typer.echo(f"results: {path}")
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """One progress bar per task label, as the bench reports (label, done, total)."""
+    with Progress(TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  transient=False) as progress:
+        tasks: dict[str, int] = {}
+
+        def show(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=total)
+            progress.update(tasks[label], completed=done, total=total)
+
+        yield show

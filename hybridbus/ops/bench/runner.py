@@ -24,7 +24,7 @@ from confluent_kafka.admin import NewTopic
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings
 from hybridbus.adapters.loaders import load_catalog, load_rules
-from hybridbus.adapters.topology import DEFAULT_PARTITIONS, PRIVATE, PUBLIC
+from hybridbus.adapters.topology import DEFAULT_PARTITIONS, PRIVATE, PUBLIC, replication_for
 from hybridbus.ops.bench import baselines
 from hybridbus.ops.bench.probes import OffsetCounter, Span, await_records, group_lag
 from hybridbus.ops.bench.workload import Expected, Workload, new_run_tag
@@ -287,7 +287,11 @@ class Bench:
 
     def _create_topics(self, cluster: str, names: list[str]) -> None:
         existing = set(self.admin[cluster].list_topics(timeout=10).topics)
-        new = [NewTopic(name, DEFAULT_PARTITIONS, 1) for name in names if name not in existing]
+        # Replicated like the bus's own topics (RF 3, min ISR 2 on three brokers), so baselines pay the same acks.
+        replication = replication_for(self.cfg.brokers(cluster))
+        new = [NewTopic(name, DEFAULT_PARTITIONS, replication.factor,
+                        config={"min.insync.replicas": str(replication.min_insync)})
+               for name in names if name not in existing]
         for future in self.admin[cluster].create_topics(new, operation_timeout=30).values() if new else ():
             future.result(timeout=60)
 

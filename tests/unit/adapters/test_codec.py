@@ -13,10 +13,11 @@ from fastavro import parse_schema, schemaless_writer
 
 from hybridbus.adapters.codec import MARKER, AvroCodec
 from hybridbus.adapters.exceptions import EncodeError
-from routing.catalog import Catalog, EventType, event_type_from_schema
+from hybridbus.adapters.loaders import load_catalog_dir
+from routing.catalog import EventType, event_type_from_schema
 
 ROOT = Path(__file__).resolve().parents[3]
-CATALOG = Catalog.load(ROOT / "schemas" / "avro")
+CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
 CODEC = AvroCodec.for_catalog(CATALOG)
 
 

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TOOLS  := .venv-tools
 
-.PHONY: install demo test unit stack-up stack-down bench clean
+.PHONY: install demo test test-production-shape unit stack-up stack-down bench bench-production-shape clean
 
 install: $(STAMP) $(TOOLS)/.installed
 	@infra/local/install-system-deps.sh
@@ -31,6 +31,11 @@ demo: install
 test: install
 	infra/local/run-tests.sh
 
+# Only the production shape (also the last step of `make test`): a three-broker private cluster in .state-rf3,
+# a broker killed and a rolling restart under a few thousand events (about 5 minutes).
+test-production-shape: install
+	infra/local/run-production-shape.sh
+
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
@@ -47,4 +52,4 @@ stack-down:
 
 clean:
 	-$(BIN)/hbus stack down
-	rm -rf $(VENV) $(TOOLS) .state
+	rm -rf $(VENV) $(TOOLS) .state .state-rf3

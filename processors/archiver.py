@@ -1,31 +1,26 @@
-"""The archiver (Faust): batches public events from the private `public.*` topics into the open-data bucket.
+"""The archiver (Faust worker, confluent-kafka data plane): batches public events from the private `public.*` topics into the open-data bucket.
 
 The same boundary guard as egress checks every record; a batch's offsets are acknowledged only after its
 object and manifest are written, and a batch that was written before a crash is recognised by its name.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict, defaultdict
 
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+
 from hybridbus.adapters import metrics
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.loaders import derived_event_types, load_catalog
+from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, QUARANTINE_TOPIC
 from hybridbus.runtime.archive import Archive, ArchivedRecord, day_of
+from hybridbus.runtime.dataplane import DataPlane, quarantine
 from hybridbus.runtime.decisions import decisions_batch
-from hybridbus.runtime.faustapp import (
-    add_housekeeping,
-    exit_on_error,
-    kafka_login,
-    login,
-    make_app,
-    quarantine,
-    run_worker,
-)
+from hybridbus.runtime.faustapp import add_housekeeping, kafka_login, login, make_app, run_worker
 from hybridbus.runtime.lag import watch_lag
 from hybridbus.runtime.rulestore import RuleFeed
 from hybridbus.runtime.steps import BoundaryStep
@@ -51,6 +46,7 @@ def main() -> None:
         guard.learn(derived_event_types(catalog, applied.ruleset))
 
     app = make_app("archiver", creds, cfg)
+    private = BatchProducer.connect(PRIVATE, creds, "archiver")
     sources = sorted({t.graded_topic(Grade.PUBLIC) for t in catalog.latest() if t.record_grade is Grade.PUBLIC}
                      | {t.graded_topic(Grade.PUBLIC) for t in guard.derived_types()})
 
@@ -97,45 +93,45 @@ def main() -> None:
             window.popitem(last=False)
         return False
 
-    @app.agent(app.topic(*sources))
-    async def archive_public(stream):  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        async for events in stream.take_events(BATCH_SIZE, BATCH_WITHIN):
-            with exit_on_error():
-                now_ms = int(time.time() * 1000)
-                groups: dict[tuple, list[ArchivedRecord]] = defaultdict(list)
-                headers_of: list = []
-                pending, decisions = [], []
-                for event in events:
-                    msg = event.message
-                    verdict = guard.check(msg.topic, msg.key, msg.value, msg.headers, ARCHIVE)
-                    metrics.EVENTS_IN.labels("archiver", verdict.dept, verdict.type_key(msg.topic)).inc()
-                    if verdict.allowed and replayed(msg.topic, msg.partition, verdict.event_id):
-                        continue
-                    if verdict.allowed:
-                        assert verdict.event_type is not None and verdict.payload is not None
-                        day = day_of(int((msg.timestamp or time.time()) * 1000))
-                        groups[(verdict.event_type, day, msg.partition)].append(
-                            ArchivedRecord(msg.offset, verdict.event_id, verdict.payload))
-                        headers_of.append(msg.headers)
-                        decision = verdict.decision("archiver", ARCHIVE, msg.topic, "archived", msg.headers, now_ms)
-                    elif verdict.leak:
-                        pending.append(await quarantine(app, "archiver", msg, verdict))
-                        decision = verdict.decision("archiver", ARCHIVE, QUARANTINE_TOPIC, "quarantined", msg.headers, now_ms)
-                    else:
-                        continue
-                    decisions.append(decision)
-                for (event_type, day, partition), records in groups.items():
-                    await loop.run_in_executor(None, write, event_type, day, partition, records)
-                archived_ms = time.time() * 1000
-                for headers in headers_of:
-                    metrics.observe_latency("archived", headers, archived_ms)
-                for chunk in decisions_batch(decisions):
-                    pending.append(await app.producer.send(DECISIONS_TOPIC, b"archiver", chunk, None, None, None))
-                await asyncio.gather(*pending)
+    def archive_public(messages: list[Message]) -> None:
+        now_ms = int(time.time() * 1000)
+        groups: dict[tuple, list[ArchivedRecord]] = defaultdict(list)  # type: ignore[type-arg]
+        headers_of: list = []  # type: ignore[type-arg]
+        decisions = []
+        for msg in messages:
+            topic, partition, headers = msg.topic(), msg.partition(), msg.headers()
+            verdict = guard.check(topic, msg.key(), msg.value(), headers, ARCHIVE)
+            metrics.EVENTS_IN.labels("archiver", verdict.dept, verdict.type_key(topic)).inc()
+            if verdict.allowed and replayed(topic, partition, verdict.event_id):
+                continue
+            if verdict.allowed:
+                assert verdict.event_type is not None and verdict.payload is not None
+                kind, timestamp_ms = msg.timestamp()
+                day = day_of(timestamp_ms if kind != TIMESTAMP_NOT_AVAILABLE else now_ms)
+                groups[(verdict.event_type, day, partition)].append(
+                    ArchivedRecord(msg.offset(), verdict.event_id, verdict.payload))
+                headers_of.append(headers)
+                decision = verdict.decision("archiver", ARCHIVE, topic, "archived", headers, now_ms)
+            elif verdict.leak:
+                quarantine(private, "archiver", msg, verdict)
+                decision = verdict.decision("archiver", ARCHIVE, QUARANTINE_TOPIC, "quarantined", headers, now_ms)
+            else:
+                continue
+            decisions.append(decision)
+        for (event_type, day, partition), records in groups.items():
+            write(event_type, day, partition, records)
+        archived_ms = time.time() * 1000
+        for headers in headers_of:
+            metrics.observe_latency("archived", headers, archived_ms)
+        for chunk in decisions_batch(decisions):
+            private.send(DECISIONS_TOPIC, b"archiver", chunk)
+        private.confirm()
 
-    add_housekeeping(app, "archiver", vault, feed,
-                     lambda updates: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
+    def learn(updates: dict) -> None:  # type: ignore[type-arg]
+        plane.between_batches(lambda: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
+
+    plane = DataPlane(app, "archiver", creds, sources, archive_public, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
+    add_housekeeping(app, "archiver", vault, feed, learn)
     watch_lag(app, "archiver", creds, sources)
     metrics.serve(cfg.ports.archiver_metrics, cfg.host)
     run_worker(app)

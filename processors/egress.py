@@ -1,4 +1,4 @@
-"""Egress (Faust): copies the private `public.*` topics to the public cluster through the boundary guard.
+"""Egress (Faust worker, confluent-kafka data plane): copies the private `public.*` topics to the public cluster through the boundary guard.
 
 The guard decodes every record itself and lets only `public` out; anything else is quarantined on the
 private side. Delivery is effectively once: each public partition is fed by exactly one private partition,
@@ -7,28 +7,21 @@ already holds — no gap, no duplicate — without a transaction spanning two cl
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 
-from confluent_kafka import Producer, TopicPartition
+from confluent_kafka import Message, TopicPartition
 
 from hybridbus.adapters import kafka, metrics
 from hybridbus.adapters.codec import AvroCodec
-from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.loaders import derived_event_types, load_catalog
+from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
+from hybridbus.runtime.dataplane import DataPlane, quarantine
 from hybridbus.runtime.decisions import decisions_batch
-from hybridbus.runtime.faustapp import (
-    add_housekeeping,
-    exit_on_error,
-    kafka_login,
-    login,
-    make_app,
-    quarantine,
-    run_worker,
-)
+from hybridbus.runtime.faustapp import add_housekeeping, kafka_login, login, make_app, run_worker
 from hybridbus.runtime.lag import watch_lag
 from hybridbus.runtime.rulestore import RuleFeed
 from hybridbus.runtime.steps import BoundaryStep
@@ -54,14 +47,21 @@ class PublicSide:
     """
 
     def __init__(self, creds) -> None:  # type: ignore[no-untyped-def]
-        self.producer: Producer = kafka.producer(PUBLIC, creds, **{
+        # Idempotent with at most 5 requests in flight: records of a partition reach the public cluster in order.
+        self.outputs = BatchProducer.connect(PUBLIC, creds, "egress", "public-kafka", **{
             "message.timeout.ms": 0,  # never give up: when the public cloud is down, wait for it
             "max.in.flight.requests.per.connection": 5, "linger.ms": 5, "batch.num.messages": 2000,
         })
         self._reader = kafka.consumer(PUBLIC, creds, group="hbus-egress-positions")
         self._exported: dict[tuple[str, int], int] = {}
         self._recent: dict[tuple[str, int], OrderedDict[bytes, None]] = {}
-        self.errors: list[str] = []
+
+    def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Drop what is known of partitions this worker did not own just before: another may have exported
+        from them meanwhile, so their positions are read again from the public cluster."""
+        for key in partitions:
+            self._exported.pop(key, None)
+            self._recent.pop(key, None)
 
     def exported_up_to(self, topic: str, partition: int) -> int:
         """Highest source offset of (topic, partition) already on the public cluster, or -1."""
@@ -108,28 +108,12 @@ class PublicSide:
 
     def send(self, topic: str, partition: int, offset: int, key, value: bytes, headers) -> None:  # type: ignore[no-untyped-def]
         out_headers = [(k, v) for k, v in (headers or []) if k != SOURCE_OFFSET] + [(SOURCE_OFFSET, str(offset).encode())]
-
-        def delivered(err, _msg) -> None:  # type: ignore[no-untyped-def]
-            if err is not None:
-                self.errors.append(str(err))
-
-        while True:
-            try:
-                self.producer.produce(topic, value, key=key, partition=partition, headers=out_headers,
-                                      on_delivery=delivered)
-                break
-            except BufferError:
-                self.producer.poll(0.1)
+        self.outputs.send(topic, key, value, partition, out_headers)
         self._exported[(topic, partition)] = offset
 
     def flush(self) -> None:
         """Block until every record handed over is acknowledged by the public cluster."""
-        while self.producer.flush(5.0) > 0:
-            metrics.PAUSED.labels("egress", "public-kafka").set(1)
-        metrics.PAUSED.labels("egress", "public-kafka").set(0)
-        if self.errors:
-            errors, self.errors = self.errors, []
-            raise DeliveryError("(public cluster)", errors[0], len(errors))
+        self.outputs.confirm()
 
 
 def main() -> None:
@@ -143,47 +127,45 @@ def main() -> None:
     public = PublicSide(public_creds)
 
     app = make_app("egress", private_creds, cfg)
+    private = BatchProducer.connect(PRIVATE, private_creds, "egress")
     sources = sorted({t.graded_topic(Grade.PUBLIC) for t in catalog.latest() if t.record_grade is Grade.PUBLIC}
                      | {t.graded_topic(Grade.PUBLIC) for t in guard.derived_types()})
-    app_topic = app.topic(*sources)
 
-    @app.agent(app_topic)
-    async def export(stream):  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        async for events in stream.take_events(BATCH_SIZE, BATCH_WITHIN):
-            with exit_on_error():
-                now_ms = int(time.time() * 1000)
-                private_pending, decisions = [], []
-                # Read what the public cluster holds once per partition (blocking I/O, off the event loop).
-                for topic, partition in {(e.message.topic, e.message.partition) for e in events}:
-                    await loop.run_in_executor(None, public.exported_up_to, topic, partition)
-                for event in events:
-                    msg = event.message
-                    if msg.offset <= public.exported_up_to(msg.topic, msg.partition):
-                        continue  # already on the public cluster before a restart
-                    verdict = guard.check(msg.topic, msg.key, msg.value, msg.headers, PUBLIC_CLOUD)
-                    dept, key = verdict.dept, verdict.type_key(msg.topic)
-                    metrics.EVENTS_IN.labels("egress", dept, key).inc()
-                    if verdict.allowed and verdict.event_id and public.seen(msg.topic, msg.partition, verdict.event_id.encode()):
-                        continue  # the router wrote this event again after a crash; it is already out
-                    if verdict.allowed:
-                        public.send(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.headers)
-                        metrics.EVENTS_OUT.labels("egress", dept, key, Grade.PUBLIC.id, "public_cloud").inc()
-                        metrics.observe_latency("exported", msg.headers, now_ms)
-                        decision = verdict.decision("egress", PUBLIC_CLOUD, msg.topic, "exported", msg.headers, now_ms)
-                    elif verdict.leak:
-                        private_pending.append(await quarantine(app, "egress", msg, verdict))
-                        decision = verdict.decision("egress", PUBLIC_CLOUD, QUARANTINE_TOPIC, "quarantined", msg.headers, now_ms)
-                    else:
-                        continue  # public, but no rule exports it
-                    decisions.append(decision)
-                await loop.run_in_executor(None, public.flush)
-                for chunk in decisions_batch(decisions):
-                    private_pending.append(await app.producer.send(DECISIONS_TOPIC, b"egress", chunk, None, None, None))
-                await asyncio.gather(*private_pending)
+    def export(messages: list[Message]) -> None:
+        now_ms = int(time.time() * 1000)
+        decisions = []
+        for msg in messages:
+            topic, partition, offset, headers = msg.topic(), msg.partition(), msg.offset(), msg.headers()
+            if offset <= public.exported_up_to(topic, partition):
+                continue  # already on the public cluster before a restart
+            verdict = guard.check(topic, msg.key(), msg.value(), headers, PUBLIC_CLOUD)
+            dept, key = verdict.dept, verdict.type_key(topic)
+            metrics.EVENTS_IN.labels("egress", dept, key).inc()
+            if verdict.allowed and verdict.event_id and public.seen(topic, partition, verdict.event_id.encode()):
+                continue  # the router wrote this event again after a crash; it is already out
+            if verdict.allowed:
+                # Private partition p to public partition p, in offset order.
+                public.send(topic, partition, offset, msg.key(), msg.value(), headers)
+                metrics.EVENTS_OUT.labels("egress", dept, key, Grade.PUBLIC.id, "public_cloud").inc()
+                metrics.observe_latency("exported", headers, now_ms)
+                decision = verdict.decision("egress", PUBLIC_CLOUD, topic, "exported", headers, now_ms)
+            elif verdict.leak:
+                quarantine(private, "egress", msg, verdict)
+                decision = verdict.decision("egress", PUBLIC_CLOUD, QUARANTINE_TOPIC, "quarantined", headers, now_ms)
+            else:
+                continue  # public, but no rule exports it
+            decisions.append(decision)
+        public.flush()
+        for chunk in decisions_batch(decisions):
+            private.send(DECISIONS_TOPIC, b"egress", chunk)
+        private.confirm()
 
-    add_housekeeping(app, "egress", vault, feed,
-                     lambda updates: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
+    def learn(updates: dict) -> None:  # type: ignore[type-arg]
+        plane.between_batches(lambda: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
+
+    plane = DataPlane(app, "egress", private_creds, sources, export, batch_size=BATCH_SIZE, within=BATCH_WITHIN,
+                      on_assign=public.forget)
+    add_housekeeping(app, "egress", vault, feed, learn)
     watch_lag(app, "egress", private_creds, sources)
     metrics.serve(cfg.ports.egress_metrics, cfg.host)
     run_worker(app)

@@ -1,7 +1,8 @@
-"""The router (Faust): consumes `ingress.*`, grades every event by its schema and applies the live rule set.
+"""The router (Faust worker, confluent-kafka data plane): consumes `ingress.*`, grades every event by its schema
+and applies the live rule set.
 
-Outputs are produced without awaiting each one; a batch's offsets are acknowledged only after every
-output of the batch is acknowledged by Kafka, so a crash replays and never skips.
+Outputs are produced without awaiting each one; a batch's offsets are committed only after every output of the
+batch is acknowledged by Kafka, so a crash replays and never skips.
 """
 from __future__ import annotations
 
@@ -9,20 +10,16 @@ import logging
 import time
 from dataclasses import dataclass
 
+from confluent_kafka import Message
+
 from hybridbus.adapters import metrics
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.loaders import load_catalog
+from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
+from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.decisions import decisions_batch
-from hybridbus.runtime.faustapp import (
-    Outputs,
-    add_housekeeping,
-    exit_on_error,
-    kafka_login,
-    login,
-    make_app,
-    run_worker,
-)
+from hybridbus.runtime.faustapp import add_housekeeping, kafka_login, login, make_app, run_worker
 from hybridbus.runtime.lag import watch_lag
 from hybridbus.runtime.rulestore import LIVE, SHADOW, RuleFeed
 from hybridbus.runtime.steps import Outcome, RouterStep
@@ -37,7 +34,8 @@ BATCH_WITHIN = 0.02  # seconds: bounds the latency a quiet stream adds
 
 @dataclass
 class RulesInForce:
-    """The live and shadow sets; swapped only between batches, so no record is routed under a mix."""
+    """The live and shadow sets; swapped only between batches (by the data-plane thread, before a batch), so no
+    record is routed under a mix."""
 
     live: RuleSet
     shadow: RuleSet | None = None
@@ -67,30 +65,28 @@ def main() -> None:
     step = RouterStep(catalog, AvroCodec.for_catalog(catalog), pseudonymiser=lambda data: vault.hmac(data).encode())
 
     app = make_app("router", creds, cfg)
-    outputs = Outputs(PRIVATE, creds)
-    ingress = app.topic(*sorted({t.ingress_topic for t in catalog.latest()}))
+    outputs = BatchProducer.connect(PRIVATE, creds, "router")
+    ingress = sorted({t.ingress_topic for t in catalog.latest()})
 
-    @app.agent(ingress)
-    async def route(stream):  # type: ignore[no-untyped-def]
-        async for events in stream.take_events(BATCH_SIZE, BATCH_WITHIN):
-            with exit_on_error():
-                live, shadow = rules.live, rules.shadow  # one snapshot for the whole batch
-                now_ms = int(time.time() * 1000)
-                decisions = []
-                for event in events:
-                    msg = event.message
-                    outcome = step.route(msg.topic, msg.partition, msg.key, msg.value, msg.headers, live, shadow, now_ms)
-                    for out in outcome.outputs:
-                        outputs.send(out.topic, out.key, out.value, out.partition, out.headers)
-                    decisions.extend(outcome.decisions)
-                    _count(outcome, msg.headers, now_ms)
-                for chunk in decisions_batch(decisions):
-                    outputs.send(DECISIONS_TOPIC, b"router", chunk)
-                # Every output acknowledged before the batch's events are acked and their offsets committed.
-                await outputs.confirm()
+    def route_batch(messages: list[Message]) -> None:
+        live, shadow = rules.live, rules.shadow  # one snapshot for the whole batch
+        now_ms = int(time.time() * 1000)
+        decisions = []
+        for msg in messages:
+            headers = msg.headers()
+            outcome = step.route(msg.topic(), msg.partition(), msg.key(), msg.value(), headers, live, shadow, now_ms)
+            for out in outcome.outputs:
+                outputs.send(out.topic, out.key, out.value, out.partition, out.headers)
+            decisions.extend(outcome.decisions)
+            _count(outcome, headers, now_ms)
+        for chunk in decisions_batch(decisions):
+            outputs.send(DECISIONS_TOPIC, b"router", chunk)
+        # Every output acknowledged before the batch's offsets are committed.
+        outputs.confirm()
 
-    add_housekeeping(app, "router", vault, feed, rules.apply)
-    watch_lag(app, "router", creds, ingress.topics)
+    plane = DataPlane(app, "router", creds, ingress, route_batch, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
+    add_housekeeping(app, "router", vault, feed, lambda updates: plane.between_batches(lambda: rules.apply(updates)))
+    watch_lag(app, "router", creds, ingress)
     metrics.serve(cfg.ports.router_metrics, cfg.host)
     run_worker(app)
 

@@ -30,11 +30,24 @@ class FieldProblem:
 
 
 @dataclass(frozen=True)
+class _FieldCheck:
+    """The exact Python types one field takes: enough to tell a valid payload valid without fastavro's validator."""
+
+    name: str
+    types: frozenset[type]
+    bounds: tuple[int, int] | None  # int and long: fastavro's writer would write any int, or a bool, without a word
+    required: bool
+
+
+@dataclass(frozen=True)
 class _Entry:
     event_type: EventType
-    parsed: Any
+    parsed: Any  # parsed with fastavro's hints: its reader and writer then take it as it is, not parse it each call
     prefix: bytes
-    int_fields: tuple[str, ...] = ()  # fastavro reads an Avro int as a 64-bit varint: range-checked on decode
+    int_fields: tuple[str, ...]  # fastavro reads an Avro int as a 64-bit varint: range-checked on decode
+    field_schemas: Mapping[str, Any]  # each field's type parsed once, for the field-by-field validate()
+    names: frozenset[str]
+    checks: tuple[_FieldCheck, ...] | None  # None when a field's type is beyond the exact check: validate() decides
 
 
 def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
@@ -58,8 +71,12 @@ class AvroCodec:
 
     def add(self, event_type: EventType) -> None:
         fp = schema_fingerprint(event_type.schema)
-        int_fields = tuple(f.name for f in event_type.fields if "int" in _base_types(f.avro_type))
-        entry = _Entry(event_type, parse_schema(dict(event_type.schema), _write_hint=False), MARKER + fp, int_fields)
+        # A union with a long may hold a long there: only a field that can hold no wider int is range-checked.
+        int_fields = tuple(f.name for f in event_type.fields
+                           if "int" in _base_types(f.avro_type) and "long" not in _base_types(f.avro_type))
+        entry = _Entry(event_type, parse_schema(dict(event_type.schema)), MARKER + fp, int_fields,
+                       {f.name: _field_schema(f.avro_type) for f in event_type.fields},
+                       frozenset(f.name for f in event_type.fields), _field_checks(event_type))
         self._by_fingerprint[fp] = entry
         self._by_type[(event_type.key, event_type.version)] = entry
 
@@ -78,6 +95,8 @@ class AvroCodec:
             return [FieldProblem("", f"payload must be a JSON object, not {type(payload).__name__}")]
         problems = []
         known = {f.name: f for f in event_type.fields}
+        entry = self._by_type.get((event_type.key, event_type.version))
+        schemas = entry.field_schemas if entry is not None and entry.event_type is event_type else None
         for name in payload:
             if name not in known:
                 problems.append(FieldProblem(str(name), "not a field of this event type"))
@@ -93,7 +112,8 @@ class AvroCodec:
             if isinstance(value, bool) and _base_types(spec.avro_type) & {"int", "long", "float", "double"}:
                 problems.append(FieldProblem(spec.name, f"expected {_describe(spec.avro_type)}, got a boolean"))
                 continue
-            if not avro_validate(value, _field_schema(spec.avro_type), raise_errors=False):
+            schema = schemas[spec.name] if schemas is not None else _field_schema(spec.avro_type)
+            if not avro_validate(value, schema, raise_errors=False):
                 if isinstance(value, int) and _base_types(spec.avro_type) & {"int", "long"}:
                     problems.append(FieldProblem(spec.name, f"out of range for {_describe(spec.avro_type)}"))
                     continue
@@ -101,14 +121,27 @@ class AvroCodec:
         return problems
 
     def encode(self, event_type: EventType, payload: Mapping[str, Any]) -> bytes:
+        """The single-object encoding of `payload`; raises EncodeError naming the first field that does not fit.
+
+        A payload of exactly the schema's types goes straight to the writer; anything else, and anything the
+        writer refuses (text that is not UTF-8), is judged by validate(), so both refuse exactly the same.
+        """
         entry = self._entry(event_type)
+        record = payload if _fits(entry, payload) else self._valid_record(event_type, payload)
+        out = io.BytesIO()
+        out.write(entry.prefix)
+        try:
+            schemaless_writer(out, entry.parsed, record)
+        except (UnicodeEncodeError, ValueError, TypeError, OverflowError):
+            self._valid_record(event_type, payload)  # raises the typed error; its text never carries the value
+            raise
+        return out.getvalue()
+
+    def _valid_record(self, event_type: EventType, payload: Any) -> dict[str, Any]:
         problems = self.validate(event_type, payload)
         if problems:
             raise EncodeError(problems[0].field, f"{event_type.key}: {problems[0].reason}")
-        out = io.BytesIO()
-        out.write(entry.prefix)
-        schemaless_writer(out, entry.parsed, dict(payload))
-        return out.getvalue()
+        return dict(payload)
 
     def decode(self, data: bytes) -> tuple[EventType, dict[str, Any]]:
         if not isinstance(data, (bytes, bytearray, memoryview)):
@@ -120,18 +153,62 @@ class AvroCodec:
         entry = self._by_fingerprint.get(bytes(data[2:HEADER_SIZE]))
         if entry is None:
             raise UnknownSchemaError(f"unknown schema fingerprint {bytes(data[2:HEADER_SIZE]).hex()}")
-        body = io.BytesIO(data[HEADER_SIZE:])
+        body = io.BytesIO(data)  # shares the bytes of a `bytes` value: the body is read where it lies, not copied
+        body.seek(HEADER_SIZE)
         try:
             record = schemaless_reader(body, entry.parsed, None)
         except (EOFError, struct.error, UnicodeDecodeError, ValueError, IndexError, OverflowError, MemoryError) as exc:
             raise DecodeError(f"{entry.event_type.key}: body does not decode ({type(exc).__name__})") from None
-        if body.tell() != len(data) - HEADER_SIZE:
-            raise DecodeError(f"{entry.event_type.key}: {len(data) - HEADER_SIZE - body.tell()} trailing bytes after the record")
+        if body.tell() != len(data):
+            raise DecodeError(f"{entry.event_type.key}: {len(data) - body.tell()} trailing bytes after the record")
         for name in entry.int_fields:
             value = record.get(name)
             if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
                 raise DecodeError(f"{entry.event_type.key}: field {name!r} is out of range for int")
         return entry.event_type, record
+
+
+_ABSENT = object()
+_PYTHON_TYPES: Mapping[str, tuple[type, ...]] = {
+    "null": (type(None),), "boolean": (bool,), "string": (str,), "bytes": (bytes,), "int": (int,), "long": (int,),
+    "float": (float,), "double": (float,),
+}
+_BOUNDS: Mapping[str, tuple[int, int]] = {"int": (INT_MIN, INT_MAX), "long": (-(2**63), 2**63 - 1)}
+
+
+def _field_checks(event_type: EventType) -> tuple[_FieldCheck, ...] | None:
+    """The exact check of every field, or None when a field has a type it does not cover (a record, an enum, a
+    logical type …), which leaves every payload of the type to validate().
+
+    Only exact types are taken (an int subclass, an int for a double, a bytearray go to validate()), so what
+    passes here validate() would pass too; UTF-8 is left to the writer, which refuses a lone surrogate.
+    """
+    checks = []
+    for spec in event_type.fields:
+        branches = spec.avro_type if isinstance(spec.avro_type, list) else [spec.avro_type]
+        if not all(isinstance(b, str) and b in _PYTHON_TYPES for b in branches):
+            return None
+        bounds = [_BOUNDS[b] for b in branches if b in _BOUNDS]
+        checks.append(_FieldCheck(spec.name, frozenset(t for b in branches for t in _PYTHON_TYPES[b]),
+                                  (min(lo for lo, _ in bounds), max(hi for _, hi in bounds)) if bounds else None,
+                                  not spec.has_default))
+    return tuple(checks)
+
+
+def _fits(entry: _Entry, payload: Any) -> bool:
+    """True when `payload` holds the schema's fields only, each of exactly its type and in range."""
+    if entry.checks is None or type(payload) is not dict or not payload.keys() <= entry.names:
+        return False
+    for check in entry.checks:
+        value = payload.get(check.name, _ABSENT)
+        kind = type(value)
+        if kind not in check.types:
+            if value is _ABSENT and not check.required:
+                continue  # the writer writes the default, as validate() allows
+            return False
+        if check.bounds is not None and kind is int and not check.bounds[0] <= value <= check.bounds[1]:
+            return False
+    return True
 
 
 def _valid_utf8(text: str) -> bool:

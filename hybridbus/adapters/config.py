@@ -4,6 +4,7 @@ Defaults describe the local stack on 127.0.0.1; production overrides endpoints t
 """
 from __future__ import annotations
 
+import json
 import os
 from functools import lru_cache
 from pathlib import Path
@@ -38,6 +39,7 @@ class Ports(BaseModel):
     egress_metrics: int = 19102
     archiver_metrics: int = 19103
     audit_metrics: int = 19104
+    kafka_exporter: int = 19105
     gateway: int = 19180
 
     def model_post_init(self, __context: object) -> None:
@@ -49,6 +51,29 @@ class Ports(BaseModel):
                 setattr(self, name, int(explicit))
             elif offset:
                 setattr(self, name, getattr(self, name) + offset)
+
+    def broker(self, cluster: str, index: int) -> tuple[int, int]:
+        """(client port, controller port) of node `index` (1-based) of `cluster`: node 1 on the cluster's own two
+        ports, each further node on the next pair up (private 19094/19095, 19096/19097 without an offset)."""
+        step = 2 * (index - 1)
+        return getattr(self, f"{cluster}_kafka") + step, getattr(self, f"{cluster}_controller") + step
+
+    def worker_metrics(self, processor: str, index: int) -> int:
+        """The metrics port of worker `index` (1-based) of a processor: the processor's own port for the first,
+        ten up for each further one (router 19101, 19111, 19121)."""
+        return int(getattr(self, f"{processor}_metrics")) + 10 * (index - 1)
+
+
+SHAPE_FILE = "stack.json"  # under the state dir: the cluster sizes its data was formatted for
+
+
+def recorded_brokers(state_dir: Path) -> dict[str, int]:
+    """The brokers per cluster that `hbus stack up --brokers N` recorded for this state dir ({} when none)."""
+    try:
+        data = json.loads((state_dir / SHAPE_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    return {cluster: int(n) for cluster, n in data.get("brokers", {}).items()}
 
 
 class Settings(BaseModel):
@@ -66,6 +91,9 @@ class Settings(BaseModel):
         default_factory=lambda: _env_path("HBUS_RULES_DIR", REPO_ROOT / "routing" / "rules")
     )
     ports: Ports = Field(default_factory=Ports)
+    # Brokers of each local cluster: `HBUS_PRIVATE_BROKERS`, else what the state dir was brought up with, else 1.
+    private_brokers: int = 0
+    public_brokers: int = 0
     private_bootstrap: str | None = None
     public_bootstrap: str | None = None
     vault_addr: str | None = None
@@ -74,18 +102,34 @@ class Settings(BaseModel):
     audit_bucket: str = "hbus-audit"
 
     def model_post_init(self, __context: object) -> None:
+        recorded = recorded_brokers(self.state_dir)
+        self.private_brokers = self.private_brokers or int(
+            os.environ.get("HBUS_PRIVATE_BROKERS") or recorded.get("private", 1))
+        self.public_brokers = self.public_brokers or int(
+            os.environ.get("HBUS_PUBLIC_BROKERS") or recorded.get("public", 1))
+        # Every broker is listed, so that a client (re)starting while one is down still finds the cluster.
         self.private_bootstrap = self.private_bootstrap or os.environ.get(
-            "HBUS_PRIVATE_BOOTSTRAP", f"{self.host}:{self.ports.private_kafka}"
-        )
+            "HBUS_PRIVATE_BOOTSTRAP", self.broker_list("private"))
         self.public_bootstrap = self.public_bootstrap or os.environ.get(
-            "HBUS_PUBLIC_BOOTSTRAP", f"{self.host}:{self.ports.public_kafka}"
-        )
+            "HBUS_PUBLIC_BOOTSTRAP", self.broker_list("public"))
         self.vault_addr = self.vault_addr or os.environ.get(
             "HBUS_VAULT_ADDR", f"http://{self.host}:{self.ports.vault}"
         )
         self.s3_endpoint = self.s3_endpoint or os.environ.get(
             "HBUS_S3_ENDPOINT", f"http://{self.host}:{self.ports.s3}"
         )
+
+    def brokers(self, cluster: str) -> int:
+        return int(getattr(self, f"{cluster}_brokers"))
+
+    def broker_list(self, cluster: str) -> str:
+        """`host:port,…` of every broker of a local cluster."""
+        return ",".join(f"{self.host}:{self.ports.broker(cluster, i)[0]}" for i in range(1, self.brokers(cluster) + 1))
+
+    def with_brokers(self, private: int, public: int) -> Settings:
+        """The same settings for clusters of another size (bootstrap lists derived again)."""
+        fields = self.model_dump(exclude={"private_bootstrap", "public_bootstrap", "ports"})
+        return Settings(**{**fields, "ports": self.ports, "private_brokers": private, "public_brokers": public})
 
     @property
     def secrets_dir(self) -> Path:

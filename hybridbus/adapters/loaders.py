@@ -4,10 +4,11 @@ The catalog and the rules stay pure in `routing`; this is only where their files
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from hybridbus.adapters.config import Settings, settings
-from hybridbus.adapters.topology import Topology, build_topology
+from hybridbus.adapters.topology import PRIVATE, PUBLIC, Topology, build_topology
 from routing.catalog import Catalog, Department, EventType, departments_from_source
 from routing.derive import derive_event_type
 from routing.exceptions import SchemaError
@@ -82,7 +83,9 @@ def derived_views(catalog: Catalog, ruleset: RuleSet) -> list[tuple[str, str]]:
     return sorted({(t.dept, t.event) for t in derived_event_types(catalog, ruleset)})
 
 
-def topology_for(cfg: Settings | None = None) -> Topology:
+def topology_for(cfg: Settings | None = None, brokers: Mapping[str, int] | None = None) -> Topology:
+    """The topology of `cfg`'s catalog and rules, on clusters of `brokers` brokers (default: `cfg`'s local ones)."""
     cfg = cfg or settings()
     catalog = load_catalog(cfg)
-    return build_topology(catalog, derived_views(catalog, load_rules(cfg)))
+    sizes = brokers or {PRIVATE: cfg.private_brokers, PUBLIC: cfg.public_brokers}
+    return build_topology(catalog, derived_views(catalog, load_rules(cfg)), sizes)

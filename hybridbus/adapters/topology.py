@@ -5,7 +5,7 @@ Derived from the schema catalog and the rule set; the local stack applies it, an
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from routing.grades import Grade
@@ -26,6 +26,25 @@ DECISIONS_TOPIC = "_hbus.decisions"
 QUARANTINE_TOPIC = "_hbus.quarantine"
 
 DEFAULT_PARTITIONS = 6
+PRODUCTION_BROKERS: Mapping[str, int] = {PRIVATE: 3, PUBLIC: 3}  # what infra/terraform deploys
+
+
+@dataclass(frozen=True)
+class Replication:
+    """How many copies of each partition a cluster keeps, and how many must have a write before it is acknowledged."""
+
+    factor: int
+    min_insync: int
+
+
+def replication_for(brokers: int) -> Replication:
+    """RF 3 and min ISR 2 from three brokers up: one broker may fail with every acknowledged write still on two
+    copies and producers (acks=all) still served; a second failure makes them wait rather than risk a write on
+    one copy. Fewer brokers: every broker keeps every partition, and one copy acknowledges (the local default)."""
+    if brokers < 1:
+        raise ValueError(f"a cluster has at least one broker, not {brokers}")
+    factor = min(3, brokers)
+    return Replication(factor, 2 if factor >= 3 else 1)
 
 
 @dataclass(frozen=True)
@@ -54,7 +73,8 @@ class TopicSpec:
     cluster: str
     name: str
     partitions: int = DEFAULT_PARTITIONS
-    config: Mapping[str, str] = field(default_factory=dict)
+    config: Mapping[str, str] = field(default_factory=dict)  # min.insync.replicas included
+    replication_factor: int = 1
 
 
 @dataclass(frozen=True, order=True)
@@ -88,8 +108,10 @@ class Topology:
         return [a for a in self.acls if a.cluster == cluster]
 
 
-def build_topology(catalog: Catalog, derived_views: Iterable[tuple[str, str]] = ()) -> Topology:
-    """The topology for `catalog`, plus the `(dept, view)` derived public views of the rule set."""
+def build_topology(catalog: Catalog, derived_views: Iterable[tuple[str, str]] = (),
+                   brokers: Mapping[str, int] = PRODUCTION_BROKERS) -> Topology:
+    """The topology for `catalog`, plus the `(dept, view)` derived public views of the rule set, on clusters of
+    `brokers` brokers each (production's by default; the local stack passes its own sizes)."""
     departments = sorted(catalog.departments.values(), key=lambda d: d.id)
     identities = (
         tuple(Identity(p, "processor") for p in PROCESSORS)
@@ -99,7 +121,10 @@ def build_topology(catalog: Catalog, derived_views: Iterable[tuple[str, str]] = 
     topics: dict[tuple[str, str], TopicSpec] = {}
 
     def add(spec: TopicSpec) -> None:
-        topics[(spec.cluster, spec.name)] = spec
+        replication = replication_for(brokers[spec.cluster])
+        topics[(spec.cluster, spec.name)] = replace(
+            spec, replication_factor=replication.factor,
+            config={**spec.config, "min.insync.replicas": str(replication.min_insync)})
 
     for event_type in catalog.latest():
         add(TopicSpec(PRIVATE, event_type.ingress_topic))

@@ -8,7 +8,9 @@ import typer
 
 from hybridbus.adapters.config import Settings, settings
 from hybridbus.cli.output import FAILED, USAGE, emit_json, fail, table
-from hybridbus.ops.drills import DRILLS, DrillOptions, DrillResult, machine, run
+from hybridbus.ops.drills import DRILLS, DrillOptions, DrillResult, drills_for, machine, run
+from hybridbus.ops.stack import manager
+from hybridbus.ops.stack.exceptions import StackError
 
 
 def drill(
@@ -16,6 +18,9 @@ def drill(
     events: int = typer.Option(DrillOptions.events, "--events", help="Events to publish during each drill."),
     outage: float = typer.Option(DrillOptions.outage, "--outage", help="Seconds a stopped component stays down."),
     rate: float = typer.Option(DrillOptions.rate, "--rate", help="Events per second of the steady stream."),
+    brokers: int | None = typer.Option(None, "--brokers", min=1,
+                                       help="Run on a private cluster of this many brokers (3: production's shape, "
+                                            "and its drills); starts the stack so if it is not running."),
     as_json: bool = typer.Option(False, "--json", help="Machine-readable report."),
 ) -> None:
     """Drive a steady stream of sample events, inject one fault, wait for recovery, then count every copy.
@@ -24,21 +29,37 @@ def drill(
     the recovery time. Leaves the stack, the shipped rules and the processors running.
     Exit 1 if any figure is not zero.
 
+    `all` runs the drills of the cluster's shape: one broker (the default), or with --brokers 3 the
+    production-shape drills (broker kill, rolling restart, below min ISR, worker kills mid-rebalance).
+
     Example: hbus stack up && hbus processors start && hbus drill all --events 100000
+
+    Example: hbus drill all --brokers 3 --events 100000
     """
-    names = list(DRILLS) if name == "all" else [name]
-    if any(n not in DRILLS for n in names) or events < 1:
+    if (name != "all" and name not in DRILLS) or events < 1:
         raise fail(f"unknown drill {name!r} or --events below 1 (drills: all, {', '.join(DRILLS)})", USAGE)
-    options = DrillOptions(events=events, rate=rate, outage=outage)
     cfg = settings()
+    size = brokers or cfg.private_brokers
+    names = drills_for(size) if name == "all" else [name]
+    short = [n for n in names if DRILLS[n].brokers > size]
+    if short:
+        raise fail(f"drill {', '.join(short)} needs --brokers {DRILLS[short[0]].brokers} (a private cluster of "
+                   f"{size} broker(s) cannot show it)", USAGE)
+    if brokers is not None:
+        try:
+            manager.up(cfg, echo=lambda *_: None, private_brokers=brokers)
+        except StackError as exc:
+            raise fail(str(exc)) from None
+        cfg = settings()  # the broker list `up` recorded
+    options = DrillOptions(events=events, rate=rate, outage=outage)
     typer.echo(f"logs of the drill's own clients: {_logs_to_file(cfg)}", err=True)
     results: list[DrillResult] = []
     for n in names:
         typer.echo(f"drill {n}: {DRILLS[n].proves} ...", err=True)
         results.append(run(n, cfg, options))
     if as_json:
-        emit_json({"machine": machine(), "events": events, "outage_s": outage, "rate": rate,
-                   "drills": [r.as_dict() for r in results]})
+        emit_json({"machine": machine(), "brokers": cfg.private_brokers, "events": events, "outage_s": outage,
+                   "rate": rate, "drills": [r.as_dict() for r in results]})
     else:
         typer.echo(table(["drill", "published", "lost", "dup outside", "leaked", "recovery s", "restarted"],
                          [[r.name, r.published, r.lost, r.duplicated, r.leaked,
@@ -46,7 +67,7 @@ def drill(
                           for r in results]))
         for r in (r for r in results if not r.ok):
             typer.echo(f"{r.name}: FAILED {r.as_dict()}", err=True)
-        typer.echo(f"machine: {machine()}")
+        typer.echo(f"machine: {machine()}; private cluster of {cfg.private_brokers} broker(s)")
     if not all(r.ok for r in results):
         raise typer.Exit(FAILED)
 

@@ -11,6 +11,10 @@ waits for the fault to end, publishes a probe event, and then counts, event id b
 - with the leak scan, every record and object written to the public side during the drill, for non-public
   canaries (and for public ones: a scan that finds none cannot see, and fails the drill).
 
+The production-shape drills (`brokers=3`) run on a three-broker private cluster (RF 3, min ISR 2): a broker
+killed, a rolling restart, a broker down while another restarts (below min ISR), and a worker killed in the
+middle of its consumer group's rebalance.
+
 `lost` counts events with at least one required copy missing; `duplicated` the extra copies outside;
 `recovery_s` the seconds from the end of the fault until the probe is everywhere it must be, which
 includes working off the backlog the fault left. Processors that die during a drill are restarted, as a
@@ -32,6 +36,7 @@ from math import ceil
 
 from botocore.exceptions import BotoCoreError, ClientError
 from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 from fastavro import reader
 
 from hybridbus.adapters import kafka
@@ -40,8 +45,9 @@ from hybridbus.adapters.loaders import load_catalog, load_rules
 from hybridbus.adapters.topology import PRIVATE, PUBLIC
 from hybridbus.ops.leakscan import ScanReport, scan_object, scan_record
 from hybridbus.ops.samples import SampleEvent, sample_events
-from hybridbus.ops.stack import manager, workers
+from hybridbus.ops.stack import health, manager, workers
 from hybridbus.ops.stack.bootstrap import s3_admin_client
+from hybridbus.ops.stack.components import brokers
 from hybridbus.runtime.rulestore import LIVE, RuleFeed, publish
 from producers.publisher import Publisher
 from routing import headers as H
@@ -292,6 +298,7 @@ class DrillContext:
     cfg: Settings
     options: DrillOptions
     traffic: Traffic
+    workers: tuple[str, ...] = workers.PROCESSORS  # every worker that should be running (a supervisor's list)
     restarted: list[str] = field(default_factory=list)
     notes: dict = field(default_factory=dict)  # type: ignore[type-arg]
 
@@ -304,6 +311,13 @@ class Drill:
     name: str
     proves: str
     inject: Fault  # returns when the fault has ended (process restarted, component back, change applied)
+    brokers: int = 1  # the private cluster the drill is made for: 3 is production's shape, and it needs three
+    workers: tuple[tuple[str, int], ...] = ()  # (processor, workers) running before the fault, beyond one each
+
+    def worker_names(self) -> tuple[str, ...]:
+        """Every worker the drill starts with: one of each processor, more where the drill asks."""
+        counts = dict(self.workers)
+        return tuple(name for p in workers.PROCESSORS for name in workers.worker_names(p, counts.get(p, 1)))
 
 
 def _kill(name: str) -> Fault:
@@ -351,6 +365,113 @@ def _swap_rules(ctx: DrillContext) -> None:
     ctx.notes["swapped"] = [candidate.version, shipped.version]
 
 
+# --- the production shape: three brokers, several workers --------------------------------------------
+
+def _await(condition: Callable[[], bool], timeout: float, interval: float = 0.5) -> float | None:
+    """Seconds until `condition` holds, or None when it did not within `timeout`."""
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        if condition():
+            return round(time.monotonic() - began, 1)
+        time.sleep(interval)
+    return None
+
+
+def _ingress_leaders(cfg: Settings) -> dict[int, int]:
+    """Node id -> ingress partitions it leads now (-1: partitions without a leader)."""
+    metadata = health.admin(cfg, PRIVATE).list_topics(timeout=10)
+    return dict(Counter(p.leader for p in health.partitions_of(metadata, "ingress.")))
+
+
+def _kill_busiest_broker(ctx: DrillContext) -> None:
+    """kill -9 of the broker leading most ingress partitions; the two left elect new leaders and go on (min ISR
+    2 still met); a supervisor starts it again, and the fault ends when every partition is fully in sync."""
+    cfg = ctx.cfg
+    leaders = _ingress_leaders(cfg)
+    node = max((n for n in leaders if n >= 0), key=lambda n: leaders[n])
+    broker = brokers(cfg, PRIVATE)[node - 1]
+    broker.process.kill()
+
+    def moved() -> bool:
+        try:
+            now = _ingress_leaders(cfg)
+        except KafkaException:
+            return False
+        return node not in now and -1 not in now
+
+    ctx.notes["killed"] = {"broker": broker.name, "ingress_partitions_led": leaders[node]}
+    ctx.notes["leaders_moved_s"] = _await(moved, 120)
+    time.sleep(10.0)  # the cluster runs on two brokers for a while, as it would until a supervisor acts
+    ctx.notes["restart_s"] = manager.start_component(cfg, broker.name)
+    ctx.notes["back_in_sync_s"] = health.await_in_sync(cfg, PRIVATE)
+
+
+def _rolling_restart(ctx: DrillContext) -> None:
+    """Every private broker in turn: stopped (controlled shutdown hands its leaders over), started, and the next
+    one only once the whole cluster is in sync again."""
+    per_broker = {}
+    for broker in brokers(ctx.cfg, PRIVATE):
+        began = time.monotonic()
+        broker.process.stop()
+        manager.start_component(ctx.cfg, broker.name)
+        health.await_in_sync(ctx.cfg, PRIVATE)
+        per_broker[broker.name] = round(time.monotonic() - began, 1)
+    ctx.notes["restart_to_in_sync_s"] = per_broker
+
+
+def _below_min_isr(ctx: DrillContext) -> None:
+    """One broker down for --outage s and, meanwhile, a second one restarted: for the restart only one in-sync
+    copy is left, below min ISR 2, so acks=all producers must wait; nothing they were told is safe may be lost."""
+    cfg = ctx.cfg
+    first, second = brokers(cfg, PRIVATE)[2], brokers(cfg, PRIVATE)[1]
+    began = time.monotonic()
+    first.process.stop()
+    time.sleep(ctx.options.outage / 3)
+    acked_before = len(ctx.traffic.acked)
+    ctx.notes["waiting_when_second_stopped"] = ctx.traffic.sent - acked_before - len(ctx.traffic.failed)
+    second.process.stop()
+    ctx.notes["second_restart_s"] = manager.start_component(cfg, second.name)
+    # Acknowledgements while only one copy was in sync: producers waited, so few or none came through then
+    # (beside the events sent but not yet acknowledged when it began).
+    ctx.notes["acked_while_one_in_sync"] = len(ctx.traffic.acked) - acked_before
+    time.sleep(max(0.0, ctx.options.outage - (time.monotonic() - began)))
+    manager.start_component(cfg, first.name)
+    ctx.notes["down"] = {"for_outage": first.name, "restarted_meanwhile": second.name}
+    ctx.notes["back_in_sync_s"] = health.await_in_sync(cfg, PRIVATE)
+
+
+def _group_state(client: AdminClient, group: str) -> tuple[str, int]:
+    """(state, members) of a consumer group, e.g. ("PREPARING_REBALANCE", 3); ("UNKNOWN", -1) when no answer came."""
+    try:
+        description = client.describe_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
+    except (KafkaException, TimeoutError):
+        return "UNKNOWN", -1
+    return str(description.state).rsplit(".", 1)[-1], len(description.members)
+
+
+def _kill_worker_in_rebalance(processor: str, victim: str) -> Fault:
+    """One more worker of `processor` joins its group; while the group rebalances, kill -9 of `victim`; a
+    supervisor starts it again. Its uncommitted batch replays on whichever worker takes the partition."""
+    def inject(ctx: DrillContext) -> None:
+        cfg, group, client = ctx.cfg, f"hbus-{processor}", health.admin(ctx.cfg, PRIVATE)
+        running = [n for n in ctx.workers if workers.worker_of(n)[0] == processor]
+        joining = workers.worker_names(processor, len(running) + 1)[-1]
+        ctx.workers = (*ctx.workers, joining)
+        workers.start(cfg, (joining,), timeout=120)
+        seen = _await(lambda: _group_state(client, group)[0] not in ("STABLE", "UNKNOWN"), 120, interval=0.1)
+        state, members = _group_state(client, group)
+        if not workers.process(cfg, victim).kill():
+            raise RuntimeError(f"{victim} was not running")
+        ctx.notes["rebalance"] = {"joined": joining, "killed": victim, "state_at_kill": state,
+                                  "members_at_kill": members, "rebalance_seen_after_s": seen}
+        time.sleep(1.0)
+        workers.start(cfg, (victim,), timeout=120)
+        workers_now = len(running) + 1
+        ctx.notes["stable_with_all_after_s"] = _await(
+            lambda: _group_state(client, group) == ("STABLE", workers_now), 180)
+    return inject
+
+
 DRILLS: dict[str, Drill] = {d.name: d for d in (
     Drill("router-kill", "kill -9 of the router mid-batch: the uncommitted batch replays, nothing skipped",
           _kill("router")),
@@ -370,7 +491,24 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
           _rotate_kafka_logins),
     Drill("rules-swap", "a rule set hot-swapped mid-stream and back: routers switch between batches",
           _swap_rules),
+    Drill("broker-kill", "kill -9 of the private broker leading most ingress partitions: leaders move, acks=all "
+          "writes go on, it rejoins", _kill_busiest_broker, brokers=3),
+    Drill("rolling-restart", "every private broker restarted in turn, each once the cluster is in sync again",
+          _rolling_restart, brokers=3),
+    Drill("below-min-isr", "one broker down for --outage s while a second restarts: producers wait below min ISR, "
+          "nothing acknowledged is lost", _below_min_isr, brokers=3),
+    Drill("router-worker-kill", "a third router worker joins; kill -9 of another mid-rebalance: the group "
+          "rebalances again, nothing skipped", _kill_worker_in_rebalance("router", "router"), brokers=3,
+          workers=(("router", 2),)),
+    Drill("egress-worker-kill", "a second egress worker joins; kill -9 of the first mid-rebalance: no gap and "
+          "no duplicate outside", _kill_worker_in_rebalance("egress", "egress"), brokers=3),
 )}
+
+
+def drills_for(brokers: int) -> list[str]:
+    """The drills of `hbus drill all` on a private cluster of `brokers` brokers: its own shape's set."""
+    shape = 3 if brokers >= 3 else 1
+    return [d.name for d in DRILLS.values() if d.brokers == shape]
 
 
 def run(name: str, cfg: Settings, options: DrillOptions) -> DrillResult:
@@ -378,12 +516,14 @@ def run(name: str, cfg: Settings, options: DrillOptions) -> DrillResult:
     from hybridbus.ops.demo import ensure_live_rules
 
     drill = DRILLS[name]
+    if cfg.private_brokers < drill.brokers:
+        raise ValueError(f"drill {name} needs a private cluster of {drill.brokers} brokers, not {cfg.private_brokers}")
     clock = _PhaseClock()
-    _prepare(cfg)
+    _prepare(cfg, drill.worker_names())
     catalog, ruleset = load_catalog(cfg), load_rules(cfg)
     traffic = Traffic(catalog, ruleset, options, uuid.uuid4().hex[:8])
     tally = Tally(cfg, catalog, ruleset, traffic.id_prefix)
-    ctx = DrillContext(cfg, options, traffic)
+    ctx = DrillContext(cfg, options, traffic, drill.worker_names())
     result = DrillResult(name)
     clock.mark("prepare")
     try:
@@ -404,6 +544,10 @@ def run(name: str, cfg: Settings, options: DrillOptions) -> DrillResult:
             manager.up(cfg, echo=lambda *_: None)
         _revive(ctx)
         ensure_live_rules(cfg)
+        # Back to one worker of each processor for whatever runs next (the tally has been read by now).
+        extra = tuple(n for n in ctx.workers if n not in workers.PROCESSORS)
+        if extra:
+            workers.stop(cfg, extra)
     _count(result, traffic, tally)
     report = tally.scan
     result.leaked = report.leaked
@@ -430,8 +574,8 @@ class _PhaseClock:
         return now
 
 
-def _prepare(cfg: Settings) -> None:
-    """The shipped rules live and every processor running under them.
+def _prepare(cfg: Settings, names: tuple[str, ...] = workers.PROCESSORS) -> None:
+    """The shipped rules live and every processor running under them (`names`: the drill's workers).
 
     Egress and the archiver subscribe to the derived-view topics of the rule set live when they start: one
     started before the live set was applied would never export its views, so it is restarted first.
@@ -444,16 +588,17 @@ def _prepare(cfg: Settings) -> None:
         applied_s = feed.load()[LIVE].applied_at_ms / 1000
     finally:
         feed.close()
-    for name in ("egress", "archiver"):
+    for name in names:
         proc = workers.process(cfg, name)
-        if proc.running() and proc.pid_file.stat().st_mtime < applied_s:
+        if workers.worker_of(name)[0] in ("egress", "archiver") and proc.running() \
+                and proc.pid_file.stat().st_mtime < applied_s:
             proc.stop(timeout=20)
-    workers.start(cfg)
+    workers.start(cfg, names)
 
 
 def _revive(ctx: DrillContext) -> None:
     """Restart processors that died (a supervisor's job), and remember which."""
-    dead = [s.name for s in workers.status(ctx.cfg) if not s.running]
+    dead = [s.name for s in workers.status(ctx.cfg, ctx.workers) if not s.running]
     if dead:
         ctx.restarted.extend(dead)
         workers.start(ctx.cfg, tuple(dead))

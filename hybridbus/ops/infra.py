@@ -14,7 +14,7 @@ from typing import Any
 
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import load_catalog
-from hybridbus.adapters.topology import PRIVATE, PUBLIC, AclSpec, TopicSpec, Topology
+from hybridbus.adapters.topology import PRIVATE, PRODUCTION_BROKERS, PUBLIC, AclSpec, TopicSpec, Topology
 from hybridbus.adapters.vault import KV_MOUNT, TRANSIT_MOUNT
 from hybridbus.ops.stack import bootstrap
 from hybridbus.ops.stack.manager import load_topology
@@ -56,10 +56,11 @@ class Rendered:
 # --- render ------------------------------------------------------------------------------------------
 
 def render(cfg: Settings) -> dict[str, str]:
-    """File name -> content of every file of `infra/terraform/generated`, from the catalog and rules of `cfg`."""
-    topology = load_topology(cfg)
+    """File name -> content of every file of `infra/terraform/generated`, from the catalog and rules of `cfg`, on
+    production's three-broker clusters (replication factor and min ISR decided by the topology model)."""
+    topology = load_topology(cfg, PRODUCTION_BROKERS)
     kafka_outputs = {
-        f"{cluster}_topics": _output(f"Topics of the {cluster} cluster: name -> partitions and config.",
+        f"{cluster}_topics": _output(f"Topics of the {cluster} cluster: name -> partitions, replication factor and config.",
                                      {t.name: _topic_json(t) for t in topology.topics_on(cluster)})
         for cluster in (PRIVATE, PUBLIC)
     } | {
@@ -106,7 +107,7 @@ def _seconds(duration: str) -> int:
 
 
 def _topic_json(topic: TopicSpec) -> dict[str, Any]:
-    return {"partitions": topic.partitions, "config": dict(topic.config)}
+    return {"partitions": topic.partitions, "replication_factor": topic.replication_factor, "config": dict(topic.config)}
 
 
 def _acl_json(acl: AclSpec) -> dict[str, str]:
@@ -150,7 +151,8 @@ def read_rendered(generated_dir: Path = GENERATED_DIR) -> Rendered:
     """The topics, ACLs and Vault roles the committed files declare (empty where a file is missing)."""
     kafka = _outputs(generated_dir / KAFKA_FILE)
     vault = _outputs(generated_dir / VAULT_FILE)
-    topics = {(cluster, name): TopicSpec(cluster, name, spec["partitions"], spec["config"])
+    topics = {(cluster, name): TopicSpec(cluster, name, spec["partitions"], spec["config"],
+                                         spec.get("replication_factor", 1))
               for cluster in (PRIVATE, PUBLIC) for name, spec in kafka.get(f"{cluster}_topics", {}).items()}
     acls = frozenset(_acl_from_json(cluster, spec)
                      for cluster in (PRIVATE, PUBLIC) for spec in kafka.get(f"{cluster}_acls", {}).values())
@@ -176,8 +178,9 @@ def _acl_from_json(cluster: str, spec: Mapping[str, str]) -> AclSpec:
 # --- check -------------------------------------------------------------------------------------------
 
 def check(cfg: Settings, generated_dir: Path = GENERATED_DIR) -> list[Problem]:
-    """Every way the committed rendering disagrees with the catalog, the rules or the local stack's model."""
-    topology = load_topology(cfg)
+    """Every way the committed rendering disagrees with the catalog, the rules or the local stack's model (at
+    production's size: the same code decides replication for a local three-broker stack)."""
+    topology = load_topology(cfg, PRODUCTION_BROKERS)
     rendered = read_rendered(generated_dir)
     return [
         *_stale_files(cfg, generated_dir),
@@ -237,6 +240,14 @@ def _covers(granted: AclSpec, acl: AclSpec) -> bool:
     return acl.pattern in _PATTERNS and acl.name.startswith(granted.name)
 
 
+def _shape(topic: TopicSpec) -> tuple[int, int, dict[str, str]]:
+    return topic.partitions, topic.replication_factor, dict(topic.config)
+
+
+def _describe(topic: TopicSpec) -> str:
+    return f"{topic.partitions} partitions, replication factor {topic.replication_factor}, {dict(topic.config)}"
+
+
 def _stack_disagreements(topology: Topology, rendered: Rendered) -> Iterable[Problem]:
     model_topics = {(t.cluster, t.name): t for t in topology.topics}
     for key in sorted(model_topics.keys() - rendered.topics.keys()):
@@ -247,10 +258,9 @@ def _stack_disagreements(topology: Topology, rendered: Rendered) -> Iterable[Pro
                                          "cluster; the local stack does not create it")
     for key in sorted(model_topics.keys() & rendered.topics.keys()):
         ours, theirs = model_topics[key], rendered.topics[key]
-        if (ours.partitions, dict(ours.config)) != (theirs.partitions, dict(theirs.config)):
+        if _shape(ours) != _shape(theirs):
             yield Problem("stack-disagrees", f"topic {key[1]} ({key[0]}): the local stack creates it with "
-                                             f"{ours.partitions} partitions {dict(ours.config)}, production with "
-                                             f"{theirs.partitions} partitions {dict(theirs.config)}")
+                                             f"{_describe(ours)}, production with {_describe(theirs)}")
     for acl in sorted(set(topology.acls) - rendered.acls):
         yield Problem("stack-disagrees", f"{acl.cluster} cluster: the local stack lets {acl.principal} {acl.operation} "
                                          f"{acl.resource} {acl.pattern} '{acl.name}'; the rendered production ACLs do not")

@@ -16,7 +16,8 @@ from hybridbus.ops.stack.workers import PROCESSORS
 
 TOKEN_TTL_WARNING = 300.0  # seconds, as HbusVaultTokenExpiring
 # Alerts that repeat a check `attention` makes itself (without waiting for a rule evaluation): not listed twice.
-CHECKED_DIRECTLY = frozenset({"HbusBoundaryBlocked", "HbusForgedHeader", "HbusVaultTokenExpiring", "HbusProcessorDown"})
+CHECKED_DIRECTLY = frozenset({"HbusBoundaryBlocked", "HbusForgedHeader", "HbusVaultTokenExpiring", "HbusProcessorDown",
+                              "HbusKafkaPartitionsOffline", "HbusKafkaUnderMinIsr"})
 
 
 class PrometheusUnavailable(Exception):
@@ -74,6 +75,8 @@ class BusStatus:
     rules: list[dict[str, str]] = field(default_factory=list)  # component, role, version
     secrets: list[dict[str, Any]] = field(default_factory=list)  # component, token_ttl_seconds, oldest_secret_seconds
     alerts: list[dict[str, Any]] = field(default_factory=list)  # firing only
+    # cluster, reachable, brokers, brokers_expected, under_replicated, under_min_isr, offline (the Kafka exporter)
+    kafka: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "attention": attention(self)}
@@ -89,6 +92,13 @@ def attention(status: BusStatus) -> list[str]:
         reasons.append(f"{status.forged_last_hour:.0f} forged grade header(s) in the last hour")
     reasons += [f"{s['component']} Vault token expires in {s['token_ttl_seconds']:.0f} s" for s in status.secrets
                 if s["token_ttl_seconds"] is not None and s["token_ttl_seconds"] < TOKEN_TTL_WARNING]
+    for k in status.kafka:
+        # Offline or below min ISR stops writes now: said at once, not after the alert's `for`.
+        if k.get("offline"):
+            reasons.append(f"{k['offline']:.0f} partition(s) of the {k['cluster']} Kafka cluster offline (no leader)")
+        if k.get("under_min_isr"):
+            reasons.append(f"{k['under_min_isr']:.0f} partition(s) of the {k['cluster']} Kafka cluster below min ISR: "
+                           "acks=all producers wait")
     reasons += [f"alert {a['alert']}: {a['summary']}" for a in status.alerts if a["alert"] not in CHECKED_DIRECTLY]
     return reasons
 
@@ -128,7 +138,26 @@ def collect(prometheus: PrometheusAPI, stack: Settings | None = None) -> BusStat
                   "oldest_secret_seconds": values.get("oldest_secret_seconds")}
                  for name, values in sorted(secrets.items())],
         alerts=prometheus.firing_alerts(),
+        kafka=_kafka(prometheus),
     )
+
+
+def _kafka(prometheus: PrometheusAPI) -> list[dict[str, Any]]:
+    """Per cluster, what the stack's Kafka exporter last saw; partition counts are None while it could not look."""
+    clusters: dict[str, dict[str, Any]] = {}
+    for s in prometheus.query("max by (cluster) (hbus_kafka_metadata_ok)"):
+        clusters[s.labels["cluster"]] = {"cluster": s.labels["cluster"], "reachable": s.value == 1,
+                                         "brokers": None, "brokers_expected": None, "under_replicated": None,
+                                         "under_min_isr": None, "offline": None}
+    for key, expr in (("brokers", "max by (cluster) (hbus_kafka_brokers)"),
+                      ("brokers_expected", "max by (cluster) (hbus_kafka_brokers_expected)")):
+        for s in prometheus.query(expr):
+            if s.labels.get("cluster") in clusters:
+                clusters[s.labels["cluster"]][key] = s.value
+    for s in prometheus.query('max by (cluster, state) (hbus_kafka_partitions{state!="all"})'):
+        if s.labels.get("cluster") in clusters:
+            clusters[s.labels["cluster"]][s.labels["state"]] = s.value
+    return [clusters[c] for c in sorted(clusters)]
 
 
 def _stack_components(cfg: Settings) -> list[dict[str, Any]]:
@@ -179,6 +208,11 @@ def render(status: BusStatus) -> str:
         + f"   DLQ: {num(status.dlq.get('retained'))} held, {num(status.dlq.get('last_hour'))} in the last hour, "
           f"{num(status.dlq.get('per_second'), 2)}/s",
         f"boundary, last hour: {num(status.blocked_last_hour)} blocked, {num(status.forged_last_hour)} forged headers",
+        "kafka: " + ("; ".join(
+            f"{k['cluster']} " + (f"{num(k['brokers'])}/{num(k['brokers_expected'])} brokers, "
+                                  f"{num(k['under_replicated'])} under-replicated, {num(k['under_min_isr'])} below "
+                                  f"min ISR, {num(k['offline'])} offline" if k["reachable"] else "UNREACHABLE")
+            for k in status.kafka) or "-"),
         "rules: " + (", ".join(f"{r['component']} {r['role']}={r['version']}" for r in status.rules) or "-"),
         table(["component", "vault token ttl s", "oldest secret s"],
               [[s["component"], num(s["token_ttl_seconds"]), num(s["oldest_secret_seconds"])] for s in status.secrets]

@@ -1,10 +1,10 @@
 """The one way hybridbus builds a Faust app: SCRAM login from Vault, no auto-created topics, state dir.
 
-Processors call `make_app(identity)` and add their agents; settings stay Faust's own names.
+Processors call `make_app(identity)`, then attach their data plane (`hybridbus.runtime.dataplane`) or add agents;
+settings stay Faust's own names.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Iterator
@@ -13,9 +13,7 @@ from typing import Any
 
 import faust
 
-from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings, settings
-from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.vault import VaultSession
 
@@ -93,44 +91,6 @@ def run_worker(app: faust.App, loglevel: str = "warn") -> None:
     os._exit(code)
 
 
-class Outputs:
-    """A processor's writer to Kafka for a batch at a time: librdkafka batches, compresses and waits for the
-    acknowledgements in its own threads, outside the Python interpreter's lock.
-
-    `send` hands a record over without waiting; `confirm` returns once Kafka acknowledged every record handed
-    over since the last call, and raises if any was refused, so a batch is acked only after all its outputs.
-    """
-
-    def __init__(self, cluster: str, creds: KafkaCredentials, **overrides: Any) -> None:
-        self.producer = kafka.producer(cluster, creds, **{
-            "linger.ms": 5, "batch.num.messages": 10_000, "queue.buffering.max.messages": 200_000, **overrides})
-        self._refused: list[str] = []
-
-    def _delivered(self, err: Any, _msg: Any) -> None:
-        if err is not None:
-            self._refused.append(str(err))
-
-    def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None = None,
-             headers: list[tuple[str, bytes]] | None = None) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key, -1 if partition is None else partition,
-                                      on_delivery=self._delivered, headers=headers)
-                return
-            except BufferError:  # the local queue is full: let librdkafka deliver some first
-                self.producer.poll(0.05)
-
-    async def confirm(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(None, self._flush)
-        if self._refused:
-            refused, self._refused = self._refused, []
-            raise DeliveryError("(batch outputs)", refused[0], len(refused))
-
-    def _flush(self) -> None:
-        while self.producer.flush(5.0) > 0:
-            pass
-
-
 @contextmanager
 def exit_on_error() -> Iterator[None]:
     """Wrap the body of a batch: if it fails, end the process at once (exit 70).
@@ -146,24 +106,12 @@ def exit_on_error() -> Iterator[None]:
         os._exit(70)
 
 
-async def quarantine(app: faust.App, component: str, msg: Any, outcome: Any) -> Any:
-    """Count, log and keep a record the boundary guard refused, on the private `_hbus.quarantine` topic.
-
-    It is never retried outward; the returned future resolves when Kafka has it.
-    """
-    from hybridbus.adapters import metrics
-    from hybridbus.adapters.topology import QUARANTINE_TOPIC
-
-    metrics.BOUNDARY_BLOCKED.labels(component, outcome.dept, outcome.type_key(msg.topic), outcome.grade.id).inc()
-    logging.getLogger(f"hbus.{component}").warning(
-        "event=boundary_block event_id=%s topic=%s grade=%s reason=%r", outcome.event_id, msg.topic, outcome.grade.id,
-        outcome.reason)
-    return await app.producer.send(QUARANTINE_TOPIC, msg.key, msg.value, None, None,
-                                   outcome.quarantine_headers(msg.headers, msg.topic))
-
-
 def add_housekeeping(app: faust.App, component: str, vault: Any, feed: Any, on_rules: Any) -> None:
-    """The timers every processor runs: follow `_hbus.rules` (unless `feed` is None), keep the Vault token alive."""
+    """The timers every processor runs: follow `_hbus.rules` (unless `feed` is None), keep the Vault token alive.
+
+    `on_rules` runs on the Faust loop; a processor with a data plane hands the change to it from there, so that
+    it takes effect between two batches (`DataPlane.between_batches`).
+    """
     import asyncio
 
     from hybridbus.adapters import metrics

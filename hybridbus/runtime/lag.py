@@ -1,8 +1,9 @@
 """Consumer lag of a processor, per topic and partition, measured from Kafka itself and exported as a gauge.
 
 Lag is the high watermark minus the group's committed offset: what a crash would replay plus what is not yet
-read. It is measured beside the Faust worker (its own client, no group membership), so it never disturbs a
-rebalance and still reports partitions no worker of this process owns.
+read. It is measured beside the consumer (its own client, no group membership), so it never disturbs a
+rebalance and still reports partitions no worker of this process owns. The group is the Faust app's id, which
+the data plane (`hybridbus.runtime.dataplane`) consumes and commits under.
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ class LagMeter:
 
 
 def watch_lag(app: Any, component: str, creds: KafkaCredentials, topics: Sequence[str]) -> LagMeter:
-    """Measure the lag of the Faust `app`'s group on `topics` every LAG_INTERVAL seconds."""
+    """Measure the lag of the Faust `app`'s group (its data plane's, or its agents') on `topics` every
+    LAG_INTERVAL seconds."""
     meter = LagMeter(component, app.conf.id, creds, topics)
 
     @app.timer(LAG_INTERVAL)

@@ -14,7 +14,7 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from hybridbus.adapters import kafka
-from hybridbus.adapters.exceptions import DeliveryError
+from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import PRIVATE, RULES_TOPIC
 from routing.rules import RuleSet
@@ -40,13 +40,10 @@ def publish(ruleset: RuleSet | None, role: str, creds: KafkaCredentials, applied
         "applied_at_ms": applied.applied_at_ms,
         "ruleset": json.loads(ruleset.to_json()) if ruleset is not None else None,
     }
-    producer = kafka.producer(PRIVATE, creds)
-    errors: list = []
-    producer.produce(RULES_TOPIC, json.dumps(body).encode(), key=role.encode(),
-                     on_delivery=lambda err, _msg: errors.append(err))
-    producer.flush(30)
-    if not errors or errors[0] is not None:
-        raise DeliveryError(RULES_TOPIC, f"the {role} rule set was not acknowledged: {errors[0] if errors else 'timeout'}")
+    # Refused or not acknowledged within 30 s: DeliveryError naming the topic and the broker's reason.
+    outputs = BatchProducer.connect(PRIVATE, creds, "rules", **{"message.timeout.ms": 30_000})
+    outputs.send(RULES_TOPIC, role.encode(), json.dumps(body).encode())
+    outputs.confirm()
     return applied
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from hybridbus.adapters.config import Settings
-from hybridbus.ops.drills import DRILLS, DrillOptions, run
+from hybridbus.ops.drills import DrillOptions, drills_for, run
 from hybridbus.ops.stack import manager, workers
 
 # Small enough for the test command; `hbus drill all` runs the same drills with 100,000 events.
 OPTIONS = DrillOptions(events=600, rate=600.0, outage=3.0, recovery_timeout=180.0)
 
 
-@pytest.mark.parametrize("name", list(DRILLS))
+@pytest.mark.parametrize("name", drills_for(1))  # the production shape's: tests/integration/test_three_brokers.py
 def test_drill_loses_duplicates_and_leaks_nothing(bus: Settings, name: str) -> None:
     result = run(name, bus, OPTIONS)
     figures = result.as_dict()

@@ -10,10 +10,25 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from hybridbus.ops.bench.runner import CONFIGS, E2E, LATENCY, MIRROR, PERF, RAW, ROUTER, ROUTER2, Figures, Options
+from hybridbus.ops.bench import client as client_bench
+from hybridbus.ops.bench import step as step_bench
+from hybridbus.ops.bench.runner import (
+    CLIENT,
+    CONFIGS,
+    E2E,
+    LATENCY,
+    MIRROR,
+    PERF,
+    RAW,
+    ROUTER,
+    ROUTER2,
+    Figures,
+    Options,
+)
 
 TITLES = {
     PERF: "broker limit: kafka-producer-perf-test",
+    CLIENT: "department client: publish_async + flush",
     RAW: "raw pipe: confluent-kafka consume → produce",
     MIRROR: "MirrorMaker 2: private → public, byte copy",
     ROUTER: "hybridbus router alone (ingress → graded)",
@@ -21,7 +36,9 @@ TITLES = {
     E2E: "hybridbus end to end (router → egress → public)",
     LATENCY: "end to end, paced at half the e2e maximum",
 }
-TARGETS = {"router_vs_raw_pipe": 0.60, "end_to_end_vs_mirror_maker": 1.0, "p99_ms": 250.0, "rss_mb": 250.0}
+TARGETS = {"router_vs_raw_pipe": 0.60, "end_to_end_vs_mirror_maker": 1.0, "p99_ms": 250.0, "rss_mb": 250.0,
+           "client_events_per_s": client_bench.TARGET_EVENTS_PER_S,
+           "router_step_us": step_bench.TARGETS_US["router"], "guard_step_us": step_bench.TARGETS_US["guard"]}
 PROCESSORS = ("router", "egress", "bench-router-2")
 
 
@@ -39,8 +56,10 @@ def _median(values: list[float]) -> float:
 
 
 def summarise(results: dict[str, list[Figures]], options: Options, workload_bytes: float,
-              host: dict[str, Any], started: float) -> dict[str, Any]:
-    """Everything the JSON file holds: every run, and per configuration the median and spread of each figure."""
+              host: dict[str, Any], started: float,
+              steps: dict[str, step_bench.StepFigure] | None = None) -> dict[str, Any]:
+    """Everything the JSON file holds: every run, per configuration the median and spread of each figure, and the
+    steps' CPU per event."""
     summary: dict[str, Any] = {}
     for name in CONFIGS:
         runs = results[name]
@@ -72,11 +91,15 @@ def summarise(results: dict[str, list[Figures]], options: Options, workload_byte
         "end_to_end_vs_mirror_maker": ratios["end_to_end_vs_mirror_maker"] >= TARGETS["end_to_end_vs_mirror_maker"],
         "p99_ms": p99 is not None and p99 <= TARGETS["p99_ms"],
         "rss_mb": bool(rss) and max(rss.values()) <= TARGETS["rss_mb"],
+        "client_events_per_s": summary.get(CLIENT, {}).get("events_per_s", 0.0) >= TARGETS["client_events_per_s"],
     }
+    step_figures = {name: figure.as_json() for name, figure in (steps or {}).items()}
+    for name, figure in step_figures.items():
+        targets[f"{name}_step_us"] = figure["met"]
     return {"started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
             "duration_s": round(time.time() - started, 1), "machine": host,
             "workload": {**asdict(options), "mean_event_bytes": round(workload_bytes, 1), "partitions": 6},
-            "summary": summary, "ratios": ratios, "targets": {"wanted": TARGETS, "met": targets},
+            "summary": summary, "steps": step_figures, "ratios": ratios, "targets": {"wanted": TARGETS, "met": targets},
             "runs": {name: [asdict(f) for f in runs] for name, runs in results.items()}}
 
 
@@ -118,6 +141,16 @@ def markdown(data: dict[str, Any]) -> str:
         f"- p99 occurred-at → public arrival at half the maximum rate ≤ {wanted['p99_ms']:.0f} ms: {mark[met['p99_ms']]}; "
         f"every processor ≤ {wanted['rss_mb']:.0f} MB RSS: {mark[met['rss_mb']]}",
     ]
+    if CLIENT in data["summary"]:
+        rate = data["summary"][CLIENT]["events_per_s"]
+        lines.append(f"- department client, batched from one process: **{rate:,.0f} events/s** "
+                     f"(target ≥ {wanted['client_events_per_s']:,.0f}, {mark[met['client_events_per_s']]})")
+    steps = data.get("steps") or {}
+    if steps:
+        figures = "; ".join(f"{name} step **{fig['us_per_event']:.1f} µs/event** "
+                            f"(target ≤ {fig['target_us']:.0f}, {mark[fig['met']]})" for name, fig in steps.items())
+        lines.append(f"- CPU per event without a broker, median of {len(next(iter(steps.values()))['runs_us'])} runs: "
+                     f"{figures}; {step_bench.PSEUDONYMISER_NOTE}")
     return "\n".join(lines) + "\n"
 
 

@@ -1,6 +1,7 @@
 """One benchmark run: every configuration, several times each, on the same workload and the same stack.
 
-Order matters on a shared machine with one stack: the Java baselines first, then hybridbus end to end (router
+Order matters on a shared machine with one stack: the per-event CPU of the steps first (no broker), the Java
+baselines, the department client publishing (router stopped meanwhile), then hybridbus end to end (router
 and egress, both caught up), then rounds where one preloaded backlog is drained by the raw pipe and then by
 the router alone, then two router workers. Egress is stopped for the router-alone rounds; it drains what they
 left when the processors are restored at the end.
@@ -24,8 +25,10 @@ from confluent_kafka.admin import NewTopic
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings
 from hybridbus.adapters.loaders import load_catalog, load_rules
-from hybridbus.adapters.topology import DEFAULT_PARTITIONS, PRIVATE, PUBLIC
+from hybridbus.adapters.topology import DEFAULT_PARTITIONS, PRIVATE, PUBLIC, replication_for
 from hybridbus.ops.bench import baselines
+from hybridbus.ops.bench import client as client_bench
+from hybridbus.ops.bench import step as step_bench
 from hybridbus.ops.bench.probes import OffsetCounter, Span, await_records, group_lag
 from hybridbus.ops.bench.workload import Expected, Workload, new_run_tag
 from hybridbus.ops.stack import workers
@@ -39,10 +42,10 @@ MIRROR_TOPICS = ("bench", "mm2-", "heartbeats")  # what a MirrorMaker 2 run leav
 SETTLE_TIMEOUT = 600.0  # seconds for the processors to catch up between runs
 SECOND_ROUTER = "bench-router-2"
 
-PERF, RAW, MIRROR, ROUTER, ROUTER2, E2E, LATENCY = (
-    "kafka-producer-perf-test", "raw-pipe", "mirror-maker-2", "router", "router-2-workers", "end-to-end",
-    "end-to-end-latency")
-CONFIGS = (PERF, RAW, MIRROR, ROUTER, ROUTER2, E2E, LATENCY)
+PERF, CLIENT, RAW, MIRROR, ROUTER, ROUTER2, E2E, LATENCY = (
+    "kafka-producer-perf-test", "client-publish", "raw-pipe", "mirror-maker-2", "router", "router-2-workers",
+    "end-to-end", "end-to-end-latency")
+CONFIGS = (PERF, CLIENT, RAW, MIRROR, ROUTER, ROUTER2, E2E, LATENCY)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,7 @@ class Bench:
         # hybridbus.adapters.kafka's producer settings (linger 5 ms), as a department's publisher sends them.
         self.producer = kafka.producer(PRIVATE, kafka.admin_credentials(PRIVATE, cfg), **{"batch.num.messages": 10_000})
         self.results: dict[str, list[Figures]] = {name: [] for name in CONFIGS}
+        self.steps: dict[str, step_bench.StepFigure] = {}
         self.private_graded = sorted(self.expected.graded)
         self.egress_sources = sorted(self.expected.public)
 
@@ -96,6 +100,7 @@ class Bench:
 
     def run(self) -> dict[str, list[Figures]]:
         was_running = tuple(s.name for s in workers.status(self.cfg) if s.running)
+        self._steps()
         self._create_topics(PRIVATE, [PERF_TOPIC, PIPE_TOPIC])
         try:
             workers.start(self.cfg, ("router", "egress"))
@@ -104,6 +109,7 @@ class Bench:
             workers.stop(self.cfg, tuple(n for n in workers.PROCESSORS if n not in ("router", "egress")))
             for i in range(self.options.runs):
                 self._perf_test(i)
+            self._client()
             for i in range(self.options.runs):
                 self._mirror_maker(i)
             for i in range(self.options.runs):
@@ -132,6 +138,34 @@ class Bench:
         self.results[PERF].append(Figures(
             result.rate, {"perf-test": round(result.cpu_seconds / self.options.events * 100_000, 2)},
             {"perf-test": round(result.peak_rss_mb, 1)}, {"mb_per_s": result.mb_per_s, "p99_ms": result.p99_ms}))
+
+    def _steps(self) -> None:
+        """CPU per event of the router step and the guard step, in this process, without a broker."""
+        records = min(self.options.events, step_bench.RECORDS)
+        label = f"steps ({step_bench.RUNS} runs of {records:,} records)"
+        done = iter(range(1, 2 * step_bench.RUNS + 1))
+        self.progress(label, 0, 2 * step_bench.RUNS)
+        self.steps = step_bench.measure(self.cfg, records=records,
+                                        progress=lambda _: self.progress(label, next(done), 2 * step_bench.RUNS))
+        self.progress(label, 2 * step_bench.RUNS, 2 * step_bench.RUNS)
+
+    def _client(self) -> None:
+        """The department client publishing 1 KB events, `publish_async` then `flush()`; the router waits meanwhile,
+        so that it does not take the cores from the client, and routes what the client sent afterwards."""
+        events = min(self.options.events, client_bench.EVENTS)
+        workers.stop(self.cfg, ("router",))
+        try:
+            for i in range(self.options.runs):
+                label = self._label(CLIENT, i)
+                self.progress(label, 0, 1)
+                run = client_bench.measure(self.cfg, events)
+                self.progress(label, 1, 1)
+                cpu = {"client": round(run.cpu_seconds / events * 100_000, 2)}
+                self.results[CLIENT].append(Figures(run.events_per_s, cpu,
+                                                    extra={"cpu_us_per_event": round(run.cpu_us_per_event, 1)}))
+        finally:
+            workers.start(self.cfg, ("router",))
+        self._settle()
 
     def _mirror_maker(self, i: int) -> None:
         n = self.options.events
@@ -287,7 +321,11 @@ class Bench:
 
     def _create_topics(self, cluster: str, names: list[str]) -> None:
         existing = set(self.admin[cluster].list_topics(timeout=10).topics)
-        new = [NewTopic(name, DEFAULT_PARTITIONS, 1) for name in names if name not in existing]
+        # Replicated like the bus's own topics (RF 3, min ISR 2 on three brokers), so baselines pay the same acks.
+        replication = replication_for(self.cfg.brokers(cluster))
+        new = [NewTopic(name, DEFAULT_PARTITIONS, replication.factor,
+                        config={"min.insync.replicas": str(replication.min_insync)})
+               for name in names if name not in existing]
         for future in self.admin[cluster].create_topics(new, operation_timeout=30).values() if new else ():
             future.result(timeout=60)
 

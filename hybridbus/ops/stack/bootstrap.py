@@ -13,6 +13,7 @@ import requests
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
+    AdminClient,
     AclOperation,
     AclPermissionType,
     NewTopic,
@@ -213,7 +214,7 @@ _PAT = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.
 
 def kafka_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology, cluster: str,
                     admin_creds: KafkaCredentials) -> None:
-    admin = kafka.admin(cluster, admin_creds)
+    admin = AdminClient(kafka.client_config(cluster, admin_creds, cfg))
     upserts = []
     for identity in topology.identities:
         if cluster not in identity.clusters:
@@ -227,7 +228,7 @@ def kafka_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology, clus
     _wait_all(admin.alter_user_scram_credentials(upserts), "creating SCRAM users", cluster)
 
     existing = set(admin.list_topics(timeout=10).topics)
-    new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1, config=dict(t.config))
+    new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor, config=dict(t.config))
            for t in topology.topics_on(cluster) if t.name not in existing]
     if new:
         _wait_all(admin.create_topics(new, operation_timeout=30), "creating topics", cluster, ignore="TOPIC_ALREADY_EXISTS")

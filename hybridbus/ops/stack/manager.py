@@ -4,18 +4,21 @@
 """
 from __future__ import annotations
 
+import json
 import shutil
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from hybridbus.adapters.config import Settings
-from hybridbus.ops.stack import bootstrap
-from hybridbus.ops.stack.components import Component, KafkaBroker, OpenBao, all_components
+from hybridbus.adapters.config import SHAPE_FILE, Settings, recorded_brokers, settings
+from hybridbus.adapters.topology import PRIVATE, PUBLIC
+from hybridbus.ops.stack import bootstrap, health
+from hybridbus.ops.stack.components import Component, KafkaBroker, OpenBao, all_components, brokers
 from hybridbus.ops.stack.exceptions import StackError
 from hybridbus.ops.stack.process import port_open
 
-START_TIMEOUT = 90.0
+START_TIMEOUT = 300.0  # a JVM starting on a 2-core machine shared with other heavy work has taken over 180 s
 
 
 @dataclass(frozen=True)
@@ -32,36 +35,66 @@ class ComponentStatus:
                 "endpoint": self.endpoint, "rss_mb": self.rss_mb}
 
 
-def load_topology(cfg: Settings):  # type: ignore[no-untyped-def]
-    """The topology of the shipped catalog and rules (the same model production renders)."""
+def load_topology(cfg: Settings, brokers: Mapping[str, int] | None = None):  # type: ignore[no-untyped-def]
+    """The topology of the shipped catalog and rules (the same model production renders), on clusters of
+    `brokers` brokers (default: the local stack's)."""
     from hybridbus.adapters.loaders import topology_for
 
-    return topology_for(cfg)
+    return topology_for(cfg, brokers)
 
 
-def up(cfg: Settings, echo=print) -> list[ComponentStatus]:  # type: ignore[no-untyped-def]
+def shaped(cfg: Settings, private_brokers: int | None = None, public_brokers: int | None = None) -> Settings:
+    """`cfg` for clusters of the sizes asked (default: the state dir's), recorded in the state dir for every
+    later command; a state dir whose brokers were formatted for another size is refused, not reshaped."""
+    want = {PRIVATE: private_brokers or cfg.private_brokers, PUBLIC: public_brokers or cfg.public_brokers}
+    if any(n < 1 for n in want.values()):
+        raise StackError("stack", f"a cluster needs at least one broker, not {want}")
+    recorded = recorded_brokers(cfg.state_dir)
+    for cluster, n in want.items():
+        has_data = (cfg.state_dir / f"kafka-{cluster}" / "data" / "meta.properties").exists()
+        was = recorded.get(cluster, 1 if has_data else n)
+        if was != n and has_data:
+            raise StackError(f"kafka-{cluster}", f"{cfg.state_dir} holds a {was}-broker {cluster} cluster, not {n}: "
+                                                 "use another HBUS_STATE_DIR, or `hbus stack down --purge` first")
+    if recorded != want:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+        (cfg.state_dir / SHAPE_FILE).write_text(json.dumps({"brokers": want}) + "\n")
+        settings.cache_clear()  # this process's own clients read the new broker lists from now on
+    return cfg if (cfg.private_brokers, cfg.public_brokers) == (want[PRIVATE], want[PUBLIC]) \
+        else cfg.with_brokers(want[PRIVATE], want[PUBLIC])
+
+
+def up(cfg: Settings, echo=print, private_brokers: int | None = None,  # type: ignore[no-untyped-def]
+       public_brokers: int | None = None) -> list[ComponentStatus]:
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    cfg = shaped(cfg, private_brokers, public_brokers)
     topology = load_topology(cfg)
     components = all_components(cfg)
     started: list[Component] = []
     try:
         _check_ports(cfg, components)
-        vault, s3, kafkas, rest = components[0], components[1], components[2:4], components[4:]
+        kafkas: list[Component] = [c for c in components if isinstance(c, KafkaBroker)]
+        vault, s3, rest = components[0], components[1], components[2 + len(kafkas):]
         _start(vault, started)
         client = bootstrap.vault_init_and_unseal(cfg)
         bootstrap.vault_bootstrap(client, cfg, topology)
         bootstrap.s3_write_identities(client, cfg)
         _start(s3, started)
         bootstrap.s3_bootstrap(cfg)
-        # The two brokers start in parallel: each JVM takes several seconds on its own.
+        # Every broker starts in parallel: each JVM takes several seconds on its own, and a cluster of three
+        # elects its controller only once two of them are up.
+        for broker in kafkas:  # one admin login and cluster id per cluster, drawn before the nodes race for them
+            assert isinstance(broker, KafkaBroker)
+            broker.admin_credentials()
+            broker.cluster_id()
         with ThreadPoolExecutor(len(kafkas)) as pool:
             list(pool.map(lambda c: c.prepare(), kafkas))
             for component in kafkas:
                 _launch(component, started)
             list(pool.map(_await_healthy, kafkas))
-        for component in kafkas:
-            assert isinstance(component, KafkaBroker)
-            bootstrap.kafka_bootstrap(client, cfg, topology, component.cluster, component.admin_credentials())
+        for cluster in (PRIVATE, PUBLIC):
+            first = brokers(cfg, cluster)[0]
+            bootstrap.kafka_bootstrap(client, cfg, topology, cluster, first.admin_credentials())
         for component in rest:
             _start(component, started)
     except StackError:
@@ -114,6 +147,18 @@ def _await_healthy(component: Component) -> None:
     raise StackError(component.name, f"not healthy within {START_TIMEOUT:.0f}s", component.process.log_file)
 
 
+def start_component(cfg: Settings, name: str) -> float:
+    """Start one stopped component (a broker after a drill's fault) and wait until it is healthy; seconds taken."""
+    began = time.monotonic()
+    _start(component(cfg, name), [])
+    return round(time.monotonic() - began, 1)
+
+
+def cluster_health(cfg: Settings) -> list[health.ClusterHealth]:
+    """Brokers up and partitions under-replicated, below min ISR or offline, of both local clusters."""
+    return [health.read(cfg, cluster) for cluster in (PRIVATE, PUBLIC)]
+
+
 def status(cfg: Settings) -> list[ComponentStatus]:
     result = []
     for component in all_components(cfg):
@@ -142,6 +187,7 @@ def down(cfg: Settings, purge: bool = False) -> list[str]:
             shutil.rmtree(component.home, ignore_errors=True)
         shutil.rmtree(cfg.secrets_dir, ignore_errors=True)
         shutil.rmtree(cfg.state_dir / "logs", ignore_errors=True)
+        (cfg.state_dir / SHAPE_FILE).unlink(missing_ok=True)
     return stopped
 
 

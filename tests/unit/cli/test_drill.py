@@ -45,3 +45,20 @@ def test_client_log_lines_go_to_the_drill_log_not_the_terminal(state_dir: Path, 
     assert path == state_dir / "logs" / "drill.log"
     assert "hbus.rdkafka FAIL [rdkafka#producer-1]" in path.read_text(encoding="utf-8")
     assert "rdkafka" not in capsys.readouterr().err
+
+
+def test_a_production_shape_drill_on_a_one_broker_stack_is_refused_before_anything_runs(state_dir: Path) -> None:
+    result = runner.invoke(app, ["drill", "broker-kill", "--events", "10"])
+    assert result.exit_code == USAGE
+    assert "needs --brokers 3" in result.output
+    assert not (state_dir / "logs" / "drill.log").exists()
+
+
+def test_all_runs_the_drills_of_the_clusters_shape() -> None:
+    from hybridbus.ops.drills import DRILLS, drills_for
+
+    three = drills_for(3)
+    assert {"broker-kill", "rolling-restart", "below-min-isr", "router-worker-kill", "egress-worker-kill"} == set(three)
+    assert not set(three) & set(drills_for(1))
+    assert set(three) | set(drills_for(1)) == set(DRILLS)
+    assert DRILLS["router-worker-kill"].worker_names().count("router-2") == 1

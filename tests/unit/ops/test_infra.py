@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hybridbus.adapters.config import Settings, settings
+from hybridbus.adapters.topology import PRODUCTION_BROKERS
 from hybridbus.cli.main import app
 from hybridbus.ops import infra
 from hybridbus.ops.stack.bootstrap import role_name
@@ -103,13 +104,20 @@ def test_consistency_check_passes_on_the_committed_rendering() -> None:
     assert infra.check(shipped()) == []
 
 
-def test_rendering_reads_back_to_the_local_stacks_model() -> None:
-    topology = load_topology(shipped())
+def test_rendering_reads_back_to_the_local_stacks_model_at_production_size() -> None:
+    topology = load_topology(shipped(), PRODUCTION_BROKERS)
     rendered = infra.read_rendered()
     assert rendered.acls == frozenset(topology.acls)
-    assert {k: (t.partitions, dict(t.config)) for k, t in rendered.topics.items()} == {
-        (t.cluster, t.name): (t.partitions, dict(t.config)) for t in topology.topics}
+    assert {k: (t.partitions, t.replication_factor, dict(t.config)) for k, t in rendered.topics.items()} == {
+        (t.cluster, t.name): (t.partitions, t.replication_factor, dict(t.config)) for t in topology.topics}
+    # Production's three brokers: three copies of every partition, a write acknowledged on two.
+    assert {(t.replication_factor, t.config["min.insync.replicas"]) for t in rendered.topics.values()} == {(3, "2")}
     assert sorted(rendered.roles) == sorted(role_name(i) for i in topology.identities)
+
+
+def test_a_local_stack_of_another_size_still_agrees_with_the_rendering() -> None:
+    # The check compares at production's size, so a one-broker local stack (the default) passes it too.
+    assert infra.check(shipped().with_brokers(1, 1)) == []
 
 
 def test_new_event_type_without_re_rendering_fails_the_check(tmp_path: Path) -> None:

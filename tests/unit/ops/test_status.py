@@ -49,3 +49,27 @@ def test_each_kind_of_trouble_is_named() -> None:
     ]
     assert troubled.as_dict()["attention"] == reasons
     assert render(troubled).endswith("\n".join(f"  - {r}" for r in reasons))
+
+
+def test_kafka_partitions_offline_or_below_min_isr_need_attention_at_once() -> None:
+    kafka = [{"cluster": "private", "reachable": True, "brokers": 2.0, "brokers_expected": 3.0,
+              "under_replicated": 60.0, "under_min_isr": 12.0, "offline": 4.0},
+             {"cluster": "public", "reachable": True, "brokers": 1.0, "brokers_expected": 1.0,
+              "under_replicated": 0.0, "under_min_isr": 0.0, "offline": 0.0}]
+    troubled = replace(HEALTHY, kafka=kafka, alerts=[
+        {"alert": "HbusKafkaUnderMinIsr", "severity": "critical", "summary": "said above already", "labels": {},
+         "value": 12.0}])
+    assert attention(troubled) == [
+        "4 partition(s) of the private Kafka cluster offline (no leader)",
+        "12 partition(s) of the private Kafka cluster below min ISR: acks=all producers wait",
+    ]
+    screen = render(troubled)
+    assert "private 2/3 brokers, 60 under-replicated, 12 below min ISR, 4 offline" in screen
+    assert "public 1/1 brokers, 0 under-replicated" in screen
+
+
+def test_under_replication_alone_is_shown_but_waits_for_its_alert() -> None:
+    kafka = [{"cluster": "private", "reachable": True, "brokers": 3.0, "brokers_expected": 3.0,
+              "under_replicated": 5.0, "under_min_isr": 0.0, "offline": 0.0}]
+    assert attention(replace(HEALTHY, kafka=kafka)) == []
+    assert "5 under-replicated" in render(replace(HEALTHY, kafka=kafka))

@@ -5,6 +5,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import KafkaError
+
 
 @dataclass
 class FakeMessage:
@@ -36,7 +38,8 @@ class FakeMessage:
 
 @dataclass
 class FakeProducer:
-    """mode: "ack" delivers on poll/flush; "silent" never reports (Kafka unreachable)."""
+    """mode: "ack" delivers on poll/flush; "silent" never reports (Kafka unreachable); "refuse" reports every
+    event as refused by the broker's ACLs."""
 
     mode: str = "ack"
     sent: list[FakeMessage] = field(default_factory=list)
@@ -48,11 +51,14 @@ class FakeProducer:
         self._queued.append((msg, on_delivery))
 
     def poll(self, timeout: float = 0.0) -> int:
-        if self.mode != "ack":
+        if self.mode == "silent":
             return 0
         served = len(self._queued)
         queued, self._queued = self._queued, []
         for msg, callback in queued:
+            if self.mode == "refuse":
+                callback(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), msg)
+                continue
             self.sent.append(msg)
             callback(None, msg)
         return served

@@ -146,3 +146,104 @@ def test_sync_publish_times_out_without_an_ack() -> None:
 def test_repr_of_the_publisher_shows_no_credentials() -> None:
     publisher, _ = market()
     assert repr(publisher) == "Publisher(dept='market')"
+
+
+# --- the fast path (the codec's writer with its exact type check) refuses exactly what the validator refuses ---
+
+def transport() -> tuple[Publisher, FakeProducer]:
+    producer = FakeProducer()
+    return Publisher("transport", producer, EventEncoder(CATALOG), ack_timeout=0.3), producer
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("delay_seconds", True, "expected int, got a boolean"),  # the writer would write 1
+        ("delay_seconds", 2**31, "out of range for int"),  # the writer would write a long
+        ("delay_seconds", -(2**31) - 1, "out of range for int"),
+        ("delay_seconds", 12.0, "expected int, got float"),  # the writer would write 12
+        ("arrived_at", 2**63, "out of range for long"),
+        ("arrived_at", False, "expected long, got a boolean"),
+        ("stop_name", "人民\ud800广场", "not valid UTF-8 text"),
+        ("stop_name", b"\xe4\xba\xba", "expected text (str), got bytes"),
+        ("stop_name", bytearray(b"\xff"), "not valid UTF-8 text"),
+        ("stop_name", None, "expected string, got NoneType"),
+        ("occupancy", 3, "expected string, got int"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_what_the_writer_would_coerce_is_refused_naming_the_field(field: str, value: object, reason: str) -> None:
+    publisher, producer = transport()
+    payload = {**sample("transport.bus_arrival.v2"), field: value}
+    with pytest.raises(InvalidEvent) as caught:
+        publisher.publish_async("transport.bus_arrival", payload)
+    assert caught.value.field == field and reason in str(caught.value)
+    assert [(p.field, p.reason) for p in caught.value.problems] == [(field, reason)]
+    assert producer._queued == [] and producer.sent == []
+
+
+def test_every_problem_is_listed_on_the_failure_path() -> None:
+    publisher, _ = transport()
+    payload = {**sample("transport.bus_arrival.v2"), "delay_seconds": True, "stop_name": "\udcff", "bogus": 1}
+    del payload["route"]
+    with pytest.raises(InvalidEvent) as caught:
+        publisher.publish_async("transport.bus_arrival", payload, trace_id="has space")
+    assert {p.field: p.reason for p in caught.value.problems} == {
+        "trace_id": "must be 1 to 128 printable ASCII characters",
+        "bogus": "not a field of this event type",
+        "route": "missing",
+        "stop_name": "not valid UTF-8 text",
+        "delay_seconds": "expected int, got a boolean",
+    }
+
+
+def test_the_fast_path_writes_the_same_bytes_as_before() -> None:
+    # Optional fields left out take their default; None for a nullable field is written as null.
+    publisher, producer = transport()
+    payload = sample("transport.bus_arrival.v2")
+    without_default = {k: v for k, v in payload.items() if k != "occupancy"}
+    codec = AvroCodec.for_catalog(CATALOG)
+    for body in (payload, without_default):
+        publisher.publish_async("transport.bus_arrival", body)
+    feedback = Publisher("govservice", producer, publisher.encoder)
+    feedback.publish_async("govservice.citizen_feedback", {**sample("govservice.citizen_feedback.v1"), "contact": None})
+    assert publisher.flush(1) == 0
+    decoded = [codec.decode(msg.value())[1] for msg in producer.sent]
+    assert decoded == [payload, {**without_default, "occupancy": "unknown"},
+                       {**sample("govservice.citizen_feedback.v1"), "contact": None}]
+
+
+def test_generated_event_and_trace_ids_are_distinct_uuid4_hex() -> None:
+    import uuid
+
+    publisher, producer = transport()
+    for _ in range(50):
+        publisher.publish_async("transport.bus_arrival", sample("transport.bus_arrival.v2"))
+    publisher.flush(1)
+    ids = [(dict(m.headers())[h.EVENT_ID].decode(), dict(m.headers())[h.TRACE_ID].decode()) for m in producer.sent]
+    flat = [i for pair in ids for i in pair]
+    assert len(set(flat)) == 100
+    for value in flat:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_given_ids_are_kept_and_only_the_missing_one_is_made() -> None:
+    publisher, producer = transport()
+    publisher.publish_async("transport.bus_arrival", sample("transport.bus_arrival.v2"), event_id="evt-1")
+    publisher.flush(1)
+    headers = dict(producer.sent[0].headers())
+    assert headers[h.EVENT_ID] == b"evt-1" == producer.sent[0].key()
+    assert len(headers[h.TRACE_ID]) == 32 and headers[h.TRACE_ID] != b"evt-1"
+
+
+def test_an_async_failure_goes_to_the_callback_or_is_counted_without_one() -> None:
+    producer = FakeProducer("refuse")
+    publisher = Publisher("market", producer, EventEncoder(CATALOG), ack_timeout=0.3)
+    outcomes: list = []
+    publisher.publish_async("market.licence_granted", sample(), on_delivery=lambda d, e: outcomes.append((d, e)))
+    publisher.publish_async("market.licence_granted", sample())
+    assert publisher.flush(1) == 0
+    [(delivery, error)] = outcomes
+    assert delivery is None and "refused by the broker's ACLs" in str(error)
+    assert publisher.failed_without_callback == 1

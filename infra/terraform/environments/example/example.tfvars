@@ -3,7 +3,6 @@ private_bootstrap_servers = ["kafka-1.private.example.gov:9093", "kafka-2.privat
 public_bootstrap_servers  = ["kafka-1.public.example.gov:9093", "kafka-2.public.example.gov:9093", "kafka-3.public.example.gov:9093"]
 private_kafka_username    = "hbus-terraform"
 public_kafka_username     = "hbus-terraform"
-replication_factor        = 3
 
 vault_address = "https://vault.private.example.gov:8200"
 

@@ -52,20 +52,18 @@ module "kafka_private" {
   source    = "../../modules/kafka-cluster"
   providers = { kafka = kafka.private }
 
-  cluster            = "private"
-  topics             = module.topology.private_topics
-  acls               = module.topology.private_acls
-  replication_factor = var.replication_factor
+  cluster = "private"
+  topics  = module.topology.private_topics
+  acls    = module.topology.private_acls
 }
 
 module "kafka_public" {
   source    = "../../modules/kafka-cluster"
   providers = { kafka = kafka.public }
 
-  cluster            = "public"
-  topics             = module.topology.public_topics
-  acls               = module.topology.public_acls
-  replication_factor = var.replication_factor
+  cluster = "public"
+  topics  = module.topology.public_topics
+  acls    = module.topology.public_acls
 }
 
 module "vault" {

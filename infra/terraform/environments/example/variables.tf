@@ -35,12 +35,6 @@ variable "public_kafka_password" {
   sensitive   = true
 }
 
-variable "replication_factor" {
-  description = "Replicas of every topic on both clusters."
-  type        = number
-  default     = 3
-}
-
 variable "vault_address" {
   description = "Vault (or OpenBao) API address, https://…"
   type        = string

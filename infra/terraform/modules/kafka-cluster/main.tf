@@ -11,7 +11,7 @@ resource "kafka_topic" "this" {
 
   name               = each.key
   partitions         = each.value.partitions
-  replication_factor = var.replication_factor
+  replication_factor = each.value.replication_factor
   config             = merge(var.default_topic_config, each.value.config)
 
   lifecycle {

@@ -1,9 +1,15 @@
 variable "topics" {
-  description = "Topic name -> partitions and topic config, as rendered by `hbus infra render`."
+  description = "Topic name -> partitions, replication factor and topic config (min.insync.replicas included), as rendered by `hbus infra render`."
   type = map(object({
-    partitions = number
-    config     = map(string)
+    partitions         = number
+    replication_factor = number
+    config             = map(string)
   }))
+
+  validation {
+    condition     = alltrue([for t in values(var.topics) : t.replication_factor >= 3 && tonumber(t.config["min.insync.replicas"]) >= 2])
+    error_message = "Production keeps three copies of every partition and acknowledges a write on two: re-render with `hbus infra render`."
+  }
 }
 
 variable "acls" {
@@ -22,18 +28,10 @@ variable "acls" {
   }
 }
 
-variable "replication_factor" {
-  description = "Replicas of every topic."
-  type        = number
-  default     = 3
-}
-
 variable "default_topic_config" {
-  description = "Config every topic gets unless the model sets the same key."
+  description = "Config every topic gets unless the model sets the same key (replication and min.insync.replicas come from the model)."
   type        = map(string)
-  default = {
-    "min.insync.replicas" = "2"
-  }
+  default     = {}
 }
 
 variable "cluster" {

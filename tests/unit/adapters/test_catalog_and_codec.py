@@ -17,7 +17,7 @@ from hybridbus.adapters.loaders import check_catalog_dir, load_catalog_dir
 from hybridbus.cli.schemas import app as schemas_app
 from routing.grades import Grade
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "schemas" / "avro"
 SAMPLES = ROOT / "schemas" / "samples"
 CATALOG = load_catalog_dir(SCHEMAS)

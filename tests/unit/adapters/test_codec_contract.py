@@ -18,7 +18,7 @@ from hybridbus.adapters.exceptions import CodecError, DecodeError, EncodeError, 
 from hybridbus.adapters.loaders import load_catalog_dir
 from routing.catalog import EventType
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
 CODEC = AvroCodec.for_catalog(CATALOG)
 TYPES = list(CATALOG)

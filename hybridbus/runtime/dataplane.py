@@ -1,0 +1,234 @@
+"""The data plane of a processor: confluent-kafka batches consumed in one thread of the Faust worker, handed to the
+processor's batch handler, and committed per partition only after the handler returned.
+
+Faust stays the runtime (worker, supervision, timers, metrics, control-plane work); its per-message stream path
+costs far more CPU than the per-event budget (README, "The data plane"), so the high-volume topics are read here.
+
+How a batch goes, all in the one data-plane thread:
+
+1. run what the control plane queued with `between_batches` (a new rule set, new derived views), so a batch is
+   never handled under a mix of two;
+2. `consume(num_messages=batch_size, timeout=within)`;
+3. `handler(messages)`: the processor's plain, blocking function; it returns only once every output of the batch
+   is acknowledged (its `BatchProducer.confirm()`, an S3 write);
+4. commit, per partition, the offset after the batch's last message of that partition, synchronously.
+
+Rebalances cannot cut into a batch: librdkafka calls the assign/revoke callbacks only from inside `consume()`, in
+this thread, so when one runs every message handed out before was handled and committed (a commit that failed
+is retried from the revoke callback, and given up for partitions that are lost). Nothing is ever committed for a
+record whose outputs were not acknowledged. If the handler raises, the process ends at once with exit code 70
+and commits nothing: the next owner of the partitions replays the batch. Heartbeats come from librdkafka's own
+thread, so a long batch does not cost the membership (up to MAX_POLL_INTERVAL); a killed worker's partitions
+move to another after SESSION_TIMEOUT.
+
+The group is the Faust app's id (`hbus-router`, …): the lag meter, `hbus status`, the bench and the drills read
+that group's committed offsets as before. Faust's own consumer is not started at all (see `DataPlane.attach`).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import queue
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from faust.app.base import BootStrategy
+from mode import Service
+
+from hybridbus.adapters import kafka, metrics
+from hybridbus.adapters.producer import BatchProducer
+from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.adapters.topology import PRIVATE, QUARANTINE_TOPIC
+
+log = logging.getLogger("hbus.dataplane")
+
+BatchHandler = Callable[[list[Message]], None]
+AssignHandler = Callable[[list[tuple[str, int]]], None]
+
+SESSION_TIMEOUT_MS = 10_000  # a killed worker's partitions move on after this long (as Faust's broker_session_timeout)
+HEARTBEAT_INTERVAL_MS = 2_000
+# A batch may wait this long for its outputs (public cluster or S3 down) before the member is taken for dead
+# and its partitions given to another (as Faust's broker_max_poll_interval).
+MAX_POLL_INTERVAL_MS = 1_000_000
+PREFETCH_KBYTES = 16_384  # records fetched ahead of the handler: 16 MB, about 16,000 workload events
+STOP_TIMEOUT = 15.0  # seconds a stopping worker lets the batch in hand finish and commit
+EXIT_ON_FAILURE = 70  # the process's exit code when a batch fails: nothing of it was committed
+
+
+class DataPlane(Service):  # type: ignore[misc]
+    """One processor's batch consumer, started and stopped with the Faust app it is attached to.
+
+    `handler` gets the batch's messages (confluent_kafka.Message, errors removed) and must return only once all
+    outputs of the batch are acknowledged. `on_assign` (optional) gets the partitions newly owned by this worker
+    (not held just before the rebalance), so a processor can forget what it cached about them.
+    """
+
+    def __init__(self, app: Any, component: str, creds: KafkaCredentials, topics: Sequence[str],
+                 handler: BatchHandler, *, batch_size: int = 1000, within: float = 0.02,
+                 on_assign: AssignHandler | None = None, cluster: str = PRIVATE, group: str | None = None,
+                 **overrides: Any) -> None:
+        super().__init__()
+        self.component = component
+        self.topics = sorted(topics)
+        self.group = group or app.conf.id
+        self.handler = handler
+        self.batch_size = batch_size
+        self.within = within
+        self.on_assign = on_assign
+        self._consumer_settings = {
+            "client.id": f"{self.group}-data-plane",
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
+            "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
+            "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            **overrides,
+        }
+        self._cluster, self._creds = cluster, creds
+        self._between: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{component}-data-plane", daemon=True)
+        self._uncommitted: dict[tuple[str, int], int] = {}  # next offset per partition, handled but not committed
+        self._assigned: set[tuple[str, int]] = set()
+        self.attach(app)
+
+    # --- wiring into the Faust worker ----------------------------------------------------------------------
+
+    def attach(self, app: Any) -> None:
+        """Run inside `app`'s worker, and keep Faust's own Kafka consumer and producer from starting.
+
+        Faust's consumer would join this same group (its id is the app's) with no topic: aiokafka refuses a
+        subscription to nothing, which crashes the worker, and were it let in, its "faust" assignor shares no
+        protocol with librdkafka's, so the group could not form (InconsistentGroupProtocol) or would rebalance
+        at every start of either. Every output goes through `BatchProducer`, so Faust's producer has no use
+        either. Timers, the web side and supervision are untouched.
+        """
+        app.boot_strategy = BootStrategy(app, enable_kafka_consumer=False, enable_kafka_producer=False)
+
+        @app.task
+        async def start_data_plane() -> None:
+            await app.add_runtime_dependency(self)
+
+    def between_batches(self, action: Callable[[], None]) -> None:
+        """Run `action` in the data-plane thread before the next batch (thread-safe; call from the Faust loop)."""
+        self._between.put(action)
+
+    async def on_start(self) -> None:
+        self._thread.start()
+
+    async def on_stop(self) -> None:
+        """Let the batch in hand finish and commit, then leave the group so the partitions move at once."""
+        self._stopping.set()
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join, STOP_TIMEOUT)
+
+    @Service.task  # type: ignore[misc]
+    async def _supervise(self) -> None:
+        """A data-plane thread that ended while the worker runs leaves a process that only looks alive: end it."""
+        while not self.should_stop:
+            await self.sleep(1.0)
+            if not self._thread.is_alive() and not self._stopping.is_set():
+                _fail("data-plane thread ended")
+
+    # --- the consume loop (data-plane thread) --------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            consumer = kafka.consumer(self._cluster, self._creds, self.group, **self._consumer_settings)
+            consumer.subscribe(self.topics, on_assign=self._assigned_cb, on_revoke=self._revoked_cb,
+                               on_lost=self._lost_cb)
+            log.warning("event=data_plane_started component=%s group=%s topics=%d", self.component, self.group,
+                        len(self.topics))
+            while not self._stopping.is_set():
+                self._run_between_batches()
+                messages = self._records(consumer.consume(self.batch_size, self.within))
+                if messages:
+                    self.handler(messages)
+                    self._handled(messages)
+                if self._uncommitted:
+                    self._commit(consumer)
+            consumer.close()  # leaves the group: no session timeout to wait for
+        except BaseException:  # noqa: BLE001 - any failure: end without committing, the batch replays
+            _fail("batch failed")
+
+    def _run_between_batches(self) -> None:
+        while True:
+            try:
+                action = self._between.get_nowait()
+            except queue.Empty:
+                return
+            action()
+
+    def _records(self, messages: list[Message]) -> list[Message]:
+        """The batch without librdkafka's event messages; a fatal consumer error ends the process."""
+        records = []
+        for msg in messages:
+            err = msg.error()
+            if err is None:
+                records.append(msg)
+            elif err.fatal():
+                raise KafkaException(err)
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("event=consumer_error component=%s code=%s reason=%r", self.component, err.name(),
+                            err.str())
+        return records
+
+    def _handled(self, messages: list[Message]) -> None:
+        for msg in messages:  # in partition order, so the last one of each partition wins
+            self._uncommitted[(msg.topic(), msg.partition())] = msg.offset() + 1
+
+    def _commit(self, consumer: Consumer) -> bool:
+        """Commit every handled offset; on failure keep them for the next try (after the next batch or a revoke)."""
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # Outputs are acknowledged: at worst the next owner replays them (the private side may hold a copy
+            # twice; egress and the archiver remove repeats across the boundary).
+            log.warning("event=commit_failed component=%s partitions=%d error=%s", self.component, len(offsets),
+                        exc.args[0].name() if exc.args and hasattr(exc.args[0], "name") else type(exc).__name__)
+            return False
+        self._uncommitted.clear()
+        return True
+
+    def _assigned_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        owned = {(tp.topic, tp.partition) for tp in partitions}
+        added = sorted(owned - self._assigned)
+        self._assigned = owned
+        log.warning("event=partitions_assigned component=%s partitions=%d new=%d", self.component, len(owned),
+                    len(added))
+        if added and self.on_assign is not None:
+            self.on_assign(added)
+
+    def _revoked_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Called between batches: everything handled is acknowledged; commit what a failed commit left.
+        if self._uncommitted:
+            self._commit(consumer)
+        self._uncommitted.clear()  # a commit that failed here is replayed by the next owner
+
+    def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # The partitions may already be another member's: committing for them is refused, and forgotten.
+        self._uncommitted.clear()
+        self._assigned = set()
+
+
+def _fail(what: str) -> None:
+    """End the process now, committing nothing: the batch in hand is replayed by the next owner."""
+    log.error("event=%s action=exit_without_commit", what.replace(" ", "_"), exc_info=sys.exc_info()[0] is not None)
+    logging.shutdown()
+    os._exit(EXIT_ON_FAILURE)
+
+
+def quarantine(outputs: BatchProducer, component: str, msg: Message, verdict: Any) -> None:
+    """Count, log and keep a record the boundary guard refused, on the private `_hbus.quarantine` topic.
+
+    It is never retried outward; it is acknowledged with the rest of the batch at `outputs.confirm()`.
+    """
+    topic = msg.topic()
+    metrics.BOUNDARY_BLOCKED.labels(component, verdict.dept, verdict.type_key(topic), verdict.grade.id).inc()
+    logging.getLogger(f"hbus.{component}").warning(
+        "event=boundary_block event_id=%s topic=%s grade=%s reason=%r", verdict.event_id, topic, verdict.grade.id,
+        verdict.reason)
+    outputs.send(QUARANTINE_TOPIC, msg.key(), msg.value(), None, verdict.quarantine_headers(msg.headers(), topic))

@@ -1,0 +1,211 @@
+"""The data plane's loop without a broker: a batch is committed per partition only after its handler returned,
+control-plane changes land between batches, rebalances see nothing half done, and a failed batch commits nothing."""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.runtime import dataplane
+from hybridbus.runtime.dataplane import DataPlane
+from tests.unit.producers.fakes import FakeMessage
+
+CREDS = KafkaCredentials("svc-test", "secret")
+
+
+@dataclass
+class ConsumedMessage(FakeMessage):
+    _error: KafkaError | None = None
+
+    def error(self) -> KafkaError | None:
+        return self._error
+
+
+def message(topic: str, partition: int, offset: int, error: KafkaError | None = None) -> ConsumedMessage:
+    return ConsumedMessage(topic, partition, offset, b"key", b"value", [], error)
+
+
+Step = list[ConsumedMessage] | Callable[["FakeConsumer"], None]
+
+
+class FakeConsumer:
+    """Plays `steps` one per consume(): a list is a batch, a callable acts (e.g. a rebalance) and returns none."""
+
+    def __init__(self, steps: list[Step], stop: threading.Event, events: list[tuple[Any, ...]],
+                 failing_commits: int = 0) -> None:
+        self.steps, self.stop, self.events = list(steps), stop, events
+        self.failing_commits = failing_commits
+        self.callbacks: dict[str, Any] = {}
+        self.closed = False
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self.callbacks = callbacks
+
+    def consume(self, num_messages: int, timeout: float) -> list[ConsumedMessage]:
+        if not self.steps:
+            self.stop.set()
+            return []
+        step = self.steps.pop(0)
+        if callable(step):
+            step(self)
+            return []
+        return step
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
+        assert asynchronous is False
+        if self.failing_commits:
+            self.failing_commits -= 1
+            raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+        self.events.append(("commit", sorted((tp.topic, tp.partition, tp.offset) for tp in offsets)))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def rebalance(self, kind: str, partitions: list[tuple[str, int]]) -> None:
+        self.callbacks[kind](self, [TopicPartition(t, p) for t, p in partitions])
+
+
+def run_plane(monkeypatch: pytest.MonkeyPatch, steps: list[Step], handler: Callable[[list[Any]], None] | None = None,
+              failing_commits: int = 0, events: list[tuple[Any, ...]] | None = None,
+              **options: Any) -> tuple[DataPlane, FakeConsumer, list[tuple[Any, ...]]]:
+    """Run the plane's consume loop in this thread over `steps`; returns what happened, in order."""
+    events = [] if events is None else events
+    holder: dict[str, FakeConsumer] = {}
+
+    def make_consumer(cluster: str, creds: KafkaCredentials, group: str, **conf: Any) -> FakeConsumer:
+        events.append(("consumer", group, conf["session.timeout.ms"]))
+        holder["consumer"] = FakeConsumer(steps, plane._stopping, events, failing_commits)
+        return holder["consumer"]
+
+    def record(messages: list[Any]) -> None:
+        events.append(("handle", [(m.topic(), m.partition(), m.offset()) for m in messages]))
+
+    monkeypatch.setattr(dataplane.kafka, "consumer", make_consumer)
+    plane = DataPlane(faust.App("hbus-test"), "test", CREDS, ["t"], handler or record, **options)
+    plane._run()
+    return plane, holder["consumer"], events
+
+
+def test_a_batch_is_committed_per_partition_after_its_handler_returned(monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = [message("t", 0, 5), message("t", 1, 7), message("t", 0, 6), message("u", 0, 1)]
+    _plane, consumer, events = run_plane(monkeypatch, [batch])
+    assert events == [
+        ("consumer", "hbus-test", dataplane.SESSION_TIMEOUT_MS),  # the Faust app's id is the group
+        ("handle", [("t", 0, 5), ("t", 1, 7), ("t", 0, 6), ("u", 0, 1)]),
+        ("commit", [("t", 0, 7), ("t", 1, 8), ("u", 0, 2)]),
+    ]
+    assert consumer.closed  # a stopping worker leaves the group
+
+
+def test_consumer_events_are_not_records_and_an_empty_poll_commits_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    eof = message("t", 0, 9, KafkaError(KafkaError._PARTITION_EOF))
+    transport = message("t", 0, -1, KafkaError(KafkaError._TRANSPORT))
+    _plane, _consumer, events = run_plane(monkeypatch, [[], [eof, transport], [message("t", 0, 3), eof]])
+    assert events[1:] == [("handle", [("t", 0, 3)]), ("commit", [("t", 0, 4)])]
+
+
+def test_control_plane_changes_run_in_the_data_plane_thread_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[Any] = []
+    plane_ref: dict[str, DataPlane] = {}
+
+    def handler(messages: list[Any]) -> None:
+        seen.append(("batch", messages[0].offset()))
+        if messages[0].offset() == 0:  # a rule change arrives while the first batch is being handled
+            plane_ref["plane"].between_batches(lambda: seen.append(("rules", threading.current_thread().name)))
+
+    original = DataPlane.__init__
+
+    def init(self: DataPlane, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        plane_ref["plane"] = self
+
+    monkeypatch.setattr(DataPlane, "__init__", init)
+    run_plane(monkeypatch, [[message("t", 0, 0)], [message("t", 0, 1)]], handler)
+    assert seen == [("batch", 0), ("rules", threading.current_thread().name), ("batch", 1)]
+
+
+def test_a_failed_commit_is_retried_with_the_next_offsets(monkeypatch: pytest.MonkeyPatch) -> None:
+    steps: list[Step] = [[message("t", 0, 0)], [message("t", 1, 4)]]
+    _plane, _consumer, events = run_plane(monkeypatch, steps, failing_commits=1)
+    assert [e for e in events if e[0] == "commit"] == [("commit", [("t", 0, 1), ("t", 1, 5)])]
+
+
+def test_a_revoke_commits_what_a_failed_commit_left_and_new_partitions_are_announced(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    announced: list[list[tuple[str, int]]] = []
+    steps: list[Step] = [
+        lambda c: c.rebalance("on_assign", [("t", 0), ("t", 1)]),
+        [message("t", 0, 0)],  # its commit fails
+        lambda c: (c.events.append(("revoke",)), c.rebalance("on_revoke", [("t", 0), ("t", 1)])),
+        lambda c: c.rebalance("on_assign", [("t", 1), ("t", 2)]),
+    ]
+    _plane, _consumer, events = run_plane(monkeypatch, steps, failing_commits=1, on_assign=announced.append)
+    assert events[1:] == [("handle", [("t", 0, 0)]), ("revoke",), ("commit", [("t", 0, 1)])]
+    # Only partitions not held just before are new: a cache about them may be stale.
+    assert announced == [[("t", 0), ("t", 1)], [("t", 2)]]
+
+
+def test_lost_partitions_are_never_committed_and_count_as_new_when_they_come_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    announced: list[list[tuple[str, int]]] = []
+    steps: list[Step] = [
+        lambda c: c.rebalance("on_assign", [("t", 0)]),
+        [message("t", 0, 0)],  # its commit fails
+        lambda c: c.rebalance("on_lost", [("t", 0)]),
+        lambda c: c.rebalance("on_assign", [("t", 0)]),
+    ]
+    _plane, _consumer, events = run_plane(monkeypatch, steps, failing_commits=1, on_assign=announced.append)
+    assert [e for e in events if e[0] == "commit"] == []
+    assert announced == [[("t", 0)], [("t", 0)]]
+
+
+class Exited(Exception):
+    pass
+
+
+@pytest.fixture()
+def exits(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    codes: list[int] = []
+
+    def fake_exit(code: int) -> None:
+        codes.append(code)
+        raise Exited
+
+    monkeypatch.setattr(dataplane.os, "_exit", fake_exit)
+    monkeypatch.setattr(dataplane.logging, "shutdown", lambda: None)
+    return codes
+
+
+def test_a_failing_handler_ends_the_process_and_commits_nothing(monkeypatch: pytest.MonkeyPatch,
+                                                                exits: list[int]) -> None:
+    def handler(messages: list[Any]) -> None:
+        raise ValueError("boom")
+
+    events: list[Any] = []
+    with pytest.raises(Exited):
+        run_plane(monkeypatch, [[message("t", 0, 0)], [message("t", 0, 1)]], handler, events=events)
+    assert exits == [dataplane.EXIT_ON_FAILURE]
+    assert [e[0] for e in events] == ["consumer"]  # no commit, and no batch after the failed one
+
+
+def test_a_fatal_consumer_error_ends_the_process(monkeypatch: pytest.MonkeyPatch, exits: list[int]) -> None:
+    fatal = message("t", 0, -1, KafkaError(KafkaError._FATAL, "fenced", fatal=True))
+    with pytest.raises(Exited):
+        run_plane(monkeypatch, [[fatal]])
+    assert exits == [dataplane.EXIT_ON_FAILURE]
+
+
+def test_attaching_keeps_fausts_own_consumer_and_producer_from_starting() -> None:
+    app = faust.App("hbus-test-attach")
+    assert app.boot_strategy._should_enable_kafka_consumer()
+    DataPlane(app, "test", CREDS, ["t"], lambda messages: None)
+    assert not app.boot_strategy._should_enable_kafka_consumer()
+    assert not app.boot_strategy._should_enable_kafka_producer()
+    assert list(app.boot_strategy.kafka_consumer()) == [] and list(app.boot_strategy.kafka_conductor()) == []
+    assert len(app._app_tasks) == 1  # the task that starts the data plane with the worker

@@ -6,6 +6,9 @@ id, a person or a secret.
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -43,6 +46,58 @@ LAST_ARCHIVE = Gauge("hbus_archive_last_object_timestamp_seconds", "Unix time of
 AUDIT_ENTRIES = Counter("hbus_audit_entries_total", "Entries appended to the audit chain, per kind.", ["kind"])
 AUDIT_LAST_CHECKPOINT = Gauge("hbus_audit_last_checkpoint_timestamp_seconds", "Unix time of the last signed checkpoint.")
 PAUSED = Gauge("hbus_paused", "1 while a processor waits for a dependency.", ["component", "dependency"])
+
+
+# Label children looked up once per process: `labels()` takes a lock and checks its arguments on every call, which
+# costs more than the event it counts. Never `clear()` a metric whose children are cached here.
+_CHILDREN: dict[Any, dict[tuple[str, ...], Any]] = {}
+
+
+def child(metric: Any, labels: tuple[str, ...]) -> Any:
+    """The child of `metric` for the label values `labels`, cached."""
+    cache = _CHILDREN.setdefault(metric, {})  # by the metric itself: an id could be reused by a later metric
+    found = cache.get(labels)
+    if found is None:
+        found = cache[labels] = metric.labels(*labels)
+    return found
+
+
+def add_counts(counter: Counter, counts: Mapping[tuple[str, ...], float]) -> None:
+    """Add a batch's counts, kept in a plain dict by label values while the batch ran, to `counter` at once."""
+    for labels, amount in counts.items():
+        if amount:
+            child(counter, labels).inc(amount)
+
+
+def observe_many(histogram: Any, amounts: Sequence[float]) -> None:
+    """Observe every amount on a histogram (child): binned here, then one add per bucket and one to the sum.
+
+    Same samples as calling `observe` for each amount; falls back to that if the client's internals change.
+    """
+    bounds, buckets, total = (getattr(histogram, name, None) for name in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    counts = [0] * len(bounds)
+    for amount in amounts:
+        counts[bisect_left(bounds, amount)] += 1  # the first bucket whose bound is >= amount, as observe() picks
+    total.inc(sum(amounts))
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
+
+
+def observe_latencies(stage: str, occurred_ms: Iterable[bytes | int | None], now_ms: float) -> None:
+    """Time from each event's occurred-at (header value or int, epoch ms) to `now_ms`, for `stage`, once a batch."""
+    amounts = []
+    for value in occurred_ms:
+        try:
+            amounts.append(max(0.0, (now_ms - int(value)) / 1000))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            pass  # absent or not a number: not observed, as per event
+    if amounts:
+        observe_many(child(LATENCY, (stage,)), amounts)
 
 
 def observe_latency(stage: str, headers, now_ms: float) -> None:  # type: ignore[no-untyped-def]

@@ -1,0 +1,296 @@
+"""The boundary guard of egress and the archiver, free of Kafka I/O: it decodes every record itself, re-grades it
+from the catalog and lets only `public` through, once per event id; per batch, what passed and what is kept back.
+
+It shares the catalog and the grade function with the router, never the router's decisions: the router's
+destinations header may only narrow what leaves.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from hybridbus.adapters import metrics
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.exceptions import CodecError
+from hybridbus.adapters.topology import QUARANTINE_TOPIC
+from hybridbus.runtime.decisions import DecisionBatch, DecisionRecord, Template
+from hybridbus.runtime.records import Headers, Record, event_id_of, header, header_map, quarantine_headers, text
+from routing import headers as H
+from routing.boundary import ARCHIVE, PUBLIC_CLOUD, Verdict, check_export
+from routing.catalog import EventType
+from routing.grades import Grade
+
+DEDUPE_WINDOW = 20_000  # event ids remembered per partition: a router replay repeats at most an uncommitted batch
+KNOWN_KEPT = 10_000  # (event type, rules version, topic) outcomes remembered
+
+
+class DedupeWindow:
+    """The event ids let out lately, per partition: at most `size` each, the oldest forgotten first; O(1) a check."""
+
+    def __init__(self, size: int = DEDUPE_WINDOW) -> None:
+        self.size = size
+        self._ids: dict[Hashable, tuple[set[str], deque[str]]] = {}
+
+    def _window(self, partition: Hashable) -> tuple[set[str], deque[str]]:
+        window = self._ids.get(partition)
+        if window is None:
+            window = self._ids[partition] = (set(), deque())
+        return window
+
+    def seen(self, partition: Hashable, event_id: str) -> bool:
+        """True when `event_id` already went out on `partition`; remembers it otherwise."""
+        known, order = self._ids.get(partition) or self._window(partition)
+        if event_id in known:
+            return True
+        known.add(event_id)
+        order.append(event_id)
+        if len(order) > self.size:
+            known.discard(order.popleft())
+        return False
+
+    def remember(self, partition: Hashable, event_ids: Iterable[str]) -> None:
+        """Ids already out before this process started (oldest first), e.g. read back from the public side."""
+        for event_id in event_ids:
+            if event_id:
+                self.seen(partition, event_id)
+
+    def forget(self, partition: Hashable) -> None:
+        """Drop a partition's window (the partition was revoked: its next owner reads the tail again)."""
+        self._ids.pop(partition, None)
+
+    def ids(self, partition: Hashable) -> list[str]:
+        """The ids remembered for `partition`, oldest first."""
+        return list(self._window(partition)[1]) if partition in self._ids else []
+
+
+@dataclass(frozen=True)
+class Role:
+    """What a guard is for: the processor it serves and what it calls a record it lets through."""
+
+    component: str
+    verdict: str
+    stage: str  # latency histogram stage
+    counts_out: bool  # count hbus_events_out_total when let through (the archiver counts when the object is written)
+
+
+ROLES: Mapping[str, Role] = {
+    PUBLIC_CLOUD: Role("egress", "exported", "exported", True),
+    ARCHIVE: Role("archiver", "archived", "archived", False),
+}
+
+
+class Passed(NamedTuple):
+    """A record the guard let through, with what the sink needs of it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers | None
+    event_type: EventType
+    payload: dict[str, Any]
+    event_id: str
+
+
+@dataclass(frozen=True)
+class GuardOutcome:
+    allowed: bool
+    leak: bool  # refused because it is not public (quarantine), not merely because no rule exports it
+    event_type: EventType | None
+    payload: dict[str, Any] | None
+    grade: Grade
+    reason: str
+    event_id: str
+
+    @property
+    def dept(self) -> str:
+        return self.event_type.dept if self.event_type else ""
+
+    def type_key(self, topic: str) -> str:
+        return self.event_type.key if self.event_type else topic
+
+    def decision(self, component: str, destination: str, topic: str, verdict: str, headers: Headers | None,
+                 now_ms: int) -> DecisionRecord:
+        """The audit-trail record of this guard decision (what left, or what was quarantined and why)."""
+        reason = "public" if self.allowed else self.reason
+        return DecisionRecord(component, self.event_id, self.type_key(topic), self.dept, self.grade.id,
+                              header(headers, H.RULES_VERSION), destination, topic, verdict, reason, now_ms)
+
+    def quarantine_headers(self, headers: Headers | None, source_topic: str) -> list[tuple[str, bytes]]:
+        return quarantine_headers(headers, self.reason, source_topic)
+
+
+def judge(codec: AvroCodec, topic: str, value: bytes | None, destinations: str,
+          destination: str) -> tuple[EventType | None, dict[str, Any] | None, Verdict]:
+    """The guard's verdict on one record, from its own decoding and the catalog's grades (fail closed: a record
+    that does not decode is treated as the highest grade)."""
+    if value is None:
+        return None, None, Verdict(False, Grade.IMPORTANT, "record has no value", leak=True)
+    try:
+        event_type, payload = codec.decode(value)
+    except CodecError as exc:
+        return None, None, Verdict(False, Grade.IMPORTANT, f"does not decode: {exc.reason}", leak=True)
+    return event_type, payload, check_export(event_type, payload, topic, destinations, destination)
+
+
+class _Known:
+    """What every record let through of one event type, rules version and topic shares, computed once."""
+
+    __slots__ = ("event_type", "decisions", "in_labels", "out_labels")
+
+    def __init__(self, event_type: EventType, decisions: tuple[Template, ...], in_labels: tuple[str, ...],
+                 out_labels: tuple[str, ...] | None) -> None:
+        self.event_type, self.decisions, self.in_labels, self.out_labels = event_type, decisions, in_labels, out_labels
+
+
+class GuardBatch:
+    """What one batch of public-topic records turned into. The sink sends `allowed` (egress) or writes it
+    (archiver), produces `quarantined` and `decision_records()`; after every one is acknowledged,
+    `publish_metrics()` and commit."""
+
+    __slots__ = ("now_ms", "role", "resume", "allowed", "quarantined", "decisions", "events_in", "events_out",
+                 "blocked", "occurred", "duplicates", "resumed", "not_wanted")
+
+    def __init__(self, now_ms: int, role: Role, resume: Mapping[tuple[str, int], int]) -> None:
+        self.now_ms = now_ms
+        self.role = role
+        self.resume = resume
+        self.allowed: list[Passed] = []
+        self.quarantined: list[Record] = []  # to `_hbus.quarantine`, never retried outward
+        self.decisions = DecisionBatch(role.component, now_ms)
+        self.events_in: dict[tuple[str, ...], int] = {}
+        self.events_out: dict[tuple[str, ...], int] = {}
+        self.blocked: dict[tuple[str, ...], int] = {}
+        self.occurred: list[bytes] = []  # occurred-at headers of the records let through
+        self.duplicates = 0  # let through before (same event id on the partition): dropped
+        self.resumed = 0  # at or below the resume position: already on the other side
+        self.not_wanted = 0  # public, but no rule sends it to this destination
+
+    def decision_records(self) -> list[bytes]:
+        return self.decisions.records()
+
+    def counts(self) -> dict[Any, dict[tuple[str, ...], int]]:
+        return {metrics.EVENTS_IN: self.events_in, metrics.EVENTS_OUT: self.events_out,
+                metrics.BOUNDARY_BLOCKED: self.blocked}
+
+    def publish_metrics(self, done_ms: float | None = None) -> None:
+        """Add the batch's counts to Prometheus, and the latency of what passed up to `done_ms` (default: now_ms)."""
+        for metric, counts in self.counts().items():
+            metrics.add_counts(metric, counts)
+        metrics.observe_latencies(self.role.stage, self.occurred, self.now_ms if done_ms is None else done_ms)
+
+
+class GuardStep:
+    """The one boundary guard of a destination (`public_cloud` for egress, `archive` for the archiver)."""
+
+    def __init__(self, codec: AvroCodec, destination: str, derived: Iterable[EventType] = (),
+                 dedupe: DedupeWindow | None = None) -> None:
+        self.codec = codec
+        self.destination = destination
+        self.role = ROLES[destination]
+        self.dedupe = dedupe if dedupe is not None else DedupeWindow()
+        self.log = logging.getLogger(f"hbus.{self.role.component}")
+        self._derived: dict[tuple[str, int], EventType] = {}
+        self._known: dict[tuple[int, bytes | None, str], _Known] = {}
+        self.learn(derived)
+
+    def learn(self, derived: Iterable[EventType]) -> None:
+        """Derived public views are computed from the catalog and a rule set, never taken from a record."""
+        for event_type in derived:
+            ident = (event_type.key, event_type.version)
+            if ident not in self._derived:
+                self.codec.add(event_type)
+                self._derived[ident] = event_type
+
+    def derived_types(self) -> list[EventType]:
+        return list(self._derived.values())
+
+    def begin(self, now_ms: int, resume: Mapping[tuple[str, int], int] | None = None) -> GuardBatch:
+        """A new batch; `resume` maps (topic, partition) to the last source offset already on the other side."""
+        return GuardBatch(now_ms, self.role, resume or {})
+
+    def check_into(self, batch: GuardBatch, topic: str, partition: int, offset: int, key: bytes | None,
+                   value: bytes | None, headers: Headers | None) -> Passed | None:
+        """Judge one record into `batch`; the record to send or write when it may leave, else None."""
+        if batch.resume and offset <= batch.resume.get((topic, partition), -1):
+            batch.resumed += 1
+            return None
+        if headers:
+            hdrs = dict(headers)
+            exact = len(hdrs) == len(headers)
+            if not exact:  # a name given twice: its last value that is not None counts
+                hdrs = {k: v for k, v in headers if v is not None}
+        else:
+            hdrs, exact = {}, True
+        event_id = event_id_of(hdrs, key)
+        event_type, payload, verdict = judge(self.codec, topic, value, text(hdrs.get(H.DESTINATIONS)), self.destination)
+        if not verdict.allowed:
+            outcome = GuardOutcome(False, verdict.leak, event_type, payload, verdict.grade, verdict.reason, event_id)
+            labels = (self.role.component, outcome.dept, outcome.type_key(topic))
+            batch.events_in[labels] = batch.events_in.get(labels, 0) + 1
+            if outcome.leak:
+                self._quarantine(batch, topic, key, value, headers, outcome)
+            else:
+                batch.not_wanted += 1
+            return None
+        assert event_type is not None and payload is not None and value is not None
+        # A header name given twice makes the first value the rules version, as the per-record form reads it.
+        version = hdrs.get(H.RULES_VERSION) if exact else header(headers, H.RULES_VERSION).encode()
+        ident = (id(event_type), version, topic)
+        known = self._known.get(ident)
+        if known is None or known.event_type is not event_type:
+            if len(self._known) >= KNOWN_KEPT:
+                self._known.clear()
+            known = self._known[ident] = self._known_for(event_type, text(version), topic)
+        batch.events_in[known.in_labels] = batch.events_in.get(known.in_labels, 0) + 1
+        if event_id and self.dedupe.seen((topic, partition), event_id):
+            batch.duplicates += 1  # the router wrote this event again after a crash; it is already out
+            return None
+        passed = Passed(topic, partition, offset, key, value, headers, event_type, payload, event_id)
+        batch.allowed.append(passed)
+        batch.decisions.rows.append((event_id, known.decisions))
+        if known.out_labels is not None:
+            batch.events_out[known.out_labels] = batch.events_out.get(known.out_labels, 0) + 1
+        occurred = hdrs.get(H.OCCURRED_AT)
+        if occurred:
+            batch.occurred.append(occurred)
+        return passed
+
+    def _known_for(self, event_type: EventType, version: str, topic: str) -> _Known:
+        role, dept, key = self.role, event_type.dept, event_type.key
+        decisions = ((key, dept, Grade.PUBLIC.id, version, self.destination, topic, role.verdict, "public"),)
+        out = (role.component, dept, key, Grade.PUBLIC.id, self.destination) if role.counts_out else None
+        return _Known(event_type, decisions, (role.component, dept, key), out)
+
+    def _quarantine(self, batch: GuardBatch, topic: str, key: bytes | None, value: bytes | None,
+                    headers: Headers | None, outcome: GuardOutcome) -> None:
+        role, grade = self.role, outcome.grade.id
+        type_key = outcome.type_key(topic)
+        batch.quarantined.append((QUARANTINE_TOPIC, key, value, None, outcome.quarantine_headers(headers, topic)))
+        version = header(headers, H.RULES_VERSION)
+        batch.decisions.rows.append((outcome.event_id, ((type_key, outcome.dept, grade, version, self.destination,
+                                                         QUARANTINE_TOPIC, "quarantined", outcome.reason),)))
+        labels = (role.component, outcome.dept, type_key, grade)
+        batch.blocked[labels] = batch.blocked.get(labels, 0) + 1
+        self.log.warning("event=boundary_block event_id=%s topic=%s grade=%s reason=%r", outcome.event_id, topic,
+                         grade, outcome.reason)
+
+    def check(self, topic: str, key: bytes | None, value: bytes | None, headers: Headers | None,
+              destination: str | None = None) -> GuardOutcome:
+        """The verdict on one record alone, without a batch (no dedupe, no counts)."""
+        hdrs = header_map(headers)
+        event_type, payload, verdict = judge(self.codec, topic, value, text(hdrs.get(H.DESTINATIONS)),
+                                             destination or self.destination)
+        return GuardOutcome(verdict.allowed, verdict.leak, event_type, payload, verdict.grade, verdict.reason,
+                            event_id_of(hdrs, key))
+
+
+class BoundaryStep(GuardStep):
+    """The per-record guard of the older processors, which name the destination at each `check`."""
+
+    def __init__(self, codec: AvroCodec, derived: Iterable[EventType] = ()) -> None:
+        super().__init__(codec, PUBLIC_CLOUD, derived)

@@ -1,0 +1,350 @@
+"""The router's work, free of Kafka I/O: ingress records in; per batch, the records to produce, one compact audit
+record and the metric counts out. Rule sets are compiled into plans once, between batches.
+
+Per event only what depends on the event runs: decode, grade, the plan's look-up, view transforms, outputs.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hybridbus.adapters import metrics
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.exceptions import DecodeError, UnknownSchemaError
+from hybridbus.adapters.loaders import derived_event_types
+from hybridbus.adapters.topology import DLQ_TOPIC
+from hybridbus.runtime.decisions import DecisionBatch, DecisionRecord, Shape, Template
+from hybridbus.runtime.records import Headers, OutRecord, Record, dlq_record, event_id_of, header_map, text
+from routing import headers as H
+from routing.catalog import Catalog, EventType
+from routing.engine import route
+from routing.grades import Grade
+from routing.plan import SOURCE, PlannedResult, RoutingPlan, compile_plan, diff_plans
+from routing.rules import RuleSet
+
+COMPONENT = "router"
+_ROUTER_HEADERS = H.ROUTER_HEADERS
+SHAPES_KEPT = 10_000  # distinct event outcomes remembered between rule changes (transform errors add some)
+
+
+class _Reject(Exception):
+    """An ingress record the router cannot route: `kind` is the metric's reason class, `reason` the DLQ header."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        self.kind, self.reason = kind, reason
+
+
+@dataclass
+class Outcome:
+    """Everything one input record turns into (the per-record API, kept for tools and tests)."""
+
+    outputs: list[OutRecord] = field(default_factory=list)
+    decisions: list[DecisionRecord] = field(default_factory=list)
+    dlq_reason: str | None = None  # reason class, for the metric label
+    event_type: EventType | None = None
+    grade: Grade | None = None
+    forged: bool = False
+    blocked: int = 0
+    shadow_changes: list[tuple[str, str]] = field(default_factory=list)  # (rule id, change)
+
+
+class _Output:
+    """One output record of an event outcome: where it goes, which payload it carries, its last two headers."""
+
+    __slots__ = ("topic", "slot", "event_type", "tail")
+
+    def __init__(self, topic: str, slot: int, event_type: EventType, tail: list[tuple[str, bytes]]) -> None:
+        self.topic, self.slot, self.event_type, self.tail = topic, slot, event_type, tail
+
+
+class _Shape:
+    """What every event with the same plan, forgery and transform errors turns into, computed once: its output
+    records, its decisions (as templates) and its metric counts."""
+
+    __slots__ = ("outputs", "decisions", "counts")
+
+    def __init__(self, outputs: tuple[_Output, ...], decisions: Shape,
+                 counts: tuple[tuple[Any, tuple[str, ...], int], ...]) -> None:
+        self.outputs, self.decisions, self.counts = outputs, decisions, counts
+
+
+class RouterBatch:
+    """What one batch of ingress records turned into. Produce `outputs` and `dlq`, then `decision_records()` to
+    `_hbus.decisions` (key b"router"); after every one is acknowledged, `publish_metrics()` and commit."""
+
+    __slots__ = ("now_ms", "version", "outputs", "dlq", "decisions", "hits", "dlq_reasons", "occurred", "stamp")
+
+    def __init__(self, now_ms: int, version: str) -> None:
+        self.now_ms = now_ms
+        self.version = version
+        self.outputs: list[Record] = []  # graded copies and derived views
+        self.dlq: list[Record] = []  # refused input, to `_hbus.dlq`, with the reason
+        self.decisions = DecisionBatch(COMPONENT, now_ms)
+        self.hits: dict[_Shape, int] = {}  # events per outcome shape: the metric counts, expanded at the end
+        self.dlq_reasons: dict[str, int] = {}
+        self.occurred: list[bytes] = []  # occurred-at headers of routed events, for the latency histogram
+        # The same two stamps on every output of the batch.
+        self.stamp = [(H.RULES_VERSION, version.encode()), (H.ROUTED_AT, str(now_ms).encode())]
+
+    def __len__(self) -> int:
+        return len(self.decisions)
+
+    def decision_records(self) -> list[bytes]:
+        """The batch's `_hbus.decisions` values: one compact record (more only for a very large batch)."""
+        return self.decisions.records()
+
+    def counts(self) -> dict[Any, dict[tuple[str, ...], int]]:
+        """Metric -> label values -> amount, for the whole batch."""
+        out: dict[Any, dict[tuple[str, ...], int]] = {}
+        for shape, events in self.hits.items():
+            for metric, labels, amount in shape.counts:
+                per = out.setdefault(metric, {})
+                per[labels] = per.get(labels, 0) + amount * events
+        if self.dlq_reasons:
+            per = out.setdefault(metrics.DLQ, {})
+            for kind, events in self.dlq_reasons.items():
+                per[(COMPONENT, kind)] = per.get((COMPONENT, kind), 0) + events
+        return out
+
+    def publish_metrics(self) -> None:
+        """Add the batch's counts to Prometheus, and its latencies (occurred-at to the batch's routing time)."""
+        for metric, counts in self.counts().items():
+            metrics.add_counts(metric, counts)
+        metrics.observe_latencies("routed", self.occurred, self.now_ms)
+
+
+class RouterStep:
+    """Decode, grade, apply the compiled rule set, and shape the router's output records.
+
+    Batch use: `load(live, shadow)` when the rules change (between batches), then per batch `begin(now_ms)` and
+    `route_into(batch, ...)` for each record. `route(...)` is the older per-record form, kept for tools.
+    """
+
+    def __init__(self, catalog: Catalog, codec: AvroCodec,
+                 pseudonymiser: Callable[[bytes], bytes] | None = None) -> None:
+        self.catalog = catalog
+        self.codec = codec
+        self.pseudonymiser = pseudonymiser
+        self._derived_known: set[tuple[str, int]] = set()
+        # By the codec's type objects: the ingress topic and the department (as header bytes) of each.
+        self._ingress: dict[int, tuple[EventType, str, bytes]] = {}
+        self.load(RuleSet.empty())
+
+    # --- batches ---------------------------------------------------------------------------------------------
+
+    def load(self, live: RuleSet, shadow: RuleSet | None = None) -> None:
+        """Compile `live` (and the pilot `shadow`) for the catalog; every later batch routes under them."""
+        # The one place the rule sets become plans: the step uses nothing else of the rules per event.
+        plan = compile_plan(self.catalog, live)
+        self._diff = diff_plans(plan, compile_plan(self.catalog, shadow)) if shadow is not None else {}
+        self._plan: RoutingPlan = plan
+        self.live, self.shadow = live, shadow
+        for view_type in derived_event_types(self.catalog, live):
+            self._know(view_type)
+        self._shapes: dict[Any, _Shape] = {}
+        self._plain: dict[Any, _Shape] = {}  # by grade plan: the shapes of events neither forged nor failing a view
+
+    def begin(self, now_ms: int) -> RouterBatch:
+        return RouterBatch(now_ms, self.live.version)
+
+    def route_into(self, batch: RouterBatch, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                   headers: Headers | None) -> None:
+        """Route one ingress record (as confluent-kafka gives it) into `batch`."""
+        if headers:
+            hdrs = dict(headers)
+            if len(hdrs) == len(headers) and _ROUTER_HEADERS.isdisjoint(hdrs):
+                base = headers  # nothing to drop: the usual case
+            else:
+                base = [(k, v) for k, v in headers if k not in _ROUTER_HEADERS]
+                if len(hdrs) != len(headers):  # a name given twice: its last value that is not None counts
+                    hdrs = {k: v for k, v in headers if v is not None}
+        else:
+            hdrs, base = {}, ()
+        event_id = event_id_of(hdrs, key)
+        outputs = batch.outputs
+        mark = len(outputs)
+        try:
+            event_type, payload = self._decode_for_topic(topic, value, hdrs)
+            claimed = (text(hdrs.get(H.CLAIMED_GRADE)) or text(hdrs.get(H.GRADE)) or None) \
+                if H.CLAIMED_GRADE in hdrs or H.GRADE in hdrs else None
+            result = self._plan.route(event_type, payload, claimed, self.pseudonymiser)
+            shape = self._plain.get(result.plan) if result.errors is None and not result.forged else None
+            if shape is None:
+                shape = self._shape(result)
+            stamp = batch.stamp
+            for out in shape.outputs:
+                body = value if out.slot == SOURCE else self.codec.encode(out.event_type, result.payload_of(out.slot))
+                outputs.append((out.topic, key, body, partition, [*base, *stamp, *out.tail]))
+        except _Reject as reject:
+            self._reject_into(batch, topic, partition, key, value, headers, event_id, reject)
+            return
+        except Exception as exc:  # noqa: BLE001 - one poisonous record must not stop the bus: DLQ it
+            del outputs[mark:]  # nothing of a failed record goes out but its DLQ copy
+            reject = _Reject("routing_error", f"routing failed: {type(exc).__name__}")
+            self._reject_into(batch, topic, partition, key, value, headers, event_id, reject)
+            return
+        batch.decisions.rows.append((event_id, shape.decisions))
+        hits = batch.hits
+        hits[shape] = hits.get(shape, 0) + 1
+        occurred = hdrs.get(H.OCCURRED_AT)
+        if occurred:
+            batch.occurred.append(occurred)
+
+    def _reject_into(self, batch: RouterBatch, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                     headers: Headers | None, event_id: str, reject: _Reject) -> None:
+        hdrs = header_map(headers)
+        batch.dlq.append(dlq_record(topic, partition, key, value, hdrs, reject.reason))
+        batch.decisions.rows.append((event_id, (self._dlq_template(topic, hdrs, reject.reason, batch.version),)))
+        batch.dlq_reasons[reject.kind] = batch.dlq_reasons.get(reject.kind, 0) + 1
+
+    @staticmethod
+    def _dlq_template(topic: str, hdrs: Mapping[str, bytes], reason: str, version: str) -> Template:
+        dept = topic.split(".")[1] if topic.count(".") >= 2 else ""
+        event_type = text(hdrs.get(H.EVENT_TYPE)) or topic.removeprefix("ingress.")
+        return (event_type, dept, Grade.IMPORTANT.id, version, "dlq", DLQ_TOPIC, "dlq", reason)
+
+    def _shape(self, result: PlannedResult) -> _Shape:
+        """The outcome shape of a planned result, built on first sight of its (plan, forgery, transform errors)."""
+        errors = result.errors
+        ident = (result.plan, result.forged) if errors is None else (result.plan, result.forged, tuple(errors))
+        shape = self._shapes.get(ident)
+        if shape is None:
+            if len(self._shapes) >= SHAPES_KEPT:
+                self._shapes.clear()  # transform errors with ever new texts: start over rather than grow
+            shape = self._shapes[ident] = self._build_shape(result)
+            if errors is None and not result.forged:
+                self._plain[result.plan] = shape
+        return shape
+
+    def _build_shape(self, result: PlannedResult) -> _Shape:
+        plan, event_type, version = result.plan, result.event_type, self.live.version
+        key, dept = event_type.key, event_type.dept
+        verdict = "forged" if result.forged else "routed"
+        outputs, decisions = [], []
+        counts: list[tuple[Any, tuple[str, ...], int]] = [(metrics.EVENTS_IN, (COMPONENT, dept, key), 1)]
+        for out in result.outputs():
+            outputs.append(_Output(out.topic, out.slot, out.event_type,
+                                   [(H.GRADE, out.grade_header), (H.DESTINATIONS, out.destinations_header)]))
+            decisions.extend((key, dept, d.grade_id, version, d.destination, out.topic, verdict, d.reason)
+                             for d in out.decisions)
+            counts.append((metrics.EVENTS_OUT, (COMPONENT, dept, key, out.grade_header.decode(),
+                                                out.topic.split(".", 1)[0]), 1))
+        blocked = result.blocked()
+        decisions.extend((key, dept, plan.grade_id, version, b.destination, "", "blocked", b.reason) for b in blocked)
+        if result.forged:
+            counts.append((metrics.FORGED_HEADERS, (dept, key), 1))
+        if blocked:
+            counts.append((metrics.BOUNDARY_BLOCKED, (COMPONENT, dept, key, plan.grade_id), len(blocked)))
+        # The pilot's moves come from comparing the two plans once, not from routing every event twice.
+        counts.extend((metrics.SHADOW_MOVES, (rule_id, change.split(":", 1)[0]), 1)
+                      for rule_id, change in result.shadow_changes(self._diff))
+        return _Shape(tuple(outputs), tuple(decisions), tuple(counts))
+
+    # --- shared by both forms -----------------------------------------------------------------------------------
+
+    def _decode_for_topic(self, topic: str, value: bytes | None,
+                          hdrs: Mapping[str, bytes | None]) -> tuple[EventType, dict[str, Any]]:
+        if value is None:
+            raise _Reject("empty", "record has no value")
+        try:
+            event_type, payload = self.codec.decode(value)
+        except UnknownSchemaError as exc:
+            raise _Reject("unknown_schema", exc.reason) from None
+        except DecodeError as exc:
+            raise _Reject("decode_error", exc.reason) from None
+        known = self._ingress.get(id(event_type))
+        if known is None or known[0] is not event_type:
+            known = self._ingress[id(event_type)] = (event_type, event_type.ingress_topic, event_type.dept.encode())
+        if known[1] != topic:
+            raise _Reject("wrong_topic", f"a {event_type.key} event on {topic}")
+        raw_dept = hdrs.get(H.DEPT)
+        if raw_dept and raw_dept != known[2]:  # the producer's own department, as bytes: nothing to decode
+            claimed_dept = text(raw_dept)
+            if claimed_dept and claimed_dept != event_type.dept:
+                raise _Reject("wrong_department", f"header department {claimed_dept!r} on a {event_type.key} event")
+        # A record that decodes against its schema has every field of the right type: no second validation.
+        return event_type, payload
+
+    def _know(self, event_type: EventType) -> None:
+        ident = (event_type.key, event_type.version)
+        if ident not in self._derived_known:
+            self.codec.add(event_type)
+            self._derived_known.add(ident)
+
+    # --- one record at a time (the reference the batch form is tested against) ----------------------------------
+
+    def route(
+        self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Headers | None,
+        live: RuleSet, shadow: RuleSet | None, now_ms: int,
+    ) -> Outcome:
+        """Route one record with the reference engine, every decision made afresh (slow: tools and tests only)."""
+        hdrs = header_map(headers)
+        event_id = event_id_of(hdrs, key)
+        try:
+            return self._route(topic, partition, key, value, headers, hdrs, event_id, live, shadow, now_ms)
+        except _Reject as reject:
+            return self._rejected(topic, partition, key, value, hdrs, event_id, live, now_ms, reject)
+        except Exception as exc:  # noqa: BLE001 - one poisonous record must not stop the bus: DLQ it
+            reject = _Reject("routing_error", f"routing failed: {type(exc).__name__}")
+            return self._rejected(topic, partition, key, value, hdrs, event_id, live, now_ms, reject)
+
+    def _rejected(self, topic: str, partition: int, key: bytes | None, value: bytes | None, hdrs: Mapping[str, bytes],
+                  event_id: str, live: RuleSet, now_ms: int, reject: _Reject) -> Outcome:
+        outcome = Outcome(dlq_reason=reject.kind)
+        out_topic, out_key, out_value, _, out_headers = dlq_record(topic, partition, key, value, hdrs, reject.reason)
+        outcome.outputs.append(OutRecord(out_topic, out_key, out_value or b"", out_headers))
+        outcome.decisions.append(DecisionRecord(COMPONENT, event_id, *self._dlq_template(topic, hdrs, reject.reason,
+                                                                                          live.version), now_ms))
+        return outcome
+
+    def _route(self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Headers | None,
+               hdrs: Mapping[str, bytes], event_id: str, live: RuleSet, shadow: RuleSet | None, now_ms: int) -> Outcome:
+        outcome = Outcome()
+        event_type, payload = self._decode_for_topic(topic, value, hdrs)
+        outcome.event_type = event_type
+        claimed = text(hdrs.get(H.CLAIMED_GRADE)) or text(hdrs.get(H.GRADE)) or None
+        result = route(event_type, payload, live, claimed_grade=claimed, pseudonymise=self.pseudonymiser)
+        outcome.grade, outcome.forged = result.grade, result.forged
+        base = [(k, v) for k, v in (headers or []) if k not in H.ROUTER_HEADERS] if not isinstance(headers, Mapping) \
+            else [(k, v) for k, v in hdrs.items() if k not in H.ROUTER_HEADERS]
+        stamp = [(H.RULES_VERSION, live.version.encode()), (H.ROUTED_AT, str(now_ms).encode())]
+        by_topic: dict[str, list[Any]] = {}
+        for decision in result.decisions:
+            by_topic.setdefault(decision.topic, []).append(decision)
+        for out_topic, decisions in by_topic.items():
+            first = decisions[0]
+            destinations = sorted({d.destination for d in decisions if d.destination != "graded"})
+            out_type = first.event_type
+            if out_type is event_type:
+                body = value  # the graded copy is the producer's bytes, untouched
+            else:
+                self._know(out_type)
+                body = self.codec.encode(out_type, first.payload)
+            out_headers = base + stamp + [(H.GRADE, first.grade.id.encode()),
+                                          (H.DESTINATIONS, ",".join(destinations).encode())]
+            outcome.outputs.append(OutRecord(out_topic, key, body, out_headers, partition))  # type: ignore[arg-type]
+            for decision in decisions:
+                outcome.decisions.append(DecisionRecord(
+                    COMPONENT, event_id, event_type.key, event_type.dept, decision.grade.id, live.version,
+                    decision.destination, out_topic, "forged" if result.forged else "routed",
+                    decision.reason, now_ms))
+        for blocked in result.blocked:
+            outcome.blocked += 1
+            outcome.decisions.append(DecisionRecord(
+                COMPONENT, event_id, event_type.key, event_type.dept, result.grade.id, live.version,
+                getattr(blocked, "destination", "?"), "", "blocked", getattr(blocked, "reason", str(blocked)), now_ms))
+        if shadow is not None:
+            outcome.shadow_changes = self._shadow_changes(event_type, payload, claimed, result, shadow)
+        return outcome
+
+    def _shadow_changes(self, event_type: EventType, payload: Mapping[str, Any], claimed: str | None,
+                        live_result: Any, shadow: RuleSet) -> list[tuple[str, str]]:
+        # A pilot never moves anything: it only compares where the candidate set would send this event.
+        shadow_result = route(event_type, payload, shadow, claimed_grade=claimed, pseudonymise=self.pseudonymiser)
+        live = {(d.destination, d.topic) for d in live_result.decisions}
+        cand = {(d.destination, d.topic): d for d in shadow_result.decisions}
+        changes = [(d.rule_id or "-", f"+{dest}:{topic}") for (dest, topic), d in cand.items()
+                   if (dest, topic) not in live]
+        changes += [("-", f"-{dest}:{topic}") for dest, topic in live if (dest, topic) not in cand]
+        return changes

@@ -1,0 +1,283 @@
+"""The router step's batch form writes exactly what routing each record with the reference engine writes: the same
+output records (topics, keys, payload bytes, partitions, headers), the same DLQ records and reasons, the same
+audit decisions and metric counts — over every sample, the hostile corpus, forged headers and derived views."""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Any
+
+from prometheus_client import REGISTRY
+
+from hybridbus.adapters import metrics
+from hybridbus.adapters.codec import AvroCodec
+from hybridbus.adapters.exceptions import EncodeError
+from hybridbus.ops.hostile import FORGED, TOO_LARGE_FOR_KAFKA
+from hybridbus.runtime.decisions import decode_record
+from hybridbus.runtime.router_step import Outcome, RouterBatch, RouterStep
+from routing import headers as H
+from routing.catalog import effective_grade
+from routing.grades import Grade
+from routing.rules import Match, Rule, RuleSet, Transform, View
+from tests.unit.runtime.inputs import (
+    CATALOG,
+    NOW_MS,
+    SHIPPED,
+    IngressRecord,
+    fresh_codec,
+    hostile,
+    hostile_records,
+    publisher_headers,
+    sample_records,
+)
+
+
+def hmac_stub(data: bytes) -> bytes:
+    return ("h" + str(sum(data) % 9973)).encode()
+
+
+def view(name: str, to: tuple[str, ...], **fields: Transform) -> View:
+    return View(name, tuple(sorted(fields.items())), to)
+
+
+KEEP, DROP, MASK = Transform("keep"), Transform("drop"), Transform("mask")
+# Views with every transform, a direct export that the grade refuses, and a view a restricted type may not have.
+VIEWS = RuleSet("unit-views-1", (
+    Rule("feedback-open", Match("govservice", "citizen_feedback"), (), (
+        view("feedback_open", ("public_cloud", "archive"), contact=Transform("pseudonymise", "contact"),
+             district=Transform("generalise", "district"), feedback_id=MASK,
+             submitted_at=Transform("generalise", "month"), text=DROP, topic=KEEP),
+        view("feedback_by_day", ("archive",), contact=DROP, district=KEEP, feedback_id=DROP,
+             submitted_at=Transform("generalise", "date"), text=DROP, topic=KEEP))),
+    Rule("permits-out", Match("govservice", "permit_application"), ("archive",), (
+        view("permit_leaky", ("public_cloud",), application_id=KEEP, applicant_name=DROP, applicant_phone=DROP,
+             district=KEEP, permit_type=KEEP, submitted_at=KEEP),)),
+    Rule("hospital-view", Match("health", "hospital_admission"), (), (
+        view("admissions", ("archive",), admission_id=DROP, patient_id_number=DROP, patient_name=DROP,
+             diagnosis_code=DROP, hospital=KEEP, ward=DROP, admitted_at=Transform("generalise", "month")),)),
+    Rule("licences-cloud-only", Match("market", "licence_granted", Grade.PUBLIC), ("public_cloud",)),
+    Rule("closures-out", Match("transport", "road_closure"), ("public_cloud", "archive")),
+))
+
+
+def transform_failures(codec: AvroCodec) -> list[IngressRecord]:
+    """Feedback whose district is unknown or whose time is out of range: the view's transform refuses it."""
+    et = CATALOG.get("govservice.citizen_feedback")
+    base = {"feedback_id": "12345-2026-11-0042", "topic": "噪音", "district": "静安区", "text": "夜间施工噪音",
+            "contact": "13987654321", "submitted_at": 1795567380000}
+    variants = [{"district": "某某区"}, {"submitted_at": 2**62}, {"contact": None}, {"district": "张三住在海淀区"},
+                {"district": "某某区", "submitted_at": -(2**62)}]
+    return [(et.ingress_topic, 0, f"tf-{i}".encode(), codec.encode(et, {**base, **v}), publisher_headers(et, f"tf-{i}"))
+            for i, v in enumerate(variants)]
+
+
+def forged(codec: AvroCodec) -> list[IngressRecord]:
+    """Events above public whose producer claims `public` and stamps the router's own headers."""
+    out = []
+    for i, record in enumerate(sample_records(CATALOG, codec, per_type=1, tag="forged")):
+        claims = [(H.CLAIMED_GRADE, b"public"), (H.GRADE, b"public"), (H.DESTINATIONS, b"public_cloud,archive"),
+                  (H.RULES_VERSION, b"forged-1"), (H.ROUTED_AT, b"1")]
+        out.append((record[0], record[1], record[2], record[3], (record[4] or []) + claims[: 1 + i % len(claims)]))
+    return out
+
+
+def odd_headers(codec: AvroCodec) -> list[IngressRecord]:
+    """Header lists as Kafka allows them: names given twice, values None, no headers at all, a key-less record."""
+    odd: list[list[tuple[str, Any]] | None] = [
+        None, [], [(H.EVENT_ID, b"first"), (H.EVENT_ID, b"second")], [(H.EVENT_ID, b"kept"), (H.EVENT_ID, None)],
+        [(H.GRADE, None), (H.EVENT_ID, None), (H.OCCURRED_AT, None)], [(H.EVENT_ID, b"\xff\xfe"), (H.DEPT, None)],
+        [(H.RULES_VERSION, b"mine"), (H.RULES_VERSION, b"again"), (H.CLAIMED_GRADE, b"\xff")],
+        [(H.CLAIMED_GRADE, b"no-such-grade"), (H.OCCURRED_AT, b"soon")], [(H.GRADE, b"public"), (H.GRADE, b"internal")]]
+    records = sample_records(CATALOG, codec, per_type=2, tag="odd")
+    return [(topic, partition, key if i % 4 else None, value, odd[i % len(odd)])
+            for i, (topic, partition, key, value, _) in enumerate(records)]
+
+
+def per_record(step: RouterStep, records: list[IngressRecord], live: RuleSet, shadow: RuleSet | None) -> list[Outcome]:
+    return [step.route(*record, live, shadow, NOW_MS) for record in records]
+
+
+def batched(step: RouterStep, records: list[IngressRecord], live: RuleSet,
+            shadow: RuleSet | None = None) -> RouterBatch:
+    step.load(live, shadow)
+    batch = step.begin(NOW_MS)
+    for record in records:
+        step.route_into(batch, *record)
+    return batch
+
+
+def expected_counts(outcomes: list[Outcome]) -> dict[Any, Counter[tuple[str, ...]]]:
+    """What the router counted per event before (processors/router.py `_count`)."""
+    counts: dict[Any, Counter[tuple[str, ...]]] = {}
+
+    def add(metric: Any, labels: tuple[str, ...], amount: int = 1) -> None:
+        counts.setdefault(metric, Counter())[labels] += amount
+
+    for outcome in outcomes:
+        et = outcome.event_type
+        if et is None:
+            add(metrics.DLQ, ("router", outcome.dlq_reason or "unknown"))
+            continue
+        add(metrics.EVENTS_IN, ("router", et.dept, et.key))
+        for out in outcome.outputs:
+            grade = next((v.decode() for k, v in out.headers if k == H.GRADE), "")
+            add(metrics.EVENTS_OUT, ("router", et.dept, et.key, grade, out.topic.split(".", 1)[0]))
+        if outcome.forged:
+            add(metrics.FORGED_HEADERS, (et.dept, et.key))
+        if outcome.blocked:
+            add(metrics.BOUNDARY_BLOCKED, ("router", et.dept, et.key, outcome.grade.id if outcome.grade else ""),
+                outcome.blocked)
+        for rule_id, change in outcome.shadow_changes:
+            add(metrics.SHADOW_MOVES, (rule_id, change.split(":", 1)[0]))
+    return counts
+
+
+def assert_same(old: list[Outcome], batch: RouterBatch, records: list[IngressRecord]) -> None:
+    as_tuples = [[(o.topic, o.key, o.value, o.partition, o.headers) for o in outcome.outputs] for outcome in old]
+    assert batch.outputs == [t for outcome, ts in zip(old, as_tuples) if outcome.dlq_reason is None for t in ts]
+    assert batch.dlq == [t for outcome, ts in zip(old, as_tuples) if outcome.dlq_reason is not None for t in ts]
+    decoded = [d for value in batch.decision_records() for d in decode_record(b"router", value)]
+    assert decoded == [d.__dict__ for outcome in old for d in outcome.decisions]
+    assert {m: Counter(c) for m, c in batch.counts().items()} == expected_counts(old)
+    routed = [dict(r[4] or []).get(H.OCCURRED_AT) for outcome, r in zip(old, records) if outcome.dlq_reason is None]
+    assert batch.occurred == [value for value in routed if value]
+
+
+def test_every_sample_and_the_hostile_corpus_route_as_record_by_record() -> None:
+    step = RouterStep(CATALOG, fresh_codec(), pseudonymiser=hmac_stub)
+    records = sample_records(CATALOG, step.codec) + hostile_records(CATALOG, step.codec) + forged(step.codec)
+    records += odd_headers(step.codec)
+    random.Random(5).shuffle(records)
+    old = per_record(step, records, SHIPPED, None)
+    batch = batched(step, records, SHIPPED)
+    assert_same(old, batch, records)
+    assert len(batch.outputs) > len(records) // 2 and len(batch.dlq) > 50  # both kinds really exercised
+
+
+def test_views_transforms_and_refused_exports_route_as_record_by_record() -> None:
+    for pseudonymiser in (hmac_stub, None):  # no key: every pseudonymising view is refused, per event
+        step = RouterStep(CATALOG, fresh_codec(), pseudonymiser=pseudonymiser)
+        records = sample_records(CATALOG, step.codec) + transform_failures(step.codec) + forged(step.codec)
+        old = per_record(step, records, VIEWS, None)
+        batch = batched(step, records, VIEWS)
+        assert_same(old, batch, records)
+        assert any(d.verdict == "blocked" and "view feedback_open" in d.reason for o in old for d in o.decisions)
+
+
+def test_hostile_inputs_go_to_the_dlq_with_the_reason_class_they_expect() -> None:
+    step = RouterStep(CATALOG, fresh_codec())
+    corpus = hostile(CATALOG, step.codec)
+    batch = batched(step, [(r.topic, 1, r.key, r.value, r.headers) for r in corpus], SHIPPED)
+    expected = Counter("decode_error" if r.expect == TOO_LARGE_FOR_KAFKA else r.expect for r in corpus
+                       if r.expect != FORGED)
+    assert batch.dlq_reasons == dict(expected)
+    assert all(topic == "_hbus.dlq" and dict(headers)[H.DLQ_REASON] for topic, _, _, _, headers in batch.dlq)
+    dlq_keys = {key for _, key, _, _, _ in batch.dlq}
+    assert not dlq_keys & {key for _, key, _, _, _ in batch.outputs}
+    assert batch.counts()[metrics.DLQ] == {("router", kind): n for kind, n in expected.items()}
+
+
+def test_a_forged_public_claim_is_routed_by_the_schema_grade_and_counted() -> None:
+    step = RouterStep(CATALOG, fresh_codec())
+    et = CATALOG.get("govservice.citizen_feedback")
+    topic, partition, key, value, headers = next(r for r in sample_records(CATALOG, step.codec, per_type=1)
+                                                 if r[0] == et.ingress_topic)
+    claims = [(H.CLAIMED_GRADE, b"public"), (H.GRADE, b"public"), (H.DESTINATIONS, b"public_cloud")]
+    batch = batched(step, [(topic, partition, key, value, (headers or []) + claims)], SHIPPED)
+    graded = [out for out in batch.outputs if out[0] == "sensitive.govservice.citizen_feedback"]
+    assert len(graded) == 1
+    out_headers = graded[0][4]
+    assert (H.GRADE, b"sensitive") in out_headers and (H.GRADE, b"public") not in out_headers
+    assert (H.DESTINATIONS, b"public_cloud") not in out_headers
+    assert (H.CLAIMED_GRADE, b"public") in out_headers  # the producer's word is kept, beside the router's
+    decisions = [d for v in batch.decision_records() for d in decode_record(b"router", v)]
+    assert {d["verdict"] for d in decisions} == {"forged"}
+    assert batch.counts()[metrics.FORGED_HEADERS] == {("govservice", "govservice.citizen_feedback"): 1}
+
+
+def test_wrong_topic_and_wrong_department_are_refused() -> None:
+    step = RouterStep(CATALOG, fresh_codec())
+    licence, closure = (next(r for r in sample_records(CATALOG, step.codec, per_type=1) if r[0] == t)
+                        for t in ("ingress.market.licence_granted", "ingress.transport.road_closure"))
+    on_other_topic = (closure[0], 0, b"k1", licence[3], licence[4])
+    other_dept = (licence[0], 0, b"k2", licence[3], [(H.EVENT_ID, b"e2"), (H.DEPT, b"transport")])
+    batch = batched(step, [on_other_topic, other_dept], SHIPPED)
+    assert batch.outputs == [] and batch.dlq_reasons == {"wrong_topic": 1, "wrong_department": 1}
+    reasons = [dict(h)[H.DLQ_REASON].decode() for _, _, _, _, h in batch.dlq]
+    assert reasons == ["a market.licence_granted event on ingress.transport.road_closure",
+                       "header department 'transport' on a market.licence_granted event"]
+    sources = [(dict(h)[H.SOURCE_TOPIC], dict(h)["hbus-source-partition"]) for _, _, _, _, h in batch.dlq]
+    assert sources == [(b"ingress.transport.road_closure", b"0"), (b"ingress.market.licence_granted", b"0")]
+
+
+def test_the_graded_copy_is_the_producers_bytes_and_a_view_is_public_and_decodes() -> None:
+    codec = fresh_codec()
+    step = RouterStep(CATALOG, codec, pseudonymiser=hmac_stub)
+    records = [r for r in sample_records(CATALOG, codec, per_type=1) if r[0] == "ingress.govservice.citizen_feedback"]
+    batch = batched(step, records, VIEWS)
+    by_topic = {topic: (value, dict(headers)) for topic, _, value, _, headers in batch.outputs}
+    assert by_topic["sensitive.govservice.citizen_feedback"][0] is records[0][3]
+    for name, destinations in (("feedback_open", b"archive,public_cloud"), ("feedback_by_day", b"archive")):
+        value, headers = by_topic[f"public.govservice.{name}"]
+        view_type, payload = codec.decode(value)
+        assert view_type.event == name and effective_grade(view_type, payload) is Grade.PUBLIC
+        assert headers[H.GRADE] == b"public" and headers[H.DESTINATIONS] == destinations
+        assert headers[H.RULES_VERSION] == b"unit-views-1" and headers[H.ROUTED_AT] == str(NOW_MS).encode()
+    assert "text" not in codec.decode(by_topic["public.govservice.feedback_open"][0])[1]
+
+
+def test_a_record_that_fails_half_way_leaves_only_its_dlq_copy() -> None:
+    class FailingViews(AvroCodec):
+        def encode(self, event_type: Any, payload: Any) -> bytes:
+            if event_type.event == "feedback_by_day":
+                raise EncodeError("topic", "refused for the test")
+            return super().encode(event_type, payload)
+
+    step = RouterStep(CATALOG, FailingViews.for_catalog(CATALOG), pseudonymiser=hmac_stub)
+    records = [r for r in sample_records(CATALOG, step.codec, per_type=2) if r[0].startswith("ingress.govservice")]
+    old = per_record(step, records, VIEWS, None)
+    batch = batched(step, records, VIEWS)
+    assert_same(old, batch, records)
+    assert batch.dlq_reasons.get("routing_error") == sum(r[0].endswith("citizen_feedback") for r in records)
+    failed = ("sensitive.govservice.citizen", "public.govservice.feedback")
+    assert not any(out[0].startswith(failed) for out in batch.outputs)
+
+
+def test_shadow_moves_are_the_per_event_comparison_without_routing_twice() -> None:
+    step = RouterStep(CATALOG, fresh_codec(), pseudonymiser=hmac_stub)
+    records = sample_records(CATALOG, step.codec) + forged(step.codec)
+    old = per_record(step, records, SHIPPED, VIEWS)
+    batch = batched(step, records, SHIPPED, VIEWS)
+    assert_same(old, batch, records)
+    moves = batch.counts()[metrics.SHADOW_MOVES]
+    assert moves[("feedback-open", "+public_cloud")] > 0 and moves[("-", "-public_cloud")] > 0
+    assert all(not out[4] or dict(out[4])[H.RULES_VERSION] == SHIPPED.version.encode() for out in batch.outputs)
+
+
+def test_a_new_rule_set_applies_from_the_next_batch() -> None:
+    step = RouterStep(CATALOG, fresh_codec(), pseudonymiser=hmac_stub)
+    records = [r for r in sample_records(CATALOG, step.codec, per_type=1) if r[0] == "ingress.market.licence_granted"]
+    before = batched(step, records, SHIPPED)
+    after = batched(step, records, VIEWS)
+    assert [dict(o[4])[H.DESTINATIONS] for o in before.outputs] == [b"archive,public_cloud"]
+    assert [dict(o[4])[H.DESTINATIONS] for o in after.outputs] == [b"public_cloud"]
+    assert dict(after.outputs[0][4])[H.RULES_VERSION] == b"unit-views-1"
+
+
+def test_batch_metrics_reach_prometheus_once_per_batch() -> None:
+    step = RouterStep(CATALOG, fresh_codec())
+    samples = sample_records(CATALOG, step.codec, per_type=3, tag="m")
+    batch = batched(step, samples + hostile_records(CATALOG, step.codec, 12), SHIPPED)
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    licence_in = {"component": "router", "dept": "market", "event_type": "market.licence_granted"}
+    before = (value("hbus_events_in_total", **licence_in), value("hbus_latency_seconds_count", stage="routed"),
+              value("hbus_dlq_total", component="router", reason="decode_error"))
+    batch.publish_metrics()
+    after = (value("hbus_events_in_total", **licence_in), value("hbus_latency_seconds_count", stage="routed"),
+             value("hbus_dlq_total", component="router", reason="decode_error"))
+    assert after[0] - before[0] == sum(r[0] == "ingress.market.licence_granted" for r in samples)
+    assert after[1] - before[1] == len(batch.occurred) > 0
+    assert after[2] - before[2] == batch.dlq_reasons["decode_error"]

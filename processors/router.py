@@ -84,6 +84,9 @@ def main() -> None:
         outputs.confirm()
 
     plane = DataPlane(app, "router", creds, ingress, route_batch, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
+    # Every DLQ reason's series exists from the start, so an alert's increase() sees the first bad record too.
+    for reason in ("empty", "unknown_schema", "decode_error", "wrong_topic", "wrong_department", "routing_error"):
+        metrics.DLQ.labels("router", reason)
     serve(app, "router", vault, feed, lambda updates: plane.between_batches(lambda: rules.apply(updates)), creds,
           ingress, cfg.ports.router_metrics, cfg.host)
 

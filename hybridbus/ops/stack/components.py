@@ -152,13 +152,20 @@ class KafkaBroker(Component):
         data = read_private(self.admin_file)
         return KafkaCredentials(data["username"], data["password"])
 
+    @property
+    def cluster_id_file(self) -> Path:
+        # Not with the secrets: the id is public (every broker log line names it), and what lies under the
+        # secrets directory is held to "never appears in a log".
+        return self.cfg.state_dir / f"kafka-{self.cluster}.cluster-id"
+
     def cluster_id(self) -> str:
-        """One id for every node of the cluster, drawn once and kept beside the cluster's admin login."""
-        data = read_private(self.admin_file)
-        if "cluster_id" not in data:
-            data["cluster_id"] = new_cluster_id()
-            write_private(self.admin_file, data)
-        return str(data["cluster_id"])
+        """One id for every node of the cluster, drawn once and kept for the cluster's life."""
+        if not self.cluster_id_file.exists():
+            admin = read_private(self.admin_file)
+            cluster_id = str(admin.pop("cluster_id", "")) or new_cluster_id()  # a stack from before kept it there
+            write_private(self.admin_file, admin)
+            self.cluster_id_file.write_text(cluster_id + "\n")
+        return self.cluster_id_file.read_text().strip()
 
     def properties(self, creds: KafkaCredentials, controller_password: str, data_dir: Path) -> str:
         """server.properties of this node; replication of the internal topics follows the topology model's rule."""

@@ -29,3 +29,23 @@ def test_a_dash_draw_is_drawn_again(monkeypatch) -> None:  # type: ignore[no-unt
     monkeypatch.setattr(components.uuid, "uuid4", FakeUuid)
     assert base64.urlsafe_b64encode(bytes([0xFB]) + bytes(15)).decode().startswith("-")
     assert new_cluster_id() == base64.urlsafe_b64encode(bytes([0x10]) + bytes(15)).decode().rstrip("=")
+
+
+def test_a_cluster_keeps_one_id_outside_the_secrets_and_moves_one_kept_with_them(tmp_path, monkeypatch) -> None:
+    from hybridbus.adapters.config import Settings
+    from hybridbus.adapters.secrets import read_private, write_private
+
+    monkeypatch.setenv("HBUS_STATE_DIR", str(tmp_path))
+    cfg = Settings()
+    first = components.KafkaBroker("kafka-private", cfg, cluster="private", node=1)
+    second = components.KafkaBroker("kafka-private-2", cfg, cluster="private", node=2)
+    first.admin_credentials()
+    assert first.cluster_id() == second.cluster_id()
+    assert KAFKA_UUID.match(first.cluster_id())
+    assert first.cluster_id() not in {str(v) for v in read_private(first.admin_file).values()}
+
+    public = components.KafkaBroker("kafka-public", cfg, cluster="public", node=1)
+    public.admin_credentials()
+    write_private(public.admin_file, {**read_private(public.admin_file), "cluster_id": "kept-by-an-older-stack"})
+    assert public.cluster_id() == "kept-by-an-older-stack"
+    assert "cluster_id" not in read_private(public.admin_file)

@@ -89,7 +89,8 @@ def reference(records: list[Public], destination: str) -> tuple[list[Any], list[
                 continue
             window[verdict.event_id] = None
         if verdict.allowed:
-            passed.append((topic, partition, offset, key, value, headers, verdict.event_type, verdict.payload,
+            passed.append((topic, partition, offset, key, value, headers, verdict.event_type,
+                           verdict.payload if destination == ARCHIVE else None,
                            verdict.event_id))
             if destination == PUBLIC_CLOUD:
                 labels = (component, verdict.dept, verdict.type_key(topic), "public", destination)

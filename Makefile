@@ -31,7 +31,7 @@ demo: install
 test: install
 	infra/local/run-tests.sh
 
-# Only the production shape (also the last step of `make test`): a three-broker private cluster in .state-rf3,
+# The production shape, apart from `make test`: a three-broker private cluster in .state-rf3,
 # a broker killed and a rolling restart under a few thousand events (about 5 minutes).
 test-production-shape: install
 	infra/local/run-production-shape.sh

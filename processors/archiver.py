@@ -7,29 +7,26 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from hybridbus.adapters import metrics
-from hybridbus.adapters.codec import AvroCodec
-from hybridbus.adapters.loaders import derived_event_types, load_catalog
+from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, QUARANTINE_TOPIC
 from hybridbus.runtime.archive import Archive, ArchivedRecord, day_of
 from hybridbus.runtime.dataplane import DataPlane, quarantine
 from hybridbus.runtime.decisions import decisions_batch
-from hybridbus.runtime.faustapp import add_housekeeping, kafka_login, login, make_app, run_worker
-from hybridbus.runtime.lag import watch_lag
+from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.guarded import DedupeWindow, guard_for, public_sources, view_follower
 from hybridbus.runtime.rulestore import RuleFeed
-from hybridbus.runtime.steps import BoundaryStep
 from routing.boundary import ARCHIVE
 from routing.grades import Grade
 
 log = logging.getLogger("hbus.archiver")
 
-DEDUPE_WINDOW = 20_000  # event ids remembered per partition against router replays
 BATCH_SIZE = 5000
 BATCH_WITHIN = 2.0  # seconds: open data is read in files, so fewer, larger objects are better
 
@@ -41,14 +38,11 @@ def main() -> None:
     metrics.secret_read("archiver", "s3")
     catalog = load_catalog(cfg)
     feed = RuleFeed(creds)
-    guard = BoundaryStep(AvroCodec.for_catalog(catalog))
-    for applied in feed.load().values():
-        guard.learn(derived_event_types(catalog, applied.ruleset))
+    guard = guard_for(catalog, feed)
 
     app = make_app("archiver", creds, cfg)
     private = BatchProducer.connect(PRIVATE, creds, "archiver")
-    sources = sorted({t.graded_topic(Grade.PUBLIC) for t in catalog.latest() if t.record_grade is Grade.PUBLIC}
-                     | {t.graded_topic(Grade.PUBLIC) for t in guard.derived_types()})
+    sources = public_sources(catalog, guard)
 
     def refresh_credentials() -> None:
         """After a rotation the key in use is retired at the next one: take the current key from Vault."""
@@ -79,19 +73,11 @@ def main() -> None:
                 delay = min(delay * 2, 10.0)
                 refresh_credentials()
 
-    recent: dict[tuple[str, int], OrderedDict[str, None]] = defaultdict(OrderedDict)
+    recent = DedupeWindow()
 
     def replayed(topic: str, partition: int, event_id: str) -> bool:
         """A router replay writes the same event at a new offset: archive it once."""
-        window = recent[(topic, partition)]
-        if not event_id:
-            return False
-        if event_id in window:
-            return True
-        window[event_id] = None
-        if len(window) > DEDUPE_WINDOW:
-            window.popitem(last=False)
-        return False
+        return bool(event_id) and recent.seen((topic, partition), event_id)
 
     def archive_public(messages: list[Message]) -> None:
         now_ms = int(time.time() * 1000)
@@ -127,14 +113,9 @@ def main() -> None:
             private.send(DECISIONS_TOPIC, b"archiver", chunk)
         private.confirm()
 
-    def learn(updates: dict) -> None:  # type: ignore[type-arg]
-        plane.between_batches(lambda: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
-
     plane = DataPlane(app, "archiver", creds, sources, archive_public, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
-    add_housekeeping(app, "archiver", vault, feed, learn)
-    watch_lag(app, "archiver", creds, sources)
-    metrics.serve(cfg.ports.archiver_metrics, cfg.host)
-    run_worker(app)
+    serve(app, "archiver", vault, feed, view_follower(plane, guard, catalog), creds, sources,
+          cfg.ports.archiver_metrics, cfg.host)
 
 
 if __name__ == "__main__":

@@ -20,8 +20,7 @@ from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.adapters.vault import VaultSession
 from hybridbus.runtime.audit import CHECKPOINT, Chain, canonical, checkpoint_message
 from hybridbus.runtime.auditstore import ARCHIVE_MAX_ENTRIES, AuditArchive, read_chain, read_tail
-from hybridbus.runtime.faustapp import add_housekeeping, exit_on_error, kafka_login, login, make_app, run_worker
-from hybridbus.runtime.lag import watch_lag
+from hybridbus.runtime.faustapp import exit_on_error, kafka_login, login, make_app, serve
 
 log = logging.getLogger("hbus.audit")
 
@@ -155,10 +154,7 @@ def main() -> None:
             except Exception as vault_exc:  # noqa: BLE001 - Vault away too: keep the key we have
                 log.warning("event=vault_unavailable error=%s", type(vault_exc).__name__)
 
-    add_housekeeping(app, "audit", vault, feed=None, on_rules=None)
-    watch_lag(app, "audit", creds, [DECISIONS_TOPIC])
-    metrics.serve(cfg.ports.audit_metrics, cfg.host)
-    run_worker(app)
+    serve(app, "audit", vault, None, None, creds, [DECISIONS_TOPIC], cfg.ports.audit_metrics, cfg.host)
 
 
 if __name__ == "__main__":

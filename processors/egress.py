@@ -9,22 +9,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from confluent_kafka import Message, TopicPartition
 
 from hybridbus.adapters import kafka, metrics
-from hybridbus.adapters.codec import AvroCodec
-from hybridbus.adapters.loaders import derived_event_types, load_catalog
+from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
 from hybridbus.runtime.dataplane import DataPlane, quarantine
 from hybridbus.runtime.decisions import decisions_batch
-from hybridbus.runtime.faustapp import add_housekeeping, kafka_login, login, make_app, run_worker
-from hybridbus.runtime.lag import watch_lag
+from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.guarded import DEDUPE_WINDOW, DedupeWindow, guard_for, public_sources, view_follower
 from hybridbus.runtime.rulestore import RuleFeed
-from hybridbus.runtime.steps import BoundaryStep
 from routing import headers as H
 from routing.boundary import PUBLIC_CLOUD
 from routing.grades import Grade
@@ -35,8 +32,6 @@ BATCH_SIZE = 1000
 BATCH_WITHIN = 0.02
 SOURCE_OFFSET = "hbus-source-offset"
 
-
-DEDUPE_WINDOW = 20_000  # event ids remembered per partition: a router replay repeats at most an uncommitted batch
 
 
 class PublicSide:
@@ -54,14 +49,14 @@ class PublicSide:
         })
         self._reader = kafka.consumer(PUBLIC, creds, group="hbus-egress-positions")
         self._exported: dict[tuple[str, int], int] = {}
-        self._recent: dict[tuple[str, int], OrderedDict[bytes, None]] = {}
+        self._recent = DedupeWindow()
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop what is known of partitions this worker did not own just before: another may have exported
         from them meanwhile, so their positions are read again from the public cluster."""
         for key in partitions:
             self._exported.pop(key, None)
-            self._recent.pop(key, None)
+            self._recent.forget(key)
 
     def exported_up_to(self, topic: str, partition: int) -> int:
         """Highest source offset of (topic, partition) already on the public cluster, or -1."""
@@ -72,17 +67,11 @@ class PublicSide:
 
     def seen(self, topic: str, partition: int, event_id: bytes) -> bool:
         """True when this event id already went out on this partition (remembers it otherwise)."""
-        recent = self._recent[(topic, partition)]
-        if event_id in recent:
-            return True
-        recent[event_id] = None
-        if len(recent) > DEDUPE_WINDOW:
-            recent.popitem(last=False)
-        return False
+        return self._recent.seen((topic, partition), event_id)
 
     def _load_tail(self, topic: str, partition: int) -> None:
         """Read the partition's last DEDUPE_WINDOW records: the last source offset and the recent event ids."""
-        recent: OrderedDict[bytes, None] = OrderedDict()
+        recent: list[bytes] = []
         last = -1
         tp = TopicPartition(topic, partition)
         low, high = self._reader.get_watermark_offsets(tp, timeout=30)
@@ -100,11 +89,11 @@ class PublicSide:
                         headers = dict(msg.headers() or [])
                         last = int(headers.get(SOURCE_OFFSET, b"-1"))
                         if headers.get(H.EVENT_ID):
-                            recent[headers[H.EVENT_ID]] = None
+                            recent.append(headers[H.EVENT_ID])
             finally:
                 self._reader.unassign()
         self._exported[(topic, partition)] = last
-        self._recent[(topic, partition)] = recent
+        self._recent.load((topic, partition), recent)
 
     def send(self, topic: str, partition: int, offset: int, key, value: bytes, headers) -> None:  # type: ignore[no-untyped-def]
         out_headers = [(k, v) for k, v in (headers or []) if k != SOURCE_OFFSET] + [(SOURCE_OFFSET, str(offset).encode())]
@@ -121,15 +110,12 @@ def main() -> None:
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
     catalog = load_catalog(cfg)
     feed = RuleFeed(private_creds)
-    guard = BoundaryStep(AvroCodec.for_catalog(catalog))
-    for applied in feed.load().values():
-        guard.learn(derived_event_types(catalog, applied.ruleset))
+    guard = guard_for(catalog, feed)
     public = PublicSide(public_creds)
 
     app = make_app("egress", private_creds, cfg)
     private = BatchProducer.connect(PRIVATE, private_creds, "egress")
-    sources = sorted({t.graded_topic(Grade.PUBLIC) for t in catalog.latest() if t.record_grade is Grade.PUBLIC}
-                     | {t.graded_topic(Grade.PUBLIC) for t in guard.derived_types()})
+    sources = public_sources(catalog, guard)
 
     def export(messages: list[Message]) -> None:
         now_ms = int(time.time() * 1000)
@@ -160,15 +146,10 @@ def main() -> None:
             private.send(DECISIONS_TOPIC, b"egress", chunk)
         private.confirm()
 
-    def learn(updates: dict) -> None:  # type: ignore[type-arg]
-        plane.between_batches(lambda: [guard.learn(derived_event_types(catalog, a.ruleset)) for a in updates.values()])
-
     plane = DataPlane(app, "egress", private_creds, sources, export, batch_size=BATCH_SIZE, within=BATCH_WITHIN,
                       on_assign=public.forget)
-    add_housekeeping(app, "egress", vault, feed, learn)
-    watch_lag(app, "egress", private_creds, sources)
-    metrics.serve(cfg.ports.egress_metrics, cfg.host)
-    run_worker(app)
+    serve(app, "egress", vault, feed, view_follower(plane, guard, catalog), private_creds, sources,
+          cfg.ports.egress_metrics, cfg.host)
 
 
 if __name__ == "__main__":

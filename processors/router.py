@@ -19,8 +19,7 @@ from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.decisions import decisions_batch
-from hybridbus.runtime.faustapp import add_housekeeping, kafka_login, login, make_app, run_worker
-from hybridbus.runtime.lag import watch_lag
+from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.rulestore import LIVE, SHADOW, RuleFeed
 from hybridbus.runtime.steps import Outcome, RouterStep
 from routing import headers as H
@@ -85,10 +84,11 @@ def main() -> None:
         outputs.confirm()
 
     plane = DataPlane(app, "router", creds, ingress, route_batch, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
-    add_housekeeping(app, "router", vault, feed, lambda updates: plane.between_batches(lambda: rules.apply(updates)))
-    watch_lag(app, "router", creds, ingress)
-    metrics.serve(cfg.ports.router_metrics, cfg.host)
-    run_worker(app)
+    # Every DLQ reason's series exists from the start, so an alert's increase() sees the first bad record too.
+    for reason in ("empty", "unknown_schema", "decode_error", "wrong_topic", "wrong_department", "routing_error"):
+        metrics.DLQ.labels("router", reason)
+    serve(app, "router", vault, feed, lambda updates: plane.between_batches(lambda: rules.apply(updates)), creds,
+          ingress, cfg.ports.router_metrics, cfg.host)
 
 
 def _count(outcome: Outcome, headers, now_ms: int) -> None:  # type: ignore[no-untyped-def]

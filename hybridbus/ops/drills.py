@@ -402,8 +402,8 @@ def _kill_busiest_broker(ctx: DrillContext) -> None:
     ctx.notes["killed"] = {"broker": broker.name, "ingress_partitions_led": leaders[node]}
     ctx.notes["leaders_moved_s"] = _await(moved, 120)
     time.sleep(10.0)  # the cluster runs on two brokers for a while, as it would until a supervisor acts
-    ctx.notes["restart_s"] = manager.start_component(cfg, broker.name)
-    ctx.notes["back_in_sync_s"] = health.await_in_sync(cfg, PRIVATE)
+    ctx.notes["restart_s"] = manager.start_component(cfg, broker.name, ctx.options.recovery_timeout)
+    ctx.notes["back_in_sync_s"] = health.await_in_sync(cfg, PRIVATE, ctx.options.recovery_timeout)
 
 
 def _rolling_restart(ctx: DrillContext) -> None:
@@ -413,8 +413,8 @@ def _rolling_restart(ctx: DrillContext) -> None:
     for broker in brokers(ctx.cfg, PRIVATE):
         began = time.monotonic()
         broker.process.stop()
-        manager.start_component(ctx.cfg, broker.name)
-        health.await_in_sync(ctx.cfg, PRIVATE)
+        manager.start_component(ctx.cfg, broker.name, ctx.options.recovery_timeout)
+        health.await_in_sync(ctx.cfg, PRIVATE, ctx.options.recovery_timeout)
         per_broker[broker.name] = round(time.monotonic() - began, 1)
     ctx.notes["restart_to_in_sync_s"] = per_broker
 
@@ -430,14 +430,14 @@ def _below_min_isr(ctx: DrillContext) -> None:
     acked_before = len(ctx.traffic.acked)
     ctx.notes["waiting_when_second_stopped"] = ctx.traffic.sent - acked_before - len(ctx.traffic.failed)
     second.process.stop()
-    ctx.notes["second_restart_s"] = manager.start_component(cfg, second.name)
+    ctx.notes["second_restart_s"] = manager.start_component(cfg, second.name, ctx.options.recovery_timeout)
     # Acknowledgements while only one copy was in sync: producers waited, so few or none came through then
     # (beside the events sent but not yet acknowledged when it began).
     ctx.notes["acked_while_one_in_sync"] = len(ctx.traffic.acked) - acked_before
     time.sleep(max(0.0, ctx.options.outage - (time.monotonic() - began)))
-    manager.start_component(cfg, first.name)
+    manager.start_component(cfg, first.name, ctx.options.recovery_timeout)
     ctx.notes["down"] = {"for_outage": first.name, "restarted_meanwhile": second.name}
-    ctx.notes["back_in_sync_s"] = health.await_in_sync(cfg, PRIVATE)
+    ctx.notes["back_in_sync_s"] = health.await_in_sync(cfg, PRIVATE, ctx.options.recovery_timeout)
 
 
 def _group_state(client: AdminClient, group: str) -> tuple[str, int]:

@@ -130,3 +130,15 @@ def add_housekeeping(app: faust.App, component: str, vault: Any, feed: Any, on_r
         except Exception as exc:  # noqa: BLE001 - a Vault outage is survivable until the token expires
             logging.getLogger(f"hbus.{component}").warning("event=vault_unavailable error=%s", type(exc).__name__)
         metrics.VAULT_TOKEN_TTL.labels(component).set(vault.token_ttl_seconds())
+
+
+def serve(app: faust.App, component: str, vault: Any, feed: Any, on_rules: Any, creds: KafkaCredentials,
+          topics: list[str], metrics_port: int, host: str) -> None:
+    """The end of every processor's start: its timers, its lag metric, its /metrics page, then the worker."""
+    from hybridbus.adapters import metrics
+    from hybridbus.runtime.lag import watch_lag
+
+    add_housekeeping(app, component, vault, feed, on_rules)
+    watch_lag(app, component, creds, topics)
+    metrics.serve(metrics_port, host)
+    run_worker(app)

@@ -17,14 +17,4 @@ if [ "$rc" -eq 5 ]; then
   echo "hbus: pytest collected no test: the test command must run tests" >&2
   rc=1
 fi
-"$BIN/hbus" stack down
-trap - EXIT
-
-# Then, on its own stack (three private brokers, RF 3, min ISR 2), a broker killed and a rolling restart.
-# Skipped when a test selection was passed (`make test` with arguments runs just that selection).
-if [ "$#" -eq 0 ]; then
-  infra/local/run-production-shape.sh
-  shape=$?
-  [ "$rc" -eq 0 ] && rc=$shape
-fi
 exit "$rc"

@@ -33,7 +33,7 @@ def _deliver(cluster: str, creds: KafkaCredentials, topic: str, value: bytes) ->
 
 def test_every_component_reports_healthy(stack: Settings) -> None:
     statuses = {s.name: s for s in manager.status(stack)}
-    assert set(statuses) == {"vault", "s3", "kafka-private", "kafka-public", "prometheus"}
+    assert set(statuses) == {"vault", "s3", "kafka-private", "kafka-public", "kafka-exporter", "prometheus"}
     assert all(s.healthy and s.pid for s in statuses.values()), statuses
     assert sum(s.rss_mb or 0 for s in statuses.values()) < 3 * 1024
 
@@ -118,6 +118,22 @@ def test_prometheus_answers_up_for_its_targets(stack: Settings) -> None:
         time.sleep(1)
     assert jobs.get("prometheus") == "1"
     assert {"hbus-router", "hbus-egress", "hbus-archiver", "hbus-audit", "hbus-gateway"} <= set(jobs)
+    assert jobs.get("hbus-kafka-exporter") == "1"
+
+
+def test_the_kafka_exporter_reports_both_clusters_whole(stack: Settings) -> None:
+    url = f"http://{stack.host}:{stack.ports.prometheus}/api/v1/query"
+    deadline, found = time.monotonic() + 60, {}
+    while time.monotonic() < deadline:
+        result = requests.get(url, params={"query": 'hbus_kafka_partitions{state="all"} > 0'}, timeout=5).json()
+        found = {r["metric"]["cluster"] for r in result["data"]["result"]}
+        if found == {PRIVATE, PUBLIC}:
+            break
+        time.sleep(1)
+    assert found == {PRIVATE, PUBLIC}
+    for state in ("under_replicated", "under_min_isr", "offline"):
+        result = requests.get(url, params={"query": f'sum(hbus_kafka_partitions{{state="{state}"}})'}, timeout=5)
+        assert float(result.json()["data"]["result"][0]["value"][1]) == 0, state
 
 
 def test_only_the_router_may_pseudonymise_and_the_key_stays_in_vault(stack: Settings) -> None:

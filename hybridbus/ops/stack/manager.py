@@ -113,13 +113,13 @@ def _check_ports(cfg: Settings, components: list[Component]) -> None:
                 raise StackError(component.name, f"port {cfg.host}:{port} is already in use by another program")
 
 
-def _start(component: Component, started: list[Component]) -> None:
+def _start(component: Component, started: list[Component], timeout: float = START_TIMEOUT) -> None:
     if component.process.running():
-        _await_healthy(component)
+        _await_healthy(component, timeout)
         return
     component.prepare()
     _launch(component, started)
-    _await_healthy(component)
+    _await_healthy(component, timeout)
 
 
 def _launch(component: Component, started: list[Component]) -> None:
@@ -128,13 +128,13 @@ def _launch(component: Component, started: list[Component]) -> None:
         started.append(component)
 
 
-def _await_healthy(component: Component) -> None:
+def _await_healthy(component: Component, timeout: float = START_TIMEOUT) -> None:
     def check() -> bool:
         if not component.process.running():
             raise StackError(component.name, "the process exited during start", component.process.log_file)
         return component.healthy()
 
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             if check():
@@ -144,13 +144,13 @@ def _await_healthy(component: Component) -> None:
         except Exception:  # noqa: BLE001 - not up yet
             pass
         time.sleep(0.5)
-    raise StackError(component.name, f"not healthy within {START_TIMEOUT:.0f}s", component.process.log_file)
+    raise StackError(component.name, f"not healthy within {timeout:.0f}s", component.process.log_file)
 
 
-def start_component(cfg: Settings, name: str) -> float:
+def start_component(cfg: Settings, name: str, timeout: float = START_TIMEOUT) -> float:
     """Start one stopped component (a broker after a drill's fault) and wait until it is healthy; seconds taken."""
     began = time.monotonic()
-    _start(component(cfg, name), [])
+    _start(component(cfg, name), [], timeout)
     return round(time.monotonic() - began, 1)
 
 

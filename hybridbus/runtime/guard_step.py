@@ -51,8 +51,10 @@ class DedupeWindow:
             known.discard(order.popleft())
         return False
 
-    def remember(self, partition: Hashable, event_ids: Iterable[str]) -> None:
-        """Ids already out before this process started (oldest first), e.g. read back from the public side."""
+    def load(self, partition: Hashable, event_ids: Iterable[str]) -> None:
+        """Start `partition` over from what its sink already holds (oldest first), e.g. read back from the public
+        side after a restart; only the newest `size` are kept."""
+        self._ids.pop(partition, None)
         for event_id in event_ids:
             if event_id:
                 self.seen(partition, event_id)

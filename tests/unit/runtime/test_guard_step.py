@@ -220,9 +220,10 @@ def test_dedupe_window_forgets_the_oldest_first_and_stays_bounded() -> None:
     assert window.ids("p") == ["97", "98", "99"] and not window.seen("q", "99")
 
 
-def test_dedupe_window_remembers_what_went_out_before_a_restart() -> None:
+def test_dedupe_window_loads_what_went_out_before_a_restart() -> None:
     window = DedupeWindow(size=3)
-    window.remember(("t", 0), ["x", "", "y", "x", "z", "w"])
+    window.seen(("t", 0), "before")
+    window.load(("t", 0), ["x", "", "y", "x", "z", "w"])  # starts over: only the sink's newest ids
     assert window.ids(("t", 0)) == ["y", "z", "w"] and window.seen(("t", 0), "w")
     window.forget(("t", 0))
     assert window.ids(("t", 0)) == [] and not window.seen(("t", 0), "w")

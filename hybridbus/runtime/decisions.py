@@ -106,15 +106,16 @@ class DecisionBatch:
 def encode_rows(component: str, at_ms: int, rows: Sequence[tuple[str, Shape]]) -> list[bytes]:
     """Compact records for `rows`, split so that none nears Kafka's request limit; empty shapes are left out."""
     out: list[bytes] = []
-    start = 0
-    while start < len(rows):
+    start, count = 0, len(rows)
+    while start < count:
         writer = _RecordWriter()
         end = start
-        while end < len(rows) and end - start < EVENTS_PER_RECORD and writer.chars < CHARS_PER_RECORD:
+        limit = min(count, start + EVENTS_PER_RECORD)
+        while end < limit and writer.chars < CHARS_PER_RECORD:
             event_id, shape = rows[end]
+            end += 1
             if shape:
                 writer.add(event_id, shape)
-            end += 1
         if writer.ids:
             out.append(writer.encode(component, at_ms))
         start = end
@@ -139,7 +140,7 @@ class _RecordWriter:
             known = self.by_id[id(shape)] = (self._shape(shape), shape)
         self.ids.append(event_id)
         self.indexes.append(known[0])
-        self.chars += len(event_id) + 8
+        self.chars += len(event_id) + 8  # the id, quoted, and its shape index
 
     def _shape(self, shape: Shape) -> int:
         key = tuple(self._template(t) for t in shape)

@@ -161,8 +161,9 @@ class Bench:
                 run = client_bench.measure(self.cfg, events)
                 self.progress(label, 1, 1)
                 cpu = {"client": round(run.cpu_seconds / events * 100_000, 2)}
-                self.results[CLIENT].append(Figures(run.events_per_s, cpu,
-                                                    extra={"cpu_us_per_event": round(run.cpu_us_per_event, 1)}))
+                extra = {"cpu_us_per_event": round(run.cpu_us_per_event, 1),
+                         "caller_cpu_us_per_event": round(run.caller_cpu_us_per_event, 1)}
+                self.results[CLIENT].append(Figures(run.events_per_s, cpu, extra=extra))
         finally:
             workers.start(self.cfg, ("router",))
         self._settle()

@@ -22,37 +22,30 @@ supervisor would, and named in `restarted`.
 """
 from __future__ import annotations
 
-import io
-import json
 import platform
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from math import ceil
 
-from botocore.exceptions import BotoCoreError, ClientError
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
-from fastavro import reader
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import load_catalog, load_rules
 from hybridbus.adapters.topology import PRIVATE, PUBLIC
-from hybridbus.ops.leakscan import ScanReport, scan_object, scan_record
+from hybridbus.ops.arrivals import Expectation, Tally, expectation
 from hybridbus.ops.samples import SampleEvent, sample_events
 from hybridbus.ops.stack import health, manager, workers
-from hybridbus.ops.stack.bootstrap import s3_admin_client
 from hybridbus.ops.stack.components import brokers
 from hybridbus.runtime.rulestore import LIVE, RuleFeed, publish
 from producers.publisher import Publisher
-from routing import headers as H
 from routing.catalog import Catalog
-from routing.engine import GRADED, route
 from routing.rules import RuleSet
 
 SAMPLES = REPO_ROOT / "schemas" / "samples"
@@ -68,15 +61,6 @@ class DrillOptions:
     rate: float = 2000.0  # events per second; about what the router keeps up with on a 2-core machine
     outage: float = 60.0  # seconds a stopped component stays down
     recovery_timeout: float = 600.0
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """Where one event's copies must land under the live rule set."""
-
-    private: frozenset[str]  # graded and derived-view topics on the private cluster
-    public: frozenset[str]  # topics on the public cluster
-    archive: frozenset[str]  # `<dept>/<event>/` folders of the open-data bucket
 
 
 @dataclass
@@ -166,129 +150,7 @@ class Traffic:
                     time.sleep(ahead)
 
     def _expectation(self, sample: SampleEvent) -> Expectation:
-        result = route(sample.event_type, sample.payload, self.ruleset, pseudonymise=lambda _data: "drill")
-        exported = [d for d in result.decisions if d.destination != GRADED]
-        return Expectation(frozenset(d.topic for d in result.decisions),
-                           frozenset(d.topic for d in exported if d.destination == "public_cloud"),
-                           frozenset(f"{d.event_type.dept}/{d.event_type.event}/" for d in exported
-                                     if d.destination == "archive"))
-
-
-class TopicCounter:
-    """Copies of the drill's events on some topics of one cluster, read on from where the drill began."""
-
-    def __init__(self, cluster: str, topics: Iterable[str], id_prefix: str, cfg: Settings,
-                 scan: ScanReport | None = None) -> None:
-        self.cluster, self.id_prefix, self.cfg, self.scan = cluster, id_prefix.encode(), cfg, scan
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self.rules_versions: Counter[str] = Counter()
-        self.positions: dict[tuple[str, int], int] = {}
-        consumer = self._consumer()
-        try:
-            for topic in sorted(set(topics)):
-                for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-                    self.positions[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        finally:
-            consumer.close()
-
-    def poll(self, timeout: float = 60.0) -> bool:
-        """Read everything written since the last poll; False when the cluster cannot be read now."""
-        consumer = self._consumer()
-        try:
-            ends = {tp: consumer.get_watermark_offsets(TopicPartition(*tp), timeout=5)[1] for tp in self.positions}
-            todo = {tp for tp, end in ends.items() if end > self.positions[tp]}
-            if not todo:
-                return True
-            consumer.assign([TopicPartition(t, p, self.positions[(t, p)]) for t, p in todo])
-            deadline = time.monotonic() + timeout
-            while todo and time.monotonic() < deadline:
-                for msg in consumer.consume(2000, timeout=0.5):
-                    if msg.error():
-                        continue
-                    tp = (msg.topic(), msg.partition())
-                    self.positions[tp] = msg.offset() + 1
-                    if self.positions[tp] >= ends[tp]:
-                        todo.discard(tp)
-                    self._count(msg)
-            return not todo
-        except KafkaException:
-            return False
-        finally:
-            consumer.close()
-
-    def _count(self, msg) -> None:  # type: ignore[no-untyped-def]
-        if self.scan is not None:
-            scan_record(self.scan, msg)
-        headers = dict(msg.headers() or [])
-        event_id = headers.get(H.EVENT_ID) or b""
-        if event_id.startswith(self.id_prefix):
-            self.counts[(msg.topic(), event_id.decode())] += 1
-            self.rules_versions[(headers.get(H.RULES_VERSION) or b"").decode()] += 1
-
-    def _consumer(self):  # type: ignore[no-untyped-def]
-        return kafka.consumer(self.cluster, kafka.admin_credentials(self.cluster, self.cfg),
-                              group=f"hbus-drill-{uuid.uuid4().hex[:8]}")
-
-
-class BucketCounter:
-    """Copies of the drill's events in the open-data bucket, from the event ids each new object lists.
-
-    Every new object of the bucket is read and scanned for canaries, wherever it was written.
-    """
-
-    def __init__(self, cfg: Settings, id_prefix: str, scan: ScanReport) -> None:
-        self.s3, self.bucket, self.id_prefix, self.scan = s3_admin_client(cfg), cfg.open_data_bucket, id_prefix, scan
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self.seen: set[str] = set(self._keys())
-
-    def poll(self) -> bool:
-        try:
-            for key in self._keys():
-                if key in self.seen:
-                    continue
-                body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-                scan_object(self.scan, self.bucket, key, body)
-                if key.endswith(".avro"):
-                    ids = json.loads(reader(io.BytesIO(body)).metadata.get("hbus.event_ids", "[]"))
-                    folder = "/".join(key.split("/")[:2]) + "/"
-                    self.counts.update((folder, i) for i in ids if i.startswith(self.id_prefix))
-                self.seen.add(key)
-            return True
-        except (ClientError, BotoCoreError):
-            return False  # a server that has just restarted may refuse for a moment: look again later
-
-    def _keys(self) -> list[str]:
-        return [obj["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
-                for obj in page.get("Contents", [])]
-
-
-class Tally:
-    """Every place the drill's events must reach, counted incrementally while the bus catches up."""
-
-    def __init__(self, cfg: Settings, catalog: Catalog, ruleset: RuleSet, id_prefix: str) -> None:
-        decisions = [d for s in sample_events(catalog, SAMPLES, 1, canaries=False)
-                     for d in route(s.event_type, s.payload, ruleset, pseudonymise=lambda _data: "drill").decisions]
-        self.scan = ScanReport()  # the leak scan of everything written to the public side during the drill
-        self.private = TopicCounter(PRIVATE, {d.topic for d in decisions}, id_prefix, cfg)
-        # Every topic of the public cluster is read, so that a copy where the rules send none is seen too.
-        public_topics = kafka.admin(PUBLIC, kafka.admin_credentials(PUBLIC, cfg)).list_topics(timeout=10).topics
-        self.public = TopicCounter(PUBLIC, [t for t in public_topics if not t.startswith("__")], id_prefix, cfg,
-                                   self.scan)
-        self.bucket = BucketCounter(cfg, id_prefix, self.scan)
-
-    def poll(self) -> bool:
-        return all([self.private.poll(), self.public.poll(), self.bucket.poll()])
-
-    def missing(self, event_id: str, where: Expectation) -> int:
-        """Required copies of one event not found yet."""
-        return (sum(self.private.counts[(t, event_id)] == 0 for t in where.private)
-                + sum(self.public.counts[(t, event_id)] == 0 for t in where.public)
-                + sum(self.bucket.counts[(f, event_id)] == 0 for f in where.archive))
-
-    def outside(self) -> Iterable[tuple[str, str, int]]:
-        """(place, event id, copies) of every drill event found on the public cluster or in the bucket."""
-        yield from ((t, i, n) for (t, i), n in self.public.counts.items())
-        yield from ((f, i, n) for (f, i), n in self.bucket.counts.items())
+        return expectation(sample.event_type, sample.payload, self.ruleset)
 
 
 @dataclass

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Message
+from confluent_kafka import Message, Producer
 
 from hybridbus.adapters import kafka, metrics
 from hybridbus.adapters.exceptions import DeliveryError
@@ -36,8 +36,11 @@ log = logging.getLogger("hbus.audit")
 # entries: whatever the records hold, the writer has at most CONFIRM_EVERY entries in flight.
 BATCH_RECORDS = 50
 BATCH_WITHIN = 0.2  # seconds
-PREFETCH_KBYTES = 8_192
-CONFIRM_EVERY = 20_000
+# Fetched ahead, compressed: decompressed, decision records are several times larger, so a fetch of librdkafka's
+# default size (6 partitions x 1 MB) briefly took 40-70 MB.
+FETCH_AHEAD = {"queued.max.messages.kbytes": 4_096, "fetch.max.bytes": 1_048_576,
+               "max.partition.fetch.bytes": 262_144}
+CONFIRM_EVERY = 10_000
 # Entries per segment at most. The next entry links to the checkpoint's hash, so each signature (a Vault round
 # trip, 5-30 ms) stops the chain: 5,000 keeps that a few µs an entry, where 500 made it the writer's largest cost.
 CHECKPOINT_EVERY = 5_000
@@ -52,17 +55,20 @@ class Heap:
 
     glibc gives each thread that allocates its own arena, up to eight per core, and an arena keeps what it once
     held. The writer's work is spread over many threads (Faust's executor, librdkafka's threads of each client),
-    each allocating large passing buffers (records of thousands of decisions, the entries of a batch, fetches),
-    so its memory grew with the backlog it worked off and stayed there. Two arenas, and free pages handed back
-    after each archive pass, keep it flat. Elsewhere (no glibc) this does nothing.
+    each allocating large passing buffers (records of thousands of decisions, the entries of a batch, fetches,
+    archived objects), so its memory grew with the backlog it worked off and stayed there. Two arenas; buffers
+    from 256 KB up in their own mappings, handed back when freed (glibc's threshold otherwise rises to the
+    largest buffer freed, up to 32 MB); and free pages handed back after each archive pass. Elsewhere (no glibc)
+    this does nothing.
     """
 
-    ARENA_MAX = -8  # mallopt's M_ARENA_MAX
+    M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt's parameters
 
     def __init__(self) -> None:
         try:
             self._libc: Any = ctypes.CDLL("libc.so.6")
-            self._libc.mallopt(self.ARENA_MAX, 2)
+            self._libc.mallopt(self.M_ARENA_MAX, 2)
+            self._libc.mallopt(self.M_MMAP_THRESHOLD, 256 * 1024)
         except (OSError, AttributeError):
             self._libc = None
 
@@ -97,15 +103,14 @@ class ChainWriter:
     which only a delivery report per record gives. Used from the data-plane thread only.
     """
 
-    def __init__(self, appender: Appender, creds: KafkaCredentials, recent: RecentEntries) -> None:
+    def __init__(self, appender: Appender, producer: Producer, recent: RecentEntries) -> None:
         self.appender = appender
+        self.producer = producer
         self.recent = recent
-        # Idempotent and ordered: a retried send can neither repeat nor reorder entries of the chain.
-        self.producer = kafka.producer(PRIVATE, creds, **{"max.in.flight.requests.per.connection": 5,
-                                                          "message.timeout.ms": 0, "batch.num.messages": 10_000})
         self.errors: list[str] = []
-        self.acked: list[tuple[int, bytes]] = []
-        self.sent = self.decisions = 0
+        self.unconfirmed: list[bytes] = []
+        self.offsets: list[int] = []  # of the unconfirmed entries: reports come in the order they were produced
+        self.decisions = 0
         self.checkpoints_at_ms: list[int] = []
         self.segments_closed = False
         self.unarchived = 0  # entries written since the archive last looked
@@ -118,7 +123,7 @@ class ChainWriter:
         for partition, offset, key, value in records:
             # A record's decisions, compact or JSON array; an unreadable record is chained as such, never skipped.
             self.send(self.appender.append([(partition, offset, decode_record(key, value))]))
-            if self.sent >= CONFIRM_EVERY:
+            if len(self.unconfirmed) >= CONFIRM_EVERY:
                 self.confirm()
         self.confirm()
 
@@ -134,7 +139,7 @@ class ChainWriter:
                     break
                 except BufferError:
                     self.producer.poll(0.1)
-        self.sent += len(appended.entries)
+        self.unconfirmed += appended.entries
         self.decisions += appended.decisions
         self.checkpoints_at_ms += appended.checkpoints_at_ms
 
@@ -143,24 +148,35 @@ class ChainWriter:
         while self.producer.flush(5.0) > 0:
             self._paused.set(1)
         self._paused.set(0)
-        if self.errors:
-            raise DeliveryError(AUDIT_TOPIC, self.errors[0], len(self.errors))
-        acked, self.acked = self.acked, []
-        self.recent.add(sorted(acked))
-        self.unarchived += len(acked)
+        if self.errors or len(self.offsets) != len(self.unconfirmed):
+            raise DeliveryError(AUDIT_TOPIC, self.errors[0] if self.errors else "delivery reports missing",
+                                max(len(self.errors), 1))
+        if self.offsets:
+            first = self.offsets[0]
+            if self.offsets == list(range(first, first + len(self.offsets))):
+                self.recent.add(first, self.unconfirmed)
+            else:
+                self.recent.forget()  # something else wrote to the topic in between: the archive reads it there
+        self.unarchived += len(self.unconfirmed)
         self._decisions.inc(self.decisions)
         if self.checkpoints_at_ms:
             self._checkpoints.inc(len(self.checkpoints_at_ms))
             metrics.AUDIT_LAST_CHECKPOINT.set(self.checkpoints_at_ms[-1] / 1000)
             self.segments_closed = True
-        self.sent = self.decisions = 0
-        self.checkpoints_at_ms = []
+        self.unconfirmed, self.offsets, self.decisions, self.checkpoints_at_ms = [], [], 0, []
 
     def _delivered(self, err, msg) -> None:  # type: ignore[no-untyped-def]
         if err is not None:
             self.errors.append(str(err))
         else:
-            self.acked.append((msg.offset(), msg.value()))
+            self.offsets.append(msg.offset())
+
+
+def chain_producer(creds: KafkaCredentials) -> Producer:
+    """Idempotent and ordered: a retried send can neither repeat nor reorder entries of the chain, and delivery
+    reports come in the order the entries were sent."""
+    return kafka.producer(PRIVATE, creds, **{"max.in.flight.requests.per.connection": 5, "message.timeout.ms": 0,
+                                             "batch.num.messages": 10_000})
 
 
 def main() -> None:
@@ -169,7 +185,7 @@ def main() -> None:
     creds = kafka_login(vault, "audit", PRIVATE)
     appender = Appender(resume_chain(creds, reach=2 * CHECKPOINT_EVERY), VaultSigner(vault), CHECKPOINT_EVERY,
                         lambda: int(time.time() * 1000))
-    writer = ChainWriter(appender, creds, RecentEntries(RECENT_ENTRIES))
+    writer = ChainWriter(appender, chain_producer(creds), RecentEntries(RECENT_ENTRIES))
     writer.segments_closed = True  # archive whatever a previous run closed but did not archive
     archive = AuditArchive(s3_client(cfg, vault.s3_credentials()), cfg.audit_bucket)
     log.warning("event=chain_resumed next_seq=%d", appender.chain.seq)
@@ -188,7 +204,7 @@ def main() -> None:
     app = make_app("audit", creds, cfg)
     # The data-plane thread is the only one that appends: batches, and the timer's checkpoints between them.
     plane = DataPlane(app, "audit", creds, [DECISIONS_TOPIC], chain_records, batch_size=BATCH_RECORDS,
-                      within=BATCH_WITHIN, **{"queued.max.messages.kbytes": PREFETCH_KBYTES})
+                      within=BATCH_WITHIN, **FETCH_AHEAD)
 
     @app.timer(CHECKPOINT_INTERVAL)
     async def sign_recent() -> None:

@@ -121,29 +121,34 @@ def record_decision(record: DecisionRecord) -> None:
 
 class RecentEntries:
     """The entries this writer appended lately, as stored, so that the archive copies them without reading them
-    back from Kafka. Holds at most `limit` of them; an archive further behind reads the topic instead.
+    back from Kafka. Holds at most `limit` of them, an unbroken run of offsets; an archive further behind reads
+    the topic instead.
 
     The writer adds and the archive reads from their own threads.
     """
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._items: list[tuple[int, bytes]] = []
+        self._first = 0  # the offset of _raws[0]
+        self._raws: list[bytes] = []
         self._lock = threading.Lock()
 
-    def add(self, items: Sequence[tuple[int, bytes]]) -> None:
-        """`(offset, raw entry)` as Kafka acknowledged them, in offset order."""
-        if not items:
+    def add(self, first: int, raws: Sequence[bytes]) -> None:
+        """Entries Kafka acknowledged at offsets `first`, `first + 1`, …"""
+        if not raws:
             return
         with self._lock:
-            if items[-1][0] - items[0][0] != len(items) - 1:
-                self._items = []  # something else wrote between them: only the topic has the whole story
-                return
-            if self._items and items[0][0] != self._items[-1][0] + 1:
-                self._items = []
-            self._items.extend(items)
-            if len(self._items) > self.limit:
-                del self._items[:len(self._items) - self.limit]
+            if first != self._first + len(self._raws):
+                self._first, self._raws = first, []  # not where the last ones ended: start over from these
+            self._raws.extend(raws)
+            if len(self._raws) > self.limit:
+                self._first += len(self._raws) - self.limit
+                del self._raws[:len(self._raws) - self.limit]
+
+    def forget(self) -> None:
+        """Hold nothing: what was written lately is known only to the topic (something else wrote in between)."""
+        with self._lock:
+            self._first, self._raws = 0, []
 
     def read(self, start: int, stop_after: int | None = None) -> list[tuple[int, bytes]] | None:
         """What `read_chain` would read from `start`, or None when the entries from `start` on are not all held.
@@ -151,15 +156,15 @@ class RecentEntries:
         Entries before `start` are forgotten: the archive never asks for them again.
         """
         with self._lock:
-            if not self._items or not self._items[0][0] <= start <= self._items[-1][0] + 1:
+            if not self._raws or not self._first <= start <= self._first + len(self._raws):
                 return None
-            del self._items[:start - self._items[0][0]]
-            items = self._items
+            del self._raws[:start - self._first]
+            self._first = start
+            end = len(self._raws)
             if stop_after is not None:
-                for index in range(stop_after - 1, len(items)):
-                    if closes_segment(items[index][1]):
-                        return items[:index + 1]
-            return list(items)
+                end = next((index + 1 for index in range(stop_after - 1, len(self._raws))
+                            if closes_segment(self._raws[index])), end)
+            return list(zip(range(start, start + end), self._raws[:end]))
 
 
 class AuditArchive:
@@ -205,7 +210,7 @@ class AuditArchive:
                 first, closing = json.loads(items[0][1]), json.loads(items[-1][1])
                 day = segment_day(closing["at_ms"])
                 name = segment_name(day, first["seq"], closing["seq"])
-                body = b"".join(raw + b"\n" for _, raw in items)
+                body = b"\n".join([raw for _, raw in items] + [b""])  # a line each, no copy per entry
                 self.s3.put_object(Bucket=self.bucket, Key=name, Body=body, ContentType="application/x-ndjson")
                 manifest = manifests.setdefault(day, self.manifest(day))
                 manifest["segments"].append(segment_record(name, body, first, closing, len(items), end_offset))

@@ -10,6 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from itertools import groupby
 from dataclasses import asdict, dataclass
 
 from hybridbus.adapters import kafka
@@ -17,15 +18,18 @@ from hybridbus.adapters.config import Settings, settings
 from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.ops.bench.probes import OffsetCounter, await_records, group_lag, sample_process
 from hybridbus.ops.stack import workers
-from hybridbus.runtime.decisions import DECISIONS_PER_RECORD, DecisionRecord, decisions_batch
+from hybridbus.runtime.decisions import DecisionBatch, DecisionRecord, Template, decisions_batch, template
 
 WRITER = "audit"
 WRITER_GROUP = "hbus-audit"
 PUBLIC_SHARE = 3  # of every 8 events: public ones get five decisions, the others one, so 2.5 per event on average
+BATCH_EVENTS = 1_000  # events per processor batch: each batch writes its own records
+ARRAY, COMPACT = "array", "compact"  # the two forms of a `_hbus.decisions` record (`decode_record` reads both)
 
 
 @dataclass(frozen=True)
 class Result:
+    form: str
     events: int
     decisions: int
     records: int
@@ -56,43 +60,46 @@ def event_decisions(tag: str, i: int, at_ms: int) -> Iterator[DecisionRecord]:
                          "hbus-open-data", "archived", "grade public", at_ms)
 
 
-def produce_backlog(events: int, per_record: int = DECISIONS_PER_RECORD) -> tuple[int, int]:
-    """`_hbus.decisions` records for `events` events, each component's decisions in records of `per_record`,
-    keyed by component as the processors write them. Returns (decisions, records)."""
+def produce_backlog(events: int, form: str = ARRAY, batch_events: int = BATCH_EVENTS) -> tuple[int, int]:
+    """`_hbus.decisions` records for `events` events as the processors write them: per batch of `batch_events`
+    events, each component's decisions in JSON arrays of up to 400 or in one compact record, keyed by component.
+    Returns (decisions, records)."""
     producer = kafka.producer(PRIVATE, kafka.admin_credentials(PRIVATE),
                               **{"linger.ms": 20, "queue.buffering.max.kbytes": 256 * 1024})
-    tag, at_ms = uuid.uuid4().hex[:8], int(time.time() * 1000)
-    pending: dict[str, list[DecisionRecord]] = {}
+    tag, at_ms = uuid.uuid4().hex, int(time.time() * 1000)
     decisions = records = 0
     errors: list[str] = []
-
-    def send(component: str, batch: list[DecisionRecord]) -> None:
-        nonlocal records
-        for value in decisions_batch(batch):
-            while True:
-                try:
-                    producer.produce(DECISIONS_TOPIC, value, component.encode(),
-                                     on_delivery=lambda err, _m: err is None or errors.append(str(err)))
-                    break
-                except BufferError:
-                    producer.poll(0.1)
-            records += 1
+    for first in range(0, events, batch_events):
+        per_component: dict[str, list[DecisionRecord]] = {}
+        for i in range(first, min(events, first + batch_events)):
+            for decision in event_decisions(tag, i, at_ms):
+                per_component.setdefault(decision.component, []).append(decision)
+        for component, batch in per_component.items():
+            decisions += len(batch)
+            for value in (decisions_batch(batch) if form == ARRAY else compact_records(component, at_ms, batch)):
+                while True:
+                    try:
+                        producer.produce(DECISIONS_TOPIC, value, component.encode(),
+                                         on_delivery=lambda err, _m: err is None or errors.append(str(err)))
+                        break
+                    except BufferError:
+                        producer.poll(0.1)
+                records += 1
         producer.poll(0)
-
-    for i in range(events):
-        for decision in event_decisions(tag, i, at_ms):
-            batch = pending.setdefault(decision.component, [])
-            batch.append(decision)
-            decisions += 1
-            if len(batch) == per_record:
-                send(decision.component, batch)
-                pending[decision.component] = []
-    for component, batch in pending.items():
-        if batch:
-            send(component, batch)
     if producer.flush(120) or errors:
         raise RuntimeError(f"the backlog was not acknowledged: {errors[:1] or 'timeout'}")
     return decisions, records
+
+
+def compact_records(component: str, at_ms: int, batch: list[DecisionRecord]) -> list[bytes]:
+    """One component's decisions of a batch as a compact record: each event's decisions are its shape."""
+    shapes: dict[tuple[Template, ...], tuple[Template, ...]] = {}  # shared shape objects, as a step's plans share them
+    out = DecisionBatch(component, at_ms)
+    for event_id, items in groupby(batch, key=lambda d: d.event_id):
+        shape = tuple(template(d.event_type, d.dept, d.grade, d.rules_version, d.destination, d.topic, d.verdict,
+                               d.reason) for d in items)
+        out.add(event_id, shapes.setdefault(shape, shape))
+    return out.records()
 
 
 def rss_mb(pid: int) -> float:
@@ -112,13 +119,13 @@ def drain(cfg: Settings, timeout: float) -> None:
         time.sleep(2)
 
 
-def measure(cfg: Settings, events: int, per_record: int, settle: float, timeout: float) -> Result:
+def measure(cfg: Settings, events: int, form: str, settle: float, timeout: float) -> Result:
     was_running = workers.process(cfg, WRITER).running()
     drain(cfg, timeout)
     workers.stop(cfg, (WRITER,))
     counter = OffsetCounter(PRIVATE, [AUDIT_TOPIC])
     baseline = counter.total()
-    decisions, records = produce_backlog(events, per_record)
+    decisions, records = produce_backlog(events, form)
     workers.start(cfg, (WRITER,))
     pid = workers.process(cfg, WRITER).pid()
     assert pid is not None
@@ -133,19 +140,19 @@ def measure(cfg: Settings, events: int, per_record: int, settle: float, timeout:
         if not was_running:
             workers.stop(cfg, (WRITER,))
     cpu = span.cpu_seconds[WRITER]
-    return Result(events, decisions, records, span.count, round(span.seconds, 2), round(span.rate),
+    return Result(form, events, decisions, records, span.count, round(span.seconds, 2), round(span.rate),
                   round(cpu, 2), round(cpu * 100_000 / events, 2), round(peak, 1), round(settled, 1), lag)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="events whose decisions make the backlog")
-    parser.add_argument("--per-record", type=int, default=DECISIONS_PER_RECORD, help="decisions per record")
+    parser.add_argument("--form", choices=(ARRAY, COMPACT), default=ARRAY, help="how the records are written")
     parser.add_argument("--settle", type=float, default=20.0, help="seconds idle before reading the settled RSS")
     parser.add_argument("--timeout", type=float, default=None, help="seconds to catch up (default: by size)")
     args = parser.parse_args(argv)
     timeout = args.timeout or 120 + args.events * 2.5 / 1000  # a floor of 1,000 entries/s
-    print(json.dumps(asdict(measure(settings(), args.events, args.per_record, args.settle, timeout))))
+    print(json.dumps(asdict(measure(settings(), args.events, args.form, args.settle, timeout))))
 
 
 if __name__ == "__main__":

@@ -20,14 +20,19 @@ def stored(count: int, every: int = 4, first_offset: int = 0) -> list[tuple[int,
     return [(first_offset + i, raw) for i, raw in enumerate(raws)]
 
 
+def raws(entries: list[tuple[int, bytes]]) -> list[bytes]:
+    return [raw for _, raw in entries]
+
+
 def test_recent_entries_read_like_the_topic_from_where_the_archive_is() -> None:
     entries = stored(12)  # checkpoints at offsets 4, 9, 14
     recent = RecentEntries(limit=100)
-    recent.add(entries[:7])
-    recent.add(entries[7:])
+    recent.add(0, raws(entries[:7]))
+    recent.add(7, raws(entries[7:]))
     assert recent.read(0) == entries
     assert recent.read(3) == entries[3:]
     assert recent.read(5, stop_after=3) == entries[5:10]  # up to the first checkpoint once 3 are in hand
+    assert recent.read(5, stop_after=100) == entries[5:]  # no checkpoint after that many: all there is
     assert recent.read(4) is None  # forgotten once read from further on: the topic has them
     assert recent.read(len(entries)) == []  # nothing new
     assert recent.read(len(entries) + 1) is None
@@ -36,13 +41,13 @@ def test_recent_entries_read_like_the_topic_from_where_the_archive_is() -> None:
 def test_recent_entries_hold_at_most_their_limit_and_only_an_unbroken_run() -> None:
     entries = stored(12)
     recent = RecentEntries(limit=5)
-    recent.add(entries)
+    recent.add(0, raws(entries))
     assert recent.read(len(entries) - 6) is None and recent.read(len(entries) - 5) == entries[-5:]
     recent = RecentEntries(limit=100)
-    recent.add(entries[:3])
-    recent.add(entries[4:8])  # offset 3 written by someone else
+    recent.add(0, raws(entries[:3]))
+    recent.add(4, raws(entries[4:8]))  # offset 3 is not held: start over from 4
     assert recent.read(0) is None and recent.read(4) == entries[4:8]
-    recent.add([entries[8], entries[10]])
+    recent.forget()
     assert recent.read(8) is None
 
 
@@ -84,7 +89,7 @@ class Bucket:
 def test_the_archive_files_closed_segments_from_what_it_is_handed_in_bounded_pieces() -> None:
     entries = stored(30)  # seven closed segments and an open tail of two
     recent = RecentEntries(limit=1_000)
-    recent.add(entries)
+    recent.add(0, raws(entries))
     asked: list[int] = []
 
     def read(offset: int) -> list[tuple[int, bytes]]:

@@ -1,4 +1,5 @@
-"""The audit writer (Faust): chains every decision of `_hbus.decisions` onto the one-partition `_hbus.audit`.
+"""The audit writer (Faust worker, confluent-kafka data plane): chains every decision of `_hbus.decisions` onto the
+one-partition `_hbus.audit`.
 
 Every CHECKPOINT_EVERY entries, and at least every CHECKPOINT_INTERVAL seconds, a checkpoint signed in Vault
 Transit closes a segment, which is then archived to the audit bucket. On start the writer reads the chain's
@@ -8,151 +9,227 @@ chain and never chains a decision twice.
 from __future__ import annotations
 
 import asyncio
-import json
+import ctypes
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
+
+from confluent_kafka import Message, Producer
 
 from hybridbus.adapters import kafka, metrics
 from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.s3 import s3_client
+from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.adapters.vault import VaultSession
-from hybridbus.runtime.audit import CHECKPOINT, Chain, canonical, checkpoint_message
-from hybridbus.runtime.auditstore import ARCHIVE_MAX_ENTRIES, AuditArchive, read_chain, read_tail
-from hybridbus.runtime.faustapp import exit_on_error, kafka_login, login, make_app, serve
+from hybridbus.runtime.audit import CHECKPOINT, DECISION, Appended, Appender
+from hybridbus.runtime.auditstore import ARCHIVE_MAX_ENTRIES, AuditArchive, RecentEntries, read_chain, resume_chain
+from hybridbus.runtime.dataplane import DataPlane
+from hybridbus.runtime.decisions import decode_record
+from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 
 log = logging.getLogger("hbus.audit")
 
-# A `_hbus.decisions` record carries up to 400 decisions, so batches and buffers are counted in few records:
-# a backlog is then chained at most 10,000 entries at a time (2,000 records a batch could hold 800,000).
-# The writer's memory still grows with the backlog it starts behind (README, Known limits).
-BATCH_SIZE = 25
-BATCH_WITHIN = 0.2
-BUFFERED_RECORDS = 100
-CHECKPOINT_EVERY = 500  # entries per segment at most
+# A `_hbus.decisions` record holds a batch's decisions (400 in a JSON array, thousands in a compact record), so
+# batches and read-ahead are counted in few records, and the entries waiting for Kafka's acknowledgement in
+# entries: whatever the records hold, the writer has at most CONFIRM_EVERY entries in flight.
+BATCH_RECORDS = 50
+BATCH_WITHIN = 0.2  # seconds
+# Fetched ahead, compressed: decompressed, decision records are several times larger, so a fetch of librdkafka's
+# default size (6 partitions x 1 MB) briefly took 40-70 MB.
+FETCH_AHEAD = {"queued.max.messages.kbytes": 4_096, "fetch.max.bytes": 1_048_576,
+               "max.partition.fetch.bytes": 262_144}
+CONFIRM_EVERY = 10_000
+# Entries per segment at most. The next entry links to the checkpoint's hash, so each signature (a Vault round
+# trip, 5-30 ms) stops the chain: 5,000 keeps that a few µs an entry, where 500 made it the writer's largest cost.
+CHECKPOINT_EVERY = 5_000
 CHECKPOINT_INTERVAL = 60.0  # seconds: a quiet bus still gets its recent entries signed within a minute
 SIGNING_RETRY = 10.0  # seconds to wait before asking an unavailable Vault to sign again
-ARCHIVE_EVERY = 5.0  # seconds between looks for newly closed segments
+ARCHIVE_EVERY = 5.0  # seconds between archive passes while segments close; sooner once an object's worth waits
+RECENT_ENTRIES = 2 * ARCHIVE_MAX_ENTRIES  # kept for the archive (a few hundred bytes each); further back, it reads Kafka
 
 
-def decisions_of(key: bytes | None, value: bytes | None) -> list[dict[str, Any]]:
-    """The decisions of one `_hbus.decisions` record; an unreadable record is chained as such, never skipped."""
-    try:
-        items = json.loads(value or b"")
-        if isinstance(items, list) and all(isinstance(i, dict) for i in items):
-            return items
-    except ValueError:
-        pass
-    component = (key or b"").decode("utf-8", "replace")
-    return [{"component": component, "verdict": "unreadable", "reason": "decision record is not a JSON array"}]
+class Heap:
+    """Keeps the writer's memory to what it holds, under glibc's malloc.
+
+    glibc gives each thread that allocates its own arena, up to eight per core, and an arena keeps what it once
+    held. The writer's work is spread over many threads (Faust's executor, librdkafka's threads of each client),
+    each allocating large passing buffers (records of thousands of decisions, the entries of a batch, fetches,
+    archived objects), so its memory grew with the backlog it worked off and stayed there. Two arenas; buffers
+    from 256 KB up in their own mappings, handed back when freed (glibc's threshold otherwise rises to the
+    largest buffer freed, up to 32 MB); and free pages handed back after each archive pass. Elsewhere (no glibc)
+    this does nothing.
+    """
+
+    M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt's parameters
+
+    def __init__(self) -> None:
+        try:
+            self._libc: Any = ctypes.CDLL("libc.so.6")
+            self._libc.mallopt(self.M_ARENA_MAX, 2)
+            self._libc.mallopt(self.M_MMAP_THRESHOLD, 256 * 1024)
+        except (OSError, AttributeError):
+            self._libc = None
+
+    def trim(self) -> None:
+        if self._libc is not None:
+            self._libc.malloc_trim(0)
+
+
+class VaultSigner:
+    """Checkpoint signatures from Vault Transit; while Vault cannot sign, None, without asking for a while."""
+
+    def __init__(self, vault: VaultSession) -> None:
+        self.vault = vault
+        self.paused_until = 0.0
+
+    def __call__(self, message: bytes) -> str | None:
+        if time.monotonic() < self.paused_until:
+            return None
+        try:
+            return self.vault.sign(message)
+        except Exception as exc:  # noqa: BLE001 - Vault away: keep chaining, sign when it is back
+            log.warning("event=checkpoint_deferred error=%s", type(exc).__name__)
+            self.paused_until = time.monotonic() + SIGNING_RETRY
+            return None
 
 
 class ChainWriter:
-    """The chain head plus the producer that appends to `_hbus.audit`, in order, nothing acknowledged twice."""
+    """Appends what the appender links to `_hbus.audit`, in order, nothing acknowledged twice, and keeps what
+    Kafka acknowledged for the archive.
 
-    def __init__(self, chain: Chain, vault: VaultSession, creds) -> None:  # type: ignore[no-untyped-def]
-        self.chain = chain
-        self.vault = vault
-        # Idempotent and ordered: a retried send can neither repeat nor reorder entries of the chain.
-        self.producer = kafka.producer(PRIVATE, creds, **{"max.in.flight.requests.per.connection": 5,
-                                                          "message.timeout.ms": 0})
+    Its own producer rather than the processors' `BatchProducer`: the archive needs the offset of every entry,
+    which only a delivery report per record gives. Used from the data-plane thread only.
+    """
+
+    def __init__(self, appender: Appender, producer: Producer, recent: RecentEntries) -> None:
+        self.appender = appender
+        self.producer = producer
+        self.recent = recent
         self.errors: list[str] = []
+        self.unconfirmed: list[bytes] = []
+        self.offsets: list[int] = []  # of the unconfirmed entries: reports come in the order they were produced
+        self.decisions = 0
+        self.checkpoints_at_ms: list[int] = []
         self.segments_closed = False
-        self.signing_paused_until = 0.0
+        self.unarchived = 0  # entries written since the archive last looked
+        self._decisions = metrics.AUDIT_ENTRIES.labels(DECISION)
+        self._checkpoints = metrics.AUDIT_ENTRIES.labels(CHECKPOINT)
+        self._paused = metrics.PAUSED.labels("audit", "private-kafka")
 
-    def checkpoint(self) -> list[dict[str, Any]]:
-        """A signed checkpoint, or none while Vault cannot sign (the entries wait for the next one, never lost)."""
-        if time.monotonic() < self.signing_paused_until:
-            return []
-        try:
-            signature = self.vault.sign(checkpoint_message(self.chain.seq - 1, self.chain.head))
-        except Exception as exc:  # noqa: BLE001 - Vault away: keep chaining, sign when it is back
-            log.warning("event=checkpoint_deferred error=%s", type(exc).__name__)
-            self.signing_paused_until = time.monotonic() + SIGNING_RETRY
-            return []
-        self.segments_closed = True
-        return [self.chain.checkpoint(signature, int(time.time() * 1000))]
-
-    def chain_batch(self, records: list[tuple[int, int, bytes | None, bytes | None]]) -> None:
-        """Chain the decisions of `(partition, offset, key, value)` records and wait until Kafka has them all."""
-        entries = []
+    def chain_batch(self, records: Iterable[tuple[int, int, bytes | None, bytes | None]]) -> None:
+        """Chain the decisions of `(partition, offset, key, value)` records; return once Kafka has them all."""
         for partition, offset, key, value in records:
-            for index, decision in enumerate(decisions_of(key, value)):
-                if self.chain.chained(partition, (offset, index)):
-                    continue  # chained before a restart
-                entries.append(self.chain.append(partition, (offset, index), decision))
-                if self.chain.since_checkpoint >= CHECKPOINT_EVERY:
-                    entries += self.checkpoint()
-        self.write(entries)
+            # A record's decisions, compact or JSON array; an unreadable record is chained as such, never skipped.
+            self.send(self.appender.append([(partition, offset, decode_record(key, value))]))
+            if len(self.unconfirmed) >= CONFIRM_EVERY:
+                self.confirm()
+        self.confirm()
 
-    def write(self, entries: list[dict[str, Any]]) -> None:
-        for entry in entries:
+    def sign_recent(self) -> None:
+        self.send(self.appender.close())
+        self.confirm()
+
+    def send(self, appended: Appended) -> None:
+        for raw in appended.entries:
             while True:
                 try:
-                    self.producer.produce(AUDIT_TOPIC, canonical(entry), partition=0, on_delivery=self._delivered)
+                    self.producer.produce(AUDIT_TOPIC, raw, partition=0, on_delivery=self._delivered)
                     break
                 except BufferError:
                     self.producer.poll(0.1)
-        while self.producer.flush(5.0) > 0:
-            metrics.PAUSED.labels("audit", "private-kafka").set(1)
-        metrics.PAUSED.labels("audit", "private-kafka").set(0)
-        if self.errors:
-            raise DeliveryError(AUDIT_TOPIC, self.errors[0], len(self.errors))
-        for entry in entries:
-            metrics.AUDIT_ENTRIES.labels(entry["kind"]).inc()
-            if entry["kind"] == CHECKPOINT:
-                metrics.AUDIT_LAST_CHECKPOINT.set(entry["at_ms"] / 1000)
+        self.unconfirmed += appended.entries
+        self.decisions += appended.decisions
+        self.checkpoints_at_ms += appended.checkpoints_at_ms
 
-    def _delivered(self, err, _msg) -> None:  # type: ignore[no-untyped-def]
+    def confirm(self) -> None:
+        """Wait until Kafka acknowledged every entry sent; raise `DeliveryError` if it refused any."""
+        while self.producer.flush(5.0) > 0:
+            self._paused.set(1)
+        self._paused.set(0)
+        if self.errors or len(self.offsets) != len(self.unconfirmed):
+            raise DeliveryError(AUDIT_TOPIC, self.errors[0] if self.errors else "delivery reports missing",
+                                max(len(self.errors), 1))
+        if self.offsets:
+            first = self.offsets[0]
+            if self.offsets == list(range(first, first + len(self.offsets))):
+                self.recent.add(first, self.unconfirmed)
+            else:
+                self.recent.forget()  # something else wrote to the topic in between: the archive reads it there
+        self.unarchived += len(self.unconfirmed)
+        self._decisions.inc(self.decisions)
+        if self.checkpoints_at_ms:
+            self._checkpoints.inc(len(self.checkpoints_at_ms))
+            metrics.AUDIT_LAST_CHECKPOINT.set(self.checkpoints_at_ms[-1] / 1000)
+            self.segments_closed = True
+        self.unconfirmed, self.offsets, self.decisions, self.checkpoints_at_ms = [], [], 0, []
+
+    def _delivered(self, err, msg) -> None:  # type: ignore[no-untyped-def]
         if err is not None:
             self.errors.append(str(err))
+        else:
+            self.offsets.append(msg.offset())
+
+
+def chain_producer(creds: KafkaCredentials) -> Producer:
+    """Idempotent and ordered: a retried send can neither repeat nor reorder entries of the chain, and delivery
+    reports come in the order the entries were sent."""
+    return kafka.producer(PRIVATE, creds, **{"max.in.flight.requests.per.connection": 5, "message.timeout.ms": 0,
+                                             "batch.num.messages": 10_000})
 
 
 def main() -> None:
+    heap = Heap()  # before the first thread starts
     cfg, vault = login("audit")
     creds = kafka_login(vault, "audit", PRIVATE)
-    writer = ChainWriter(Chain.resume(read_tail(creds, reach=4 * CHECKPOINT_EVERY)), vault, creds)
+    appender = Appender(resume_chain(creds, reach=2 * CHECKPOINT_EVERY), VaultSigner(vault), CHECKPOINT_EVERY,
+                        lambda: int(time.time() * 1000))
+    writer = ChainWriter(appender, chain_producer(creds), RecentEntries(RECENT_ENTRIES))
     writer.segments_closed = True  # archive whatever a previous run closed but did not archive
     archive = AuditArchive(s3_client(cfg, vault.s3_credentials()), cfg.audit_bucket)
-    log.warning("event=chain_resumed next_seq=%d", writer.chain.seq)
+    log.warning("event=chain_resumed next_seq=%d", appender.chain.seq)
 
-    app = make_app("audit", creds, cfg, stream_buffer_maxsize=BUFFERED_RECORDS, broker_max_poll_records=BUFFERED_RECORDS)
-    appending = asyncio.Lock()  # the agent and the checkpoint timer both append: one at a time
+    def chain_records(messages: list[Message]) -> None:
+        writer.chain_batch((m.partition(), m.offset(), m.key(), m.value()) for m in messages)
 
-    @app.agent(app.topic(DECISIONS_TOPIC))
-    async def chain_decisions(stream):  # type: ignore[no-untyped-def]
-        loop = asyncio.get_running_loop()
-        async for events in stream.take_events(BATCH_SIZE, BATCH_WITHIN):
-            with exit_on_error():
-                records = [(e.message.partition, e.message.offset, e.message.key, e.message.value) for e in events]
-                async with appending:
-                    # Acknowledged by Kafka before the batch's offsets can be committed.
-                    await loop.run_in_executor(None, writer.chain_batch, records)
+    def read_closed(offset: int) -> list[tuple[int, bytes]]:
+        held = writer.recent.read(offset, stop_after=ARCHIVE_MAX_ENTRIES)
+        return held if held is not None else read_chain(creds, AUDIT_TOPIC, offset, stop_after=ARCHIVE_MAX_ENTRIES)
+
+    def archive_pass() -> None:
+        archive.catch_up(read_closed)
+        heap.trim()  # the pass's pieces and objects are freed now: hand their pages back
+
+    app = make_app("audit", creds, cfg)
+    # The data-plane thread is the only one that appends: batches, and the timer's checkpoints between them.
+    plane = DataPlane(app, "audit", creds, [DECISIONS_TOPIC], chain_records, batch_size=BATCH_RECORDS,
+                      within=BATCH_WITHIN, **FETCH_AHEAD)
 
     @app.timer(CHECKPOINT_INTERVAL)
     async def sign_recent() -> None:
-        with exit_on_error():
-            async with appending:
-                if writer.chain.since_checkpoint:
-                    loop = asyncio.get_running_loop()
-                    await loop.run_in_executor(None, lambda: writer.write(writer.checkpoint()))
+        plane.between_batches(writer.sign_recent)
 
-    @app.timer(ARCHIVE_EVERY)
+    @app.task
     async def archive_closed() -> None:
-        if not writer.segments_closed:
-            return
-        writer.segments_closed = False
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, archive.catch_up, lambda offset: read_chain(
-                creds, AUDIT_TOPIC, offset, stop_after=ARCHIVE_MAX_ENTRIES))
-        except Exception as exc:  # noqa: BLE001 - S3 away or key rotated: the segments stay on the topic, try again
-            writer.segments_closed = True
-            log.warning("event=archive_failed error=%s", type(exc).__name__)
+        """Every ARCHIVE_EVERY seconds while segments close, and as soon as an object's worth of entries is written
+        (each pass rewrites a day's manifest, so not more often), copy the closed segments to the bucket."""
+        loop, last_pass = asyncio.get_running_loop(), 0.0
+        while True:
+            await asyncio.sleep(1.0)
+            if not writer.segments_closed or (writer.unarchived < ARCHIVE_MAX_ENTRIES
+                                              and time.monotonic() - last_pass < ARCHIVE_EVERY):
+                continue
+            writer.segments_closed, writer.unarchived, last_pass = False, 0, time.monotonic()
             try:
-                archive.s3 = s3_client(cfg, vault.s3_credentials())
-            except Exception as vault_exc:  # noqa: BLE001 - Vault away too: keep the key we have
-                log.warning("event=vault_unavailable error=%s", type(vault_exc).__name__)
+                await loop.run_in_executor(None, archive_pass)
+            except Exception as exc:  # noqa: BLE001 - S3 away or key rotated: the segments stay on the topic, try again
+                writer.segments_closed = True
+                log.warning("event=archive_failed error=%s", type(exc).__name__)
+                try:
+                    archive.s3 = s3_client(cfg, vault.s3_credentials())
+                except Exception as vault_exc:  # noqa: BLE001 - Vault away too: keep the key we have
+                    log.warning("event=vault_unavailable error=%s", type(vault_exc).__name__)
 
     serve(app, "audit", vault, None, None, creds, [DECISIONS_TOPIC], cfg.ports.audit_metrics, cfg.host)
 

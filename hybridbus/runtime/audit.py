@@ -9,6 +9,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from json.encoder import encode_basestring as _json_string  # json.dumps' own escaping (ensure_ascii=False)
 from typing import Any
 
 GENESIS = "0" * 64
@@ -42,12 +43,56 @@ def checkpoint_message(covers: int, head: str) -> bytes:
 
 
 def decision_fields(decision: Mapping[str, Any]) -> dict[str, Any]:
-    """The whitelisted fields of one `_hbus.decisions` item; anything else it carries is dropped."""
-    fields = {name: decision.get(name, "") for name in DECISION_FIELDS}
-    fields["at_ms"] = int(decision.get("at_ms") or 0)
-    fields = {k: (v if k == "at_ms" else str(v)) for k, v in fields.items()}
+    """The whitelisted fields of one `_hbus.decisions` item; anything else it carries is dropped.
+
+    A time that is not a number becomes 0, and a character UTF-8 cannot encode (a lone surrogate) becomes `?`:
+    either used to stop the writer at every restart, so such a decision could never be chained.
+    """
+    fields = {name: _text(decision.get(name, "")) for name in DECISION_FIELDS}
+    fields["at_ms"] = _millis(decision.get("at_ms"))
     fields["reason"] = fields["reason"][:REASON_LIMIT]
     return fields
+
+
+def _text(value: Any) -> str:
+    text = str(value)
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _millis(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (ValueError, TypeError, OverflowError):
+        return 0
+
+
+# A decision entry's canonical JSON spelled out, keys in sorted order, split where `hash` goes; with json's own
+# string escaping this is byte for byte `canonical(entry)` (a unit test holds the two together) at a fraction of
+# its cost, which is most of the writer's work per entry.
+_BEFORE_HASH = ('{"actor":%s,"at_ms":%d,"component":%s,"dept":%s,"destination":%s,"event_id":%s,"event_type":%s,'
+                '"grade":%s,')
+_AFTER_HASH = ('"kind":"decision","prev":%s,"reason":%s,"rules_version":%s,"seq":%d,"src":[%d,%d,%d],"topic":%s,'
+               '"verdict":%s}')
+
+
+def _decision_entry(seq: int, prev: str, partition: int, position: Position,
+                    decision: Mapping[str, Any]) -> tuple[bytes, str] | None:
+    """The stored bytes and hash of a decision entry, or None for input the plain path must handle."""
+    get = decision.get
+    try:
+        before = (_BEFORE_HASH % (
+            _json_string(str(get("actor", ""))), int(get("at_ms") or 0), _json_string(str(get("component", ""))),
+            _json_string(str(get("dept", ""))), _json_string(str(get("destination", ""))),
+            _json_string(str(get("event_id", ""))), _json_string(str(get("event_type", ""))),
+            _json_string(str(get("grade", ""))))).encode()
+        after = (_AFTER_HASH % (
+            _json_string(prev), _json_string(str(get("reason", ""))[:REASON_LIMIT]),
+            _json_string(str(get("rules_version", ""))), seq, partition, position[0], position[1],
+            _json_string(str(get("topic", ""))), _json_string(str(get("verdict", ""))))).encode()
+    except (UnicodeEncodeError, ValueError, TypeError, OverflowError):
+        return None
+    digest = hashlib.sha256(before + after).hexdigest()
+    return b"".join((before, b'"hash":"', digest.encode(), b'",', after)), digest
 
 
 @dataclass
@@ -64,44 +109,104 @@ class Chain:
         last = self.positions.get(partition)
         return last is not None and position <= last
 
-    def _link(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _link(self, body: dict[str, Any]) -> bytes:
         entry = {"seq": self.seq, "prev": self.head, **body}
         entry["hash"] = entry_hash(entry)
         self.seq, self.head = self.seq + 1, entry["hash"]
-        return entry
+        return canonical(entry)
 
-    def append(self, partition: int, position: Position, decision: Mapping[str, Any]) -> dict[str, Any]:
-        entry = self._link({"kind": DECISION, "src": [partition, *position], **decision_fields(decision)})
+    def append(self, partition: int, position: Position, decision: Mapping[str, Any]) -> bytes:
+        """The next entry, for the decision at `position` of `partition`, as it is stored (canonical JSON)."""
+        linked = _decision_entry(self.seq, self.head, partition, position, decision)
+        if linked is None:
+            raw = self._link({"kind": DECISION, "src": [partition, *position], **decision_fields(decision)})
+        else:
+            raw, self.head = linked
+            self.seq += 1
         self.positions[partition] = position
         self.since_checkpoint += 1
-        return entry
+        return raw
 
-    def checkpoint(self, signature: str, at_ms: int) -> dict[str, Any]:
+    def checkpoint(self, signature: str, at_ms: int) -> bytes:
         """Close the segment: `signature` is over `checkpoint_message(self.seq - 1, self.head)`."""
-        entry = self._link({"kind": CHECKPOINT, "covers": self.seq - 1, "head": self.head, "signature": signature,
-                            "positions": {str(p): list(pos) for p, pos in sorted(self.positions.items())},
-                            "at_ms": at_ms})
+        raw = self._link({"kind": CHECKPOINT, "covers": self.seq - 1, "head": self.head, "signature": signature,
+                          "positions": {str(p): list(pos) for p, pos in sorted(self.positions.items())},
+                          "at_ms": at_ms})
         self.since_checkpoint = 0
-        return entry
+        return raw
+
+    def follow(self, entry: Mapping[str, Any]) -> None:
+        """Take `entry`, the next one stored, as the head: followed from any checkpoint on, this is the chain's."""
+        self.seq, self.head = int(entry["seq"]) + 1, str(entry["hash"])
+        if entry.get("kind") == CHECKPOINT:
+            self.positions = {int(p): (int(pos[0]), int(pos[1])) for p, pos in entry["positions"].items()}
+            self.since_checkpoint = 0
+        else:
+            partition, offset, index = entry["src"]
+            self.positions[int(partition)] = (int(offset), int(index))
+            self.since_checkpoint += 1
 
     @classmethod
-    def resume(cls, entries: Sequence[Mapping[str, Any]]) -> Chain:
+    def resume(cls, entries: Iterable[Mapping[str, Any]]) -> Chain:
         """The head after `entries`: the chain's tail from its last checkpoint (or its start) to its end."""
         chain = cls()
         for entry in entries:
-            chain.seq, chain.head = int(entry["seq"]) + 1, str(entry["hash"])
-            if entry.get("kind") == CHECKPOINT:
-                chain.positions = {int(p): (int(pos[0]), int(pos[1])) for p, pos in entry["positions"].items()}
-                chain.since_checkpoint = 0
-            else:
-                partition, offset, index = entry["src"]
-                chain.positions[int(partition)] = (int(offset), int(index))
-                chain.since_checkpoint += 1
+            chain.follow(entry)
         return chain
 
 
-def last_checkpoint_index(entries: Sequence[Mapping[str, Any]]) -> int | None:
-    return next((i for i in range(len(entries) - 1, -1, -1) if entries[i].get("kind") == CHECKPOINT), None)
+Signer = Callable[[bytes], str | None]  # a signature over a checkpoint message, or None while it cannot sign
+
+
+@dataclass(frozen=True)
+class Appended:
+    """What one step added to the chain: its entries in order, as they are to be stored."""
+
+    entries: list[bytes]
+    decisions: int
+    checkpoints_at_ms: list[int]
+
+
+class Appender:
+    """Turns decision records into chain entries: skips what is already chained, links each decision, and closes
+    a segment with a signed checkpoint once `every` entries wait. No I/O: signing and the clock are handed in.
+
+    While `sign` cannot sign (None), decisions go on being chained and the next entry asks again.
+    """
+
+    def __init__(self, chain: Chain, sign: Signer, every: int, now_ms: Callable[[], int]) -> None:
+        self.chain = chain
+        self.sign = sign
+        self.every = every
+        self.now_ms = now_ms
+
+    def append(self, records: Iterable[tuple[int, int, Sequence[Mapping[str, Any]]]]) -> Appended:
+        """Chain the decisions of `(partition, offset, decisions)` records, in order."""
+        chain, entries, checkpoints, decisions = self.chain, [], [], 0
+        for partition, offset, items in records:
+            for index, decision in enumerate(items):
+                if chain.chained(partition, (offset, index)):
+                    continue  # chained before a restart
+                entries.append(chain.append(partition, (offset, index), decision))
+                decisions += 1
+                if chain.since_checkpoint >= self.every:
+                    self._checkpoint(entries, checkpoints)
+        return Appended(entries, decisions, checkpoints)
+
+    def close(self) -> Appended:
+        """A checkpoint now, if any entry waits for one (and it can be signed)."""
+        entries: list[bytes] = []
+        checkpoints: list[int] = []
+        if self.chain.since_checkpoint:
+            self._checkpoint(entries, checkpoints)
+        return Appended(entries, 0, checkpoints)
+
+    def _checkpoint(self, entries: list[bytes], checkpoints: list[int]) -> None:
+        signature = self.sign(checkpoint_message(self.chain.seq - 1, self.chain.head))
+        if signature is not None:
+            at_ms = self.now_ms()
+            entries.append(self.chain.checkpoint(signature, at_ms))
+            checkpoints.append(at_ms)
 
 
 # --- verification -----------------------------------------------------------------------------------
@@ -278,8 +383,18 @@ def manifest_key(day: str) -> str:
 
 
 def closes_segment(raw: bytes) -> bool:
-    """Whether a stored entry is a checkpoint, the last entry of its segment."""
-    return json.loads(raw).get("kind") == CHECKPOINT
+    """Whether a stored entry is a checkpoint, the last entry of its segment.
+
+    Only an entry that holds the word (or a JSON escape that could spell it) is parsed: the archive asks this of
+    every entry it copies, and few are checkpoints.
+    """
+    if b"checkpoint" not in raw and b"\\u" not in raw:
+        return False
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and entry.get("kind") == CHECKPOINT
 
 
 def closed_segments(entries: Sequence[tuple[int, bytes]]) -> list[tuple[int, list[tuple[int, bytes]]]]:
@@ -313,11 +428,12 @@ def archive_batches(segments: Sequence[tuple[int, list[tuple[int, bytes]]]],
     return [(end_offset, items) for end_offset, items, _ in batches]
 
 
-def segment_record(name: str, body: bytes, entries: Sequence[Mapping[str, Any]], end_offset: int) -> dict[str, Any]:
-    """The manifest line of one segment: its range, times, digest and the checkpoint signature that closes it."""
-    closing = entries[-1]
-    return {"name": name, "first_seq": entries[0]["seq"], "last_seq": closing["seq"], "entries": len(entries),
-            "first_at_ms": entries[0]["at_ms"], "last_at_ms": closing["at_ms"],
+def segment_record(name: str, body: bytes, first: Mapping[str, Any], closing: Mapping[str, Any], entries: int,
+                   end_offset: int) -> dict[str, Any]:
+    """The manifest line of one segment (`entries` long, from `first` to its `closing` checkpoint): its range,
+    times, digest and the checkpoint signature that closes it."""
+    return {"name": name, "first_seq": first["seq"], "last_seq": closing["seq"], "entries": entries,
+            "first_at_ms": first["at_ms"], "last_at_ms": closing["at_ms"],
             "sha256": hashlib.sha256(body).hexdigest(), "head": closing["head"], "signature": closing["signature"],
             "end_offset": end_offset}
 

@@ -5,9 +5,11 @@ Reads and writes only; what an entry is and how the chain is checked lives in `h
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from typing import Any
 
 from confluent_kafka import TopicPartition
@@ -17,12 +19,13 @@ from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.audit import (
+    CHECKPOINT,
     SEGMENT_PREFIX,
+    Chain,
     Located,
     archive_batches,
     closed_segments,
     closes_segment,
-    last_checkpoint_index,
     manifest_key,
     segment_day,
     segment_name,
@@ -32,6 +35,9 @@ from hybridbus.runtime.decisions import DecisionRecord
 
 READ_TIMEOUT = 60.0
 ARCHIVE_MAX_ENTRIES = 20_000  # entries in one archived object at most (unless one segment is longer)
+# librdkafka fetches ahead up to 64 MB per partition by default: reading back the chain (a few hundred bytes an
+# entry) that much ahead only costs memory, and the writer kept most of it after each read.
+READ_AHEAD = {"queued.max.messages.kbytes": 4096, "fetch.max.bytes": 4 * 1024 * 1024}
 
 
 def read_chain(creds: KafkaCredentials, topic: str = AUDIT_TOPIC, start: int = 0,
@@ -41,47 +47,61 @@ def read_chain(creds: KafkaCredentials, topic: str = AUDIT_TOPIC, start: int = 0
     With `stop_after`, the read ends at the first checkpoint once that many entries are in hand: a caller that
     works through a long backlog holds one bounded piece of it at a time, and every piece ends on a checkpoint.
     """
-    consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-audit-reader-{uuid.uuid4().hex[:8]}")
+    found: list[tuple[int, bytes]] = []
+    with closing(stored_entries(creds, topic, start)) as entries:
+        for offset, raw in entries:
+            found.append((offset, raw))
+            if stop_after is not None and len(found) >= stop_after and closes_segment(raw):
+                break
+    return found
+
+
+def stored_entries(creds: KafkaCredentials, topic: str = AUDIT_TOPIC, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """`(offset, raw entry)` of partition 0 of `topic` from `start` to its end as it is now, a fetch at a time."""
+    consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-audit-reader-{uuid.uuid4().hex[:8]}", **READ_AHEAD)
     try:
         tp = TopicPartition(topic, 0)
         low, high = consumer.get_watermark_offsets(tp, timeout=10)
         start = max(start, low)
         if start >= high:
-            return []
+            return
         consumer.assign([TopicPartition(topic, 0, start)])
-        found: list[tuple[int, bytes]] = []
+        last = start - 1
         deadline = time.monotonic() + READ_TIMEOUT
-        while (not found or found[-1][0] + 1 < high) and time.monotonic() < deadline:
+        while last + 1 < high:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} up to offset {high}")
             for msg in consumer.consume(2000, timeout=1.0):
-                if not msg.error() and msg.offset() < high:
-                    found.append((msg.offset(), msg.value() or b""))
-                    if stop_after is not None and len(found) >= stop_after and closes_segment(found[-1][1]):
-                        return found
-        if not found or found[-1][0] + 1 < high:
-            raise TimeoutError(f"could not read {topic} up to offset {high}")
-        return found
+                if not msg.error() and last < msg.offset() < high:
+                    last = msg.offset()
+                    deadline = time.monotonic() + READ_TIMEOUT  # a long read is fine while it moves
+                    yield last, msg.value() or b""
     finally:
         consumer.close()
 
 
-def read_tail(creds: KafkaCredentials, reach: int) -> list[dict[str, Any]]:
-    """The chain from its last checkpoint to its end: all a writer needs to go on after a restart.
+def resume_chain(creds: KafkaCredentials, reach: int) -> Chain:
+    """The chain's head as stored: all a writer needs to go on after a restart.
 
-    Looks `reach` entries back first (checkpoints come at least that often), then reads the whole chain.
+    Follows the entries from `reach` entries before the end, and from further back each time no checkpoint was
+    among them (a checkpoint carries every position). Holds one entry at a time however long the tail is.
     """
     consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-audit-reader-{uuid.uuid4().hex[:8]}")
     try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(AUDIT_TOPIC, 0), timeout=10)
+        low, high = consumer.get_watermark_offsets(TopicPartition(AUDIT_TOPIC, 0), timeout=10)
     finally:
         consumer.close()
-    for start in (max(0, high - reach), 0):
-        entries = [json.loads(raw) for _, raw in read_chain(creds, AUDIT_TOPIC, start)]
-        index = last_checkpoint_index(entries)
-        if index is not None:
-            return entries[index:]
-        if start == 0:
-            return entries
-    return []
+    start = high
+    while True:
+        start = max(low, start - reach)
+        chain, checkpointed = Chain(), False
+        for _, raw in stored_entries(creds, AUDIT_TOPIC, start):
+            entry = json.loads(raw)  # an unreadable tail stops the writer: it must not guess where the chain is
+            chain.follow(entry)
+            checkpointed = checkpointed or entry.get("kind") == CHECKPOINT
+        if checkpointed or start == low:
+            return chain
+        reach *= 2
 
 
 def kafka_located(entries: list[tuple[int, bytes]], topic: str) -> list[Located]:
@@ -97,6 +117,54 @@ def record_decision(record: DecisionRecord) -> None:
     producer.flush(30)
     if not errors or errors[0] is not None:
         raise DeliveryError(DECISIONS_TOPIC, f"the {record.verdict} decision was not acknowledged: {errors[0] if errors else 'timeout'}")
+
+
+class RecentEntries:
+    """The entries this writer appended lately, as stored, so that the archive copies them without reading them
+    back from Kafka. Holds at most `limit` of them, an unbroken run of offsets; an archive further behind reads
+    the topic instead.
+
+    The writer adds and the archive reads from their own threads.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._first = 0  # the offset of _raws[0]
+        self._raws: list[bytes] = []
+        self._lock = threading.Lock()
+
+    def add(self, first: int, raws: Sequence[bytes]) -> None:
+        """Entries Kafka acknowledged at offsets `first`, `first + 1`, …"""
+        if not raws:
+            return
+        with self._lock:
+            if first != self._first + len(self._raws):
+                self._first, self._raws = first, []  # not where the last ones ended: start over from these
+            self._raws.extend(raws)
+            if len(self._raws) > self.limit:
+                self._first += len(self._raws) - self.limit
+                del self._raws[:len(self._raws) - self.limit]
+
+    def forget(self) -> None:
+        """Hold nothing: what was written lately is known only to the topic (something else wrote in between)."""
+        with self._lock:
+            self._first, self._raws = 0, []
+
+    def read(self, start: int, stop_after: int | None = None) -> list[tuple[int, bytes]] | None:
+        """What `read_chain` would read from `start`, or None when the entries from `start` on are not all held.
+
+        Entries before `start` are forgotten: the archive never asks for them again.
+        """
+        with self._lock:
+            if not self._raws or not self._first <= start <= self._first + len(self._raws):
+                return None
+            del self._raws[:start - self._first]
+            self._first = start
+            end = len(self._raws)
+            if stop_after is not None:
+                end = next((index + 1 for index in range(stop_after - 1, len(self._raws))
+                            if closes_segment(self._raws[index])), end)
+            return list(zip(range(start, start + end), self._raws[:end]))
 
 
 class AuditArchive:
@@ -139,13 +207,13 @@ class AuditArchive:
         while segments := closed_segments(piece := read(next_offset)):
             changed: set[str] = set()
             for end_offset, items in archive_batches(segments, max_entries):
-                entries = [json.loads(raw) for _, raw in items]
-                day = segment_day(entries[-1]["at_ms"])
-                name = segment_name(day, entries[0]["seq"], entries[-1]["seq"])
-                body = b"".join(raw + b"\n" for _, raw in items)
+                first, closing = json.loads(items[0][1]), json.loads(items[-1][1])
+                day = segment_day(closing["at_ms"])
+                name = segment_name(day, first["seq"], closing["seq"])
+                body = b"\n".join([raw for _, raw in items] + [b""])  # a line each, no copy per entry
                 self.s3.put_object(Bucket=self.bucket, Key=name, Body=body, ContentType="application/x-ndjson")
                 manifest = manifests.setdefault(day, self.manifest(day))
-                manifest["segments"].append(segment_record(name, body, entries, end_offset))
+                manifest["segments"].append(segment_record(name, body, first, closing, len(items), end_offset))
                 manifest["next_offset"] = end_offset
                 changed.add(day)
                 written += 1

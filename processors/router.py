@@ -18,11 +18,9 @@ from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.dataplane import DataPlane
-from hybridbus.runtime.decisions import decisions_batch
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.router_step import RouterStep
 from hybridbus.runtime.rulestore import LIVE, SHADOW, RuleFeed
-from hybridbus.runtime.steps import Outcome, RouterStep
-from routing import headers as H
 from routing.rules import RuleSet
 
 log = logging.getLogger("hbus.router")
@@ -34,8 +32,9 @@ BATCH_WITHIN = 0.02  # seconds: bounds the latency a quiet stream adds
 @dataclass
 class RulesInForce:
     """The live and shadow sets; swapped only between batches (by the data-plane thread, before a batch), so no
-    record is routed under a mix."""
+    record is routed under a mix. Each switch compiles the sets into the step's plans once."""
 
+    step: RouterStep
     live: RuleSet
     shadow: RuleSet | None = None
 
@@ -47,6 +46,7 @@ class RulesInForce:
             self.shadow = updates[SHADOW].ruleset
             log.warning("event=rules_switched role=shadow version=%s",
                         self.shadow.version if self.shadow else "none")
+        self.step.load(self.live, self.shadow)
         metrics.RULES_VERSION.clear()
         metrics.RULES_VERSION.labels("router", LIVE, self.live.version).set(1)
         if self.shadow is not None:
@@ -59,29 +59,27 @@ def main() -> None:
     catalog = load_catalog(cfg)
     feed = RuleFeed(creds)
     applied = feed.load()
-    rules = RulesInForce(RuleSet.empty())
-    rules.apply(applied)
     step = RouterStep(catalog, AvroCodec.for_catalog(catalog), pseudonymiser=lambda data: vault.hmac(data).encode())
+    rules = RulesInForce(step, RuleSet.empty())
+    rules.apply(applied)
 
     app = make_app("router", creds, cfg)
     outputs = BatchProducer.connect(PRIVATE, creds, "router")
     ingress = sorted({t.ingress_topic for t in catalog.latest()})
 
     def route_batch(messages: list[Message]) -> None:
-        live, shadow = rules.live, rules.shadow  # one snapshot for the whole batch
-        now_ms = int(time.time() * 1000)
-        decisions = []
+        batch = step.begin(int(time.time() * 1000))  # under the sets loaded before this batch, all of it
         for msg in messages:
-            headers = msg.headers()
-            outcome = step.route(msg.topic(), msg.partition(), msg.key(), msg.value(), headers, live, shadow, now_ms)
-            for out in outcome.outputs:
-                outputs.send(out.topic, out.key, out.value, out.partition, out.headers)
-            decisions.extend(outcome.decisions)
-            _count(outcome, headers, now_ms)
-        for chunk in decisions_batch(decisions):
+            step.route_into(batch, msg.topic(), msg.partition(), msg.key(), msg.value(), msg.headers())
+        for topic, key, value, partition, headers in batch.outputs:
+            outputs.send(topic, key, value, partition, headers)
+        for topic, key, value, partition, headers in batch.dlq:
+            outputs.send(topic, key, value, partition, headers)
+        for chunk in batch.decision_records():
             outputs.send(DECISIONS_TOPIC, b"router", chunk)
-        # Every output acknowledged before the batch's offsets are committed.
+        # Every output acknowledged before the batch is counted and its offsets are committed.
         outputs.confirm()
+        batch.publish_metrics()
 
     plane = DataPlane(app, "router", creds, ingress, route_batch, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
     # Every DLQ reason's series exists from the start, so an alert's increase() sees the first bad record too.
@@ -89,24 +87,6 @@ def main() -> None:
         metrics.DLQ.labels("router", reason)
     serve(app, "router", vault, feed, lambda updates: plane.between_batches(lambda: rules.apply(updates)), creds,
           ingress, cfg.ports.router_metrics, cfg.host)
-
-
-def _count(outcome: Outcome, headers, now_ms: int) -> None:  # type: ignore[no-untyped-def]
-    et = outcome.event_type
-    if et is None:
-        metrics.DLQ.labels("router", outcome.dlq_reason or "unknown").inc()
-        return
-    metrics.EVENTS_IN.labels("router", et.dept, et.key).inc()
-    for out in outcome.outputs:
-        grade = next((v.decode() for k, v in out.headers if k == H.GRADE), "")
-        metrics.EVENTS_OUT.labels("router", et.dept, et.key, grade, out.topic.split(".", 1)[0]).inc()
-    if outcome.forged:
-        metrics.FORGED_HEADERS.labels(et.dept, et.key).inc()
-    if outcome.blocked:
-        metrics.BOUNDARY_BLOCKED.labels("router", et.dept, et.key, outcome.grade.id if outcome.grade else "").inc(outcome.blocked)
-    for rule_id, change in outcome.shadow_changes:
-        metrics.SHADOW_MOVES.labels(rule_id, change.split(":", 1)[0]).inc()
-    metrics.observe_latency("routed", headers, now_ms)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,11 @@ from hybridbus.adapters import metrics
 from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.s3 import s3_client
-from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, QUARANTINE_TOPIC
+from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.archive import Archive, ArchivedRecord, day_of
-from hybridbus.runtime.dataplane import DataPlane, quarantine
-from hybridbus.runtime.decisions import decisions_batch
+from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
-from hybridbus.runtime.guarded import DedupeWindow, guard_for, public_sources, view_follower
+from hybridbus.runtime.guarded import guard_for, public_sources, view_follower
 from hybridbus.runtime.rulestore import RuleFeed
 from routing.boundary import ARCHIVE
 from routing.grades import Grade
@@ -38,7 +37,7 @@ def main() -> None:
     metrics.secret_read("archiver", "s3")
     catalog = load_catalog(cfg)
     feed = RuleFeed(creds)
-    guard = guard_for(catalog, feed)
+    guard = guard_for(catalog, feed, ARCHIVE)  # its own event-id window: a router replay is archived once
 
     app = make_app("archiver", creds, cfg)
     private = BatchProducer.connect(PRIVATE, creds, "archiver")
@@ -73,45 +72,27 @@ def main() -> None:
                 delay = min(delay * 2, 10.0)
                 refresh_credentials()
 
-    recent = DedupeWindow()
-
-    def replayed(topic: str, partition: int, event_id: str) -> bool:
-        """A router replay writes the same event at a new offset: archive it once."""
-        return bool(event_id) and recent.seen((topic, partition), event_id)
-
     def archive_public(messages: list[Message]) -> None:
         now_ms = int(time.time() * 1000)
+        batch = guard.begin(now_ms)
         groups: dict[tuple, list[ArchivedRecord]] = defaultdict(list)  # type: ignore[type-arg]
-        headers_of: list = []  # type: ignore[type-arg]
-        decisions = []
         for msg in messages:
-            topic, partition, headers = msg.topic(), msg.partition(), msg.headers()
-            verdict = guard.check(topic, msg.key(), msg.value(), headers, ARCHIVE)
-            metrics.EVENTS_IN.labels("archiver", verdict.dept, verdict.type_key(topic)).inc()
-            if verdict.allowed and replayed(topic, partition, verdict.event_id):
-                continue
-            if verdict.allowed:
-                assert verdict.event_type is not None and verdict.payload is not None
+            passed = guard.check_into(batch, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                      msg.headers())
+            if passed is not None:
                 kind, timestamp_ms = msg.timestamp()
                 day = day_of(timestamp_ms if kind != TIMESTAMP_NOT_AVAILABLE else now_ms)
-                groups[(verdict.event_type, day, partition)].append(
-                    ArchivedRecord(msg.offset(), verdict.event_id, verdict.payload))
-                headers_of.append(headers)
-                decision = verdict.decision("archiver", ARCHIVE, topic, "archived", headers, now_ms)
-            elif verdict.leak:
-                quarantine(private, "archiver", msg, verdict)
-                decision = verdict.decision("archiver", ARCHIVE, QUARANTINE_TOPIC, "quarantined", headers, now_ms)
-            else:
-                continue
-            decisions.append(decision)
+                groups[(passed.event_type, day, passed.partition)].append(
+                    ArchivedRecord(passed.offset, passed.event_id, passed.payload))
+        for topic, key, value, partition, headers in batch.quarantined:
+            private.send(topic, key, value, partition, headers)
         for (event_type, day, partition), records in groups.items():
             write(event_type, day, partition, records)
         archived_ms = time.time() * 1000
-        for headers in headers_of:
-            metrics.observe_latency("archived", headers, archived_ms)
-        for chunk in decisions_batch(decisions):
+        for chunk in batch.decision_records():
             private.send(DECISIONS_TOPIC, b"archiver", chunk)
         private.confirm()
+        batch.publish_metrics(archived_ms)
 
     plane = DataPlane(app, "archiver", creds, sources, archive_public, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
     serve(app, "archiver", vault, feed, view_follower(plane, guard, catalog), creds, sources,

@@ -13,18 +13,17 @@ from collections.abc import Iterable
 
 from confluent_kafka import Message, TopicPartition
 
-from hybridbus.adapters import kafka, metrics
+from hybridbus.adapters import kafka
 from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
-from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
-from hybridbus.runtime.dataplane import DataPlane, quarantine
-from hybridbus.runtime.decisions import decisions_batch
+from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC
+from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
-from hybridbus.runtime.guarded import DEDUPE_WINDOW, DedupeWindow, guard_for, public_sources, view_follower
+from hybridbus.runtime.guard_step import DEDUPE_WINDOW, DedupeWindow, Passed
+from hybridbus.runtime.guarded import guard_for, public_sources, view_follower
+from hybridbus.runtime.records import event_id_of, header_map
 from hybridbus.runtime.rulestore import RuleFeed
-from routing import headers as H
 from routing.boundary import PUBLIC_CLOUD
-from routing.grades import Grade
 
 log = logging.getLogger("hbus.egress")
 
@@ -33,15 +32,15 @@ BATCH_WITHIN = 0.02
 SOURCE_OFFSET = "hbus-source-offset"
 
 
-
 class PublicSide:
     """The public cluster as egress sees it: an idempotent producer and what each partition already holds.
 
     Two kinds of repeat are removed: a replay of egress itself (by source offset) and a replay of the router
-    upstream, which writes the same event again at a new offset (by event id, within a window per partition).
+    upstream, which writes the same event again at a new offset (by event id, within a window per partition: the
+    guard's `recent`, loaded here from what the public partition already holds).
     """
 
-    def __init__(self, creds) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, creds, recent: DedupeWindow) -> None:  # type: ignore[no-untyped-def]
         # Idempotent with at most 5 requests in flight: records of a partition reach the public cluster in order.
         self.outputs = BatchProducer.connect(PUBLIC, creds, "egress", "public-kafka", **{
             "message.timeout.ms": 0,  # never give up: when the public cloud is down, wait for it
@@ -49,7 +48,7 @@ class PublicSide:
         })
         self._reader = kafka.consumer(PUBLIC, creds, group="hbus-egress-positions")
         self._exported: dict[tuple[str, int], int] = {}
-        self._recent = DedupeWindow()
+        self._recent = recent
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop what is known of partitions this worker did not own just before: another may have exported
@@ -65,13 +64,13 @@ class PublicSide:
             self._load_tail(topic, partition)
         return self._exported[key]
 
-    def seen(self, topic: str, partition: int, event_id: bytes) -> bool:
-        """True when this event id already went out on this partition (remembers it otherwise)."""
-        return self._recent.seen((topic, partition), event_id)
+    def resume(self, messages: list[Message]) -> dict[tuple[str, int], int]:
+        """The guard's resume positions: for each partition of the batch, the last source offset already out."""
+        return {tp: self.exported_up_to(*tp) for tp in {(msg.topic(), msg.partition()) for msg in messages}}
 
     def _load_tail(self, topic: str, partition: int) -> None:
         """Read the partition's last DEDUPE_WINDOW records: the last source offset and the recent event ids."""
-        recent: list[bytes] = []
+        recent: list[str] = []
         last = -1
         tp = TopicPartition(topic, partition)
         low, high = self._reader.get_watermark_offsets(tp, timeout=30)
@@ -86,18 +85,21 @@ class PublicSide:
                         if msg.error():
                             continue
                         position = msg.offset() + 1
-                        headers = dict(msg.headers() or [])
+                        headers = header_map(msg.headers())
                         last = int(headers.get(SOURCE_OFFSET, b"-1"))
-                        if headers.get(H.EVENT_ID):
-                            recent.append(headers[H.EVENT_ID])
+                        # The id as the guard reads it (header, else key), so a router replay is recognised.
+                        recent.append(event_id_of(headers, msg.key()))
             finally:
                 self._reader.unassign()
         self._exported[(topic, partition)] = last
         self._recent.load((topic, partition), recent)
 
-    def send(self, topic: str, partition: int, offset: int, key, value: bytes, headers) -> None:  # type: ignore[no-untyped-def]
-        out_headers = [(k, v) for k, v in (headers or []) if k != SOURCE_OFFSET] + [(SOURCE_OFFSET, str(offset).encode())]
-        self.outputs.send(topic, key, value, partition, out_headers)
+    def send(self, passed: Passed) -> None:
+        """Private partition p to public partition p, in offset order, stamped with its source offset."""
+        topic, partition, offset = passed.topic, passed.partition, passed.offset
+        out_headers = [(k, v) for k, v in (passed.headers or []) if k != SOURCE_OFFSET]
+        out_headers.append((SOURCE_OFFSET, str(offset).encode()))
+        self.outputs.send(topic, passed.key, passed.value, partition, out_headers)
         self._exported[(topic, partition)] = offset
 
     def flush(self) -> None:
@@ -110,41 +112,29 @@ def main() -> None:
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
     catalog = load_catalog(cfg)
     feed = RuleFeed(private_creds)
-    guard = guard_for(catalog, feed)
-    public = PublicSide(public_creds)
+    recent = DedupeWindow()
+    guard = guard_for(catalog, feed, PUBLIC_CLOUD, recent)
+    public = PublicSide(public_creds, recent)
 
     app = make_app("egress", private_creds, cfg)
     private = BatchProducer.connect(PRIVATE, private_creds, "egress")
     sources = public_sources(catalog, guard)
 
     def export(messages: list[Message]) -> None:
-        now_ms = int(time.time() * 1000)
-        decisions = []
+        # Records at or below a partition's resume position are already on the public cluster (before a restart).
+        batch = guard.begin(int(time.time() * 1000), public.resume(messages))
         for msg in messages:
-            topic, partition, offset, headers = msg.topic(), msg.partition(), msg.offset(), msg.headers()
-            if offset <= public.exported_up_to(topic, partition):
-                continue  # already on the public cluster before a restart
-            verdict = guard.check(topic, msg.key(), msg.value(), headers, PUBLIC_CLOUD)
-            dept, key = verdict.dept, verdict.type_key(topic)
-            metrics.EVENTS_IN.labels("egress", dept, key).inc()
-            if verdict.allowed and verdict.event_id and public.seen(topic, partition, verdict.event_id.encode()):
-                continue  # the router wrote this event again after a crash; it is already out
-            if verdict.allowed:
-                # Private partition p to public partition p, in offset order.
-                public.send(topic, partition, offset, msg.key(), msg.value(), headers)
-                metrics.EVENTS_OUT.labels("egress", dept, key, Grade.PUBLIC.id, "public_cloud").inc()
-                metrics.observe_latency("exported", headers, now_ms)
-                decision = verdict.decision("egress", PUBLIC_CLOUD, topic, "exported", headers, now_ms)
-            elif verdict.leak:
-                quarantine(private, "egress", msg, verdict)
-                decision = verdict.decision("egress", PUBLIC_CLOUD, QUARANTINE_TOPIC, "quarantined", headers, now_ms)
-            else:
-                continue  # public, but no rule exports it
-            decisions.append(decision)
+            passed = guard.check_into(batch, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                      msg.headers())
+            if passed is not None:
+                public.send(passed)  # at once: librdkafka sends while the rest of the batch is checked
         public.flush()
-        for chunk in decisions_batch(decisions):
+        for topic, key, value, partition, headers in batch.quarantined:
+            private.send(topic, key, value, partition, headers)
+        for chunk in batch.decision_records():
             private.send(DECISIONS_TOPIC, b"egress", chunk)
         private.confirm()
+        batch.publish_metrics()
 
     plane = DataPlane(app, "egress", private_creds, sources, export, batch_size=BATCH_SIZE, within=BATCH_WITHIN,
                       on_assign=public.forget)

@@ -39,10 +39,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from faust.app.base import BootStrategy
 from mode import Service
 
-from hybridbus.adapters import kafka, metrics
-from hybridbus.adapters.producer import BatchProducer
+from hybridbus.adapters import kafka
 from hybridbus.adapters.secrets import KafkaCredentials
-from hybridbus.adapters.topology import PRIVATE, QUARANTINE_TOPIC
+from hybridbus.adapters.topology import PRIVATE
 
 log = logging.getLogger("hbus.dataplane")
 
@@ -220,15 +219,3 @@ def _fail(what: str) -> None:
     logging.shutdown()
     os._exit(EXIT_ON_FAILURE)
 
-
-def quarantine(outputs: BatchProducer, component: str, msg: Message, verdict: Any) -> None:
-    """Count, log and keep a record the boundary guard refused, on the private `_hbus.quarantine` topic.
-
-    It is never retried outward; it is acknowledged with the rest of the batch at `outputs.confirm()`.
-    """
-    topic = msg.topic()
-    metrics.BOUNDARY_BLOCKED.labels(component, verdict.dept, verdict.type_key(topic), verdict.grade.id).inc()
-    logging.getLogger(f"hbus.{component}").warning(
-        "event=boundary_block event_id=%s topic=%s grade=%s reason=%r", verdict.event_id, topic, verdict.grade.id,
-        verdict.reason)
-    outputs.send(QUARANTINE_TOPIC, msg.key(), msg.value(), None, verdict.quarantine_headers(msg.headers(), topic))

@@ -302,9 +302,3 @@ class GuardStep:
         return GuardOutcome(verdict.allowed, verdict.leak, event_type, payload, verdict.grade, verdict.reason,
                             event_id_of(hdrs, key))
 
-
-class BoundaryStep(GuardStep):
-    """The per-record guard of the older processors, which name the destination at each `check`."""
-
-    def __init__(self, codec: AvroCodec, derived: Iterable[EventType] = ()) -> None:
-        super().__init__(codec, PUBLIC_CLOUD, derived)

@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT
 from hybridbus.ops.samples import sample_events
-from hybridbus.runtime.steps import RouterStep
+from hybridbus.runtime.router_step import RouterStep
 from producers.publisher import EventEncoder
 from routing import headers as H
 from routing.catalog import Catalog
@@ -137,11 +137,13 @@ class Workload:
     def expected(self, count: int, ruleset: RuleSet) -> Expected:
         """Outputs of `count` events under `ruleset`, computed with the router's own step (no broker)."""
         step = RouterStep(self.catalog, self.codec)
+        step.load(ruleset)
         per_template: dict[int, list[tuple[str, bool]]] = {}
         for index, template in enumerate(self.cycle):
-            outcome = step.route(template.topic, 0, b"k", template.value, [], ruleset, None, 0)
-            per_template[index] = [(out.topic, b"public_cloud" in dict(out.headers).get(H.DESTINATIONS, b""))
-                                   for out in outcome.outputs]
+            batch = step.begin(0)
+            step.route_into(batch, template.topic, 0, b"k", template.value, [])
+            per_template[index] = [(topic, b"public_cloud" in dict(headers).get(H.DESTINATIONS, b""))
+                                   for topic, _, _, _, headers in batch.outputs + batch.dlq]
         graded: Counter[str] = Counter()
         public: Counter[str] = Counter()
         full, rest = divmod(count, len(self.cycle))

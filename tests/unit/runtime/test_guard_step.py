@@ -13,7 +13,7 @@ from hybridbus.adapters import metrics
 from hybridbus.adapters.loaders import derived_event_types
 from hybridbus.adapters.topology import QUARANTINE_TOPIC
 from hybridbus.runtime.decisions import decode_record
-from hybridbus.runtime.guard_step import BoundaryStep, DedupeWindow, GuardBatch, GuardStep
+from hybridbus.runtime.guard_step import DedupeWindow, GuardBatch, GuardStep
 from hybridbus.runtime.router_step import RouterStep
 from routing import headers as H
 from routing.boundary import ARCHIVE, PUBLIC_CLOUD
@@ -77,7 +77,8 @@ def hostile_public(public: list[Public], private: list[Public]) -> list[Public]:
 def reference(records: list[Public], destination: str) -> tuple[list[Any], list[Any], list[dict[str, Any]], Counter]:
     """The guard as egress and the archiver composed it per record before: passed, quarantined, decisions, counts."""
     component, verdict_name = ("egress", "exported") if destination == PUBLIC_CLOUD else ("archiver", "archived")
-    guard = BoundaryStep(fresh_codec(), derived_event_types(CATALOG, SHIPPED) + derived_event_types(CATALOG, VIEWS))
+    derived = derived_event_types(CATALOG, SHIPPED) + derived_event_types(CATALOG, VIEWS)
+    guard = GuardStep(fresh_codec(), PUBLIC_CLOUD, derived)
     recent: dict[tuple[str, int], OrderedDict[str, None]] = {}
     passed, quarantined, decisions, counts = [], [], [], Counter()
     for topic, partition, offset, key, value, headers in records:

@@ -8,6 +8,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import PurePath
 from typing import Any
 
@@ -51,17 +52,30 @@ class EventType:
     def key(self) -> str:
         return f"{self.dept}.{self.event}"
 
-    @property
+    # The cached properties below depend only on the frozen fields: computed on first use, once per type, since
+    # the router and the guard ask for them for every event (cached_property writes the instance's __dict__
+    # directly, so the dataclass stays frozen, and equality and hash still see only the fields).
+
+    @cached_property
     def schema_grade(self) -> Grade:
         """Upper bound: the grade of an event of this type that carries every field."""
         return max([self.record_grade, *(f.grade for f in self.fields)])
+
+    @cached_property
+    def field_grades(self) -> Mapping[str, Grade]:
+        """Each field's grade by name (read-only by convention: shared by every event of the type)."""
+        return {f.name: f.grade for f in self.fields}
+
+    @cached_property
+    def _graded_topics(self) -> Mapping[Grade, str]:
+        return {grade: f"{grade.id}.{self.dept}.{self.event}" for grade in Grade}
 
     @property
     def ingress_topic(self) -> str:
         return f"ingress.{self.dept}.{self.event}"
 
     def graded_topic(self, grade: Grade) -> str:
-        return f"{grade.id}.{self.dept}.{self.event}"
+        return self._graded_topics[grade]
 
     def field(self, name: str) -> FieldSpec:
         for spec in self.fields:
@@ -89,7 +103,7 @@ def effective_grade(event_type: EventType, payload: Any) -> Grade:
     """
     if not isinstance(payload, Mapping):
         return HIGHEST
-    grades = {f.name: f.grade for f in event_type.fields}
+    grades = event_type.field_grades
     result = event_type.record_grade
     for name, value in payload.items():
         if name not in grades:

@@ -21,7 +21,7 @@ class Grade(IntEnum):
 
     @property
     def id(self) -> str:
-        return self.name.lower()
+        return _IDS[self]  # precomputed: Enum.name is itself a property, and ids are asked for per event
 
     @property
     def label_zh(self) -> str:
@@ -57,6 +57,8 @@ class Grade(IntEnum):
 
 
 HIGHEST = Grade.IMPORTANT
+
+_IDS = {grade: grade.name.lower() for grade in Grade}
 
 _LABELS_ZH = {
     Grade.PUBLIC: "公开",

@@ -37,7 +37,7 @@ class _Reject(Exception):
 
 @dataclass
 class Outcome:
-    """Everything one input record turns into (the per-record API, kept for tools and tests)."""
+    """Everything one input record turns into (the per-record reference form, kept for the tests)."""
 
     outputs: list[OutRecord] = field(default_factory=list)
     decisions: list[DecisionRecord] = field(default_factory=list)
@@ -118,7 +118,8 @@ class RouterStep:
     """Decode, grade, apply the compiled rule set, and shape the router's output records.
 
     Batch use: `load(live, shadow)` when the rules change (between batches), then per batch `begin(now_ms)` and
-    `route_into(batch, ...)` for each record. `route(...)` is the older per-record form, kept for tools.
+    `route_into(batch, ...)` for each record. `route(...)` is the per-record reference form the tests hold the
+    batch form to.
     """
 
     def __init__(self, catalog: Catalog, codec: AvroCodec,
@@ -278,7 +279,7 @@ class RouterStep:
         self, topic: str, partition: int, key: bytes | None, value: bytes | None, headers: Headers | None,
         live: RuleSet, shadow: RuleSet | None, now_ms: int,
     ) -> Outcome:
-        """Route one record with the reference engine, every decision made afresh (slow: tools and tests only)."""
+        """Route one record with the reference engine, every decision made afresh (slow: the tests' reference)."""
         hdrs = header_map(headers)
         event_id = event_id_of(hdrs, key)
         try:

@@ -25,6 +25,7 @@ from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.bootstrap import s3_admin_client
 from hybridbus.runtime import audit
 from hybridbus.runtime.auditstore import AuditArchive, kafka_located, read_chain
+from hybridbus.runtime.decisions import decode_record
 from producers.publisher import Publisher
 from routing import headers as H
 from tests.integration.kafkatools import Record, end_offsets, list_topics, publish_burst
@@ -71,7 +72,7 @@ def chained_since(since: int) -> list[dict]:  # type: ignore[type-arg]
 def decisions_since(since: dict[tuple[str, int], int], wanted: Callable[[dict], bool]) -> dict[tuple[int, int, int], dict]:  # type: ignore[type-arg]
     """The decisions (by partition, offset, index on `_hbus.decisions`) written after `since` that `wanted` keeps."""
     return {(r.partition, r.offset, i): d for r in read_since(PRIVATE, since)
-            for i, d in enumerate(json.loads(r.value or b"[]")) if wanted(d)}
+            for i, d in enumerate(decode_record(r.key, r.value)) if wanted(d)}  # compact or array: the same facts
 
 
 def wait_until_chained(audit_since: int, decisions_since_: dict[tuple[str, int], int], wanted: Callable[[dict], bool],  # type: ignore[type-arg]

@@ -2,7 +2,6 @@
 forged headers, garbage and rule-set swaps go where they should."""
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import uuid
@@ -16,6 +15,7 @@ from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import derived_event_types, load_catalog, load_rules, load_ruleset_dir
 from hybridbus.adapters.topology import DECISIONS_TOPIC, DLQ_TOPIC, PRIVATE, PUBLIC
+from hybridbus.runtime.decisions import decode_record
 from hybridbus.ops.samples import load_sample
 from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
 from producers.publisher import Publisher
@@ -119,7 +119,7 @@ def test_forged_public_header_is_routed_by_schema_grade(bus: Settings) -> None:
     assert record.headers[H.DESTINATIONS] == b""
     verdicts = [d for r in read_after(PRIVATE, DECISIONS_TOPIC, decisions_since,
                                       lambda r: event_id.encode() in (r.value or b""), min_records=1)
-                for d in json.loads(r.value) if d["event_id"] == event_id]
+                for d in decode_record(r.key, r.value) if d.get("event_id") == event_id]  # either form
     assert verdicts and all(d["verdict"] == "forged" for d in verdicts)
     metrics = requests.get(f"http://{bus.host}:{bus.ports.router_metrics}/metrics", timeout=5).text
     assert 'hbus_forged_headers_total{dept="health",event_type="health.hospital_admission"}' in metrics

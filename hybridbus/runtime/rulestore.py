@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.producer import BatchProducer
@@ -62,12 +62,24 @@ class RuleFeed:
                                         **{"enable.partition.eof": False})
         self._consumer.assign([TopicPartition(RULES_TOPIC, 0, 0)])
 
-    def load(self, timeout: float = 10.0) -> dict[str, AppliedRuleSet]:
-        """Everything on the topic now: read up to the end offset seen at call time."""
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(RULES_TOPIC, 0), timeout=timeout)
+    def load(self, timeout: float = 60.0) -> dict[str, AppliedRuleSet]:
+        """Everything on the topic now: read up to the end offset seen at call time.
+
+        A processor starting while the partition's leader moves (a broker lost or restarting) waits for the new
+        leader, within `timeout`, rather than exit on the first "not leader".
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(RULES_TOPIC, 0),
+                                                               timeout=max(0.5, deadline - time.monotonic()))
+                break
+            except KafkaException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
         latest: dict[str, AppliedRuleSet] = {}
         position = 0
-        deadline = time.monotonic() + timeout
         while position < high and time.monotonic() < deadline:
             for msg in self._consumer.consume(100, timeout=0.5):
                 if msg.error() or msg.value() is None:

@@ -21,6 +21,7 @@ from hybridbus.runtime.dataplane import DataPlane, quarantine
 from hybridbus.runtime.decisions import decisions_batch
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.guarded import DedupeWindow, guard_for, public_sources, view_follower
+from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import RuleFeed
 from routing.boundary import ARCHIVE
 from routing.grades import Grade
@@ -37,7 +38,7 @@ def main() -> None:
     archive = Archive(s3_client(cfg, vault.s3_credentials()), cfg.open_data_bucket)
     metrics.secret_read("archiver", "s3")
     catalog = load_catalog(cfg)
-    feed = RuleFeed(creds)
+    feed = RuleFeed(creds, RuleCheck(vault, "archiver"))
     guard = guard_for(catalog, feed)
 
     app = make_app("archiver", creds, cfg)

@@ -21,6 +21,7 @@ from hybridbus.runtime.dataplane import DataPlane, quarantine
 from hybridbus.runtime.decisions import decisions_batch
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.guarded import DEDUPE_WINDOW, DedupeWindow, guard_for, public_sources, view_follower
+from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import RuleFeed
 from routing import headers as H
 from routing.boundary import PUBLIC_CLOUD
@@ -109,7 +110,7 @@ def main() -> None:
     cfg, vault = login("egress")
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
     catalog = load_catalog(cfg)
-    feed = RuleFeed(private_creds)
+    feed = RuleFeed(private_creds, RuleCheck(vault, "egress"))
     guard = guard_for(catalog, feed)
     public = PublicSide(public_creds)
 

@@ -34,6 +34,8 @@ LATENCY = Histogram(
 )
 RULES_VERSION = Gauge("hbus_rules_info", "Rule-set version in force (value 1), per role live/shadow.",
                       ["component", "role", "version"])
+RULES_REFUSED = Counter("hbus_rules_refused_total", "Rule sets on _hbus.rules a processor refused to follow (bad or "
+                        "missing signature, digest mismatch, replay, unapproved widening).", ["component", "reason"])
 SHADOW_MOVES = Counter("hbus_shadow_moves_total", "Decisions the shadow rule set would change.",
                        ["rule", "change"])
 CONSUMER_LAG = Gauge("hbus_consumer_lag", "Records not yet consumed.", ["component", "topic", "partition"])

@@ -8,13 +8,12 @@ from typing import Any
 
 import typer
 
-from hybridbus.adapters import kafka
 from hybridbus.adapters.config import settings
 from hybridbus.adapters.loaders import load_catalog, load_ruleset_dir
 from hybridbus.cli.output import FAILED, UNAVAILABLE, emit_json, fail, table
 from routing.catalog import Catalog, grade_reasons
 from routing.engine import route
-from routing.exceptions import RoutingError, RuleError, SchemaError
+from routing.exceptions import HybridbusError, RoutingError, RuleError, SchemaError
 from routing.rules import RuleSet
 from routing.validator import validate
 
@@ -207,13 +206,16 @@ def apply(rules_dir: Path | None = DIR,
 
     Example: hbus rules apply --shadow routing/rules
     """
-    from hybridbus.adapters.topology import PRIVATE
-    from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
+    import getpass
 
+    from hybridbus.ops.governance import apply_rules
+    from hybridbus.runtime.rulestore import LIVE, SHADOW
+
+    applied_by = applied_by or getpass.getuser()
     if withdraw_shadow:
         try:
-            _record_change(publish(None, SHADOW, kafka.admin_credentials(PRIVATE), applied_by), "shadow_withdrawn", "-")
-        except (RuntimeError, OSError) as exc:
+            _record_change(apply_rules(None, SHADOW, applied_by), "shadow_withdrawn", "-")
+        except (HybridbusError, OSError) as exc:
             raise fail(str(exc), UNAVAILABLE) from None
         return
     ruleset, catalog = _load(rules_dir)
@@ -224,9 +226,9 @@ def apply(rules_dir: Path | None = DIR,
         raise fail(f"rule set {ruleset.version} is not valid: nothing applied")
     role = SHADOW if shadow else LIVE
     try:
-        applied = publish(ruleset, role, kafka.admin_credentials(PRIVATE), applied_by)
+        applied = apply_rules(ruleset, role, applied_by)
         _record_change(applied, "shadow_applied" if shadow else "rules_applied", f"digest {ruleset.digest[:12]}")
-    except (RuntimeError, OSError) as exc:
+    except (HybridbusError, OSError) as exc:
         raise fail(str(exc), UNAVAILABLE) from None
     typer.echo(f"applied {ruleset.version} as {role} (digest {ruleset.digest[:12]}) by {applied.applied_by}")
 

@@ -40,6 +40,7 @@ from hybridbus.adapters.vault import (
     AUDIT_SIGNING_KEY,
     KV_MOUNT,
     PSEUDONYM_KEY,
+    RULES_SIGNING_KEYS,
     TRANSIT_MOUNT,
     approle_file,
     kafka_kv_path,
@@ -47,10 +48,12 @@ from hybridbus.adapters.vault import (
 )
 from hybridbus.ops.stack.exceptions import StackError
 
+RULE_FOLLOWERS = ("router", "egress", "archiver")
 S3_IDENTITIES = ("archiver", "audit", "public-reader")
 TOKEN_TTL = "1h"
 TOKEN_MAX_TTL = "24h"
-TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"))  # (name, Transit key type)
+# (name, Transit key type); the rule-signing keys are one per duty (proposer, approver)
+TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"), *((k, "ed25519") for k in RULES_SIGNING_KEYS))
 
 
 # --- Vault -----------------------------------------------------------------------------------------
@@ -103,6 +106,8 @@ def policy_for(identity: Identity) -> str:
         rules.append(f'path "{TRANSIT_MOUNT}/verify/{AUDIT_SIGNING_KEY}" {{ capabilities = ["update"] }}')
     if name == "gateway":
         rules.append(f'path "{KV_MOUNT}/data/gateway/*" {{ capabilities = ["read"] }}')
+    if name in RULE_FOLLOWERS:  # verify (never sign) the rule sets they follow
+        rules.extend(f'path "{TRANSIT_MOUNT}/verify/{key}" {{ capabilities = ["update"] }}' for key in RULES_SIGNING_KEYS)
     return "\n".join(rules) + "\n"
 
 

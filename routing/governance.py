@@ -1,0 +1,59 @@
+"""Four eyes on the rules, as policy: what a rule-set signature covers, which signatures a set must carry, and
+why one is refused. Pure: no Vault, no Kafka; the runtime verifies the signatures themselves in Vault Transit.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+PROPOSER = "proposer"  # the platform engineer who proposed (and applies) the set
+APPROVER = "approver"  # a second person, required when the change widens what leaves
+ROLES = (PROPOSER, APPROVER)
+
+WITHDRAWN = "withdrawn"  # the digest a withdrawal (no set in the slot) is signed under
+
+# Why a processor refuses to follow a set (the `reason` label of hbus_rules_refused_total).
+UNSIGNED = "unsigned"  # no proposer signature at all
+DIGEST_MISMATCH = "digest_mismatch"  # the signed digest is not the digest of the set carried
+WRONG_ROLE = "wrong_role"  # a signature made with another duty's key, or a duty the bus does not know
+BAD_SIGNATURE = "bad_signature"  # a signature Vault does not confirm
+STALE = "stale"  # older than the set in force: a replay of an earlier, validly signed record
+SAME_PERSON = "same_person"  # the approver is the proposer
+UNAPPROVED_WIDENING = "unapproved_widening"  # a widening without an approver's signature
+REFUSALS = (UNSIGNED, DIGEST_MISMATCH, WRONG_ROLE, BAD_SIGNATURE, STALE, SAME_PERSON, UNAPPROVED_WIDENING)
+
+
+def _canonical(body: dict[str, object]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def apply_statement(slot: str, digest: str, applied_at_ms: int, signer: str) -> bytes:
+    """What the proposer signs to put a set in force: the slot (live/shadow) and time are covered, so a signed set
+    cannot be moved from shadow to live or replayed later as new."""
+    return _canonical({"act": "apply", "slot": slot, "digest": digest, "applied_at_ms": applied_at_ms,
+                       "signer": signer})
+
+
+def approval_statement(digest: str, signer: str) -> bytes:
+    """What an approver signs: this exact set, by digest, approved by this person."""
+    return _canonical({"act": "approve", "digest": digest, "signer": signer})
+
+
+def structural_refusal(claimed_digest: str, content_digest: str, applied_at_ms: int, in_force_at_ms: int | None,
+                       signatures: Sequence[tuple[str, str]]) -> str | None:
+    """The refusal that needs no key: `signatures` are `(role, signer)` pairs as the record states them.
+
+    The cryptographic check (each signature valid under its role's key) comes after this one passes.
+    """
+    if not any(role == PROPOSER for role, _ in signatures):
+        return UNSIGNED
+    if claimed_digest != content_digest:
+        return DIGEST_MISMATCH
+    if any(role not in ROLES for role, _ in signatures):
+        return WRONG_ROLE
+    if in_force_at_ms is not None and applied_at_ms <= in_force_at_ms:
+        return STALE
+    proposers = {signer for role, signer in signatures if role == PROPOSER}
+    if any(role == APPROVER and signer in proposers for role, signer in signatures):
+        return SAME_PERSON
+    return None

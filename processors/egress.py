@@ -19,6 +19,7 @@ from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
 from hybridbus.runtime.dataplane import DataPlane, quarantine
 from hybridbus.runtime.decisions import decisions_batch
+from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.guarded import DEDUPE_WINDOW, DedupeWindow, guard_for, public_sources, view_follower
 from hybridbus.runtime.rulesigning import RuleCheck
@@ -113,12 +114,14 @@ def main() -> None:
     feed = RuleFeed(private_creds, RuleCheck(vault, "egress"))
     guard = guard_for(catalog, feed)
     public = PublicSide(public_creds)
+    boundary = BoundaryGate(private_creds, vault, "egress")
 
     app = make_app("egress", private_creds, cfg)
     private = BatchProducer.connect(PRIVATE, private_creds, "egress")
     sources = public_sources(catalog, guard)
 
     def export(messages: list[Message]) -> None:
+        boundary.hold()  # emergency stop: while closed this batch waits here, unsent and uncommitted
         now_ms = int(time.time() * 1000)
         decisions = []
         for msg in messages:

@@ -57,3 +57,24 @@ def structural_refusal(claimed_digest: str, content_digest: str, applied_at_ms: 
     if any(role == APPROVER and signer in proposers for role, signer in signatures):
         return SAME_PERSON
     return None
+
+
+# The emergency stop: the boundary is open (egress and the archiver send) or closed (nothing leaves).
+OPEN = "open"
+CLOSED = "closed"
+
+
+def boundary_statement(state: str, reason: str, at_ms: int, signer: str) -> bytes:
+    """What an operator signs to set the boundary's state; a reopening is followed only with a valid one."""
+    return _canonical({"act": "boundary", "state": state, "reason": reason, "at_ms": at_ms, "signer": signer})
+
+
+def boundary_follows(current_closed_at_ms: int | None, state: str, at_ms: int, signature_valid: bool) -> bool:
+    """Whether a boundary record is followed. Fail closed: a close is always followed (an emergency stop must work
+    even when Vault does not answer, and stopping is the safe side); a reopening only when validly signed and
+    newer than the close in force."""
+    if state == CLOSED:
+        return True
+    if state != OPEN or not signature_valid:
+        return False
+    return current_closed_at_ms is None or at_ms > current_closed_at_ms

@@ -26,6 +26,7 @@ AUDIT_SIGNING_KEY = "audit-signing"
 RULES_PROPOSER_KEY = "rules-proposer"
 RULES_APPROVER_KEY = "rules-approver"
 RULES_SIGNING_KEYS = (RULES_PROPOSER_KEY, RULES_APPROVER_KEY)
+BOUNDARY_KEY = "boundary-operator"  # operators sign the emergency stop's reopening with it
 
 
 class VaultUnavailable(VaultError):

@@ -9,6 +9,7 @@ import typer
 from hybridbus.cli import (
     audit,
     bench,
+    boundary,
     client,
     demo,
     dlq,
@@ -39,6 +40,7 @@ app.add_typer(secrets.app, name="secrets")
 app.add_typer(audit.app, name="audit")
 app.add_typer(infra.app, name="infra")
 app.add_typer(bench.app, name="bench")
+app.add_typer(boundary.app, name="boundary")
 app.command("drill")(drill.drill)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)

@@ -34,8 +34,10 @@ from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials
 from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC, AclSpec, Identity, Topology
 from hybridbus.adapters.vault import (
     AUDIT_SIGNING_KEY,
+    BOUNDARY_KEY,
     KV_MOUNT,
     PSEUDONYM_KEY,
+    RULES_SIGNING_KEYS,
     TRANSIT_MOUNT,
     VaultSession,
     root_client,
@@ -100,6 +102,9 @@ def vault_probes(topology: Topology) -> list[tuple[str, str, str]]:
                ("POST", f"{TRANSIT_MOUNT}/sign/{AUDIT_SIGNING_KEY}", "update"),
                ("POST", f"{TRANSIT_MOUNT}/verify/{AUDIT_SIGNING_KEY}", "update"),
                ("GET", f"{TRANSIT_MOUNT}/keys/{PSEUDONYM_KEY}", "read"),
+               # Rule sets and the emergency stop: processors verify, no service may sign.
+               *[("POST", f"{TRANSIT_MOUNT}/{op}/{key}", "update")
+                 for key in (*RULES_SIGNING_KEYS, BOUNDARY_KEY) for op in ("sign", "verify")],
                ("GET", "sys/mounts", "read"),
                ("GET", "sys/policies/acl/hbus-router", "read")]
     return probes

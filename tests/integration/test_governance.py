@@ -1,7 +1,8 @@
 """Four eyes on the real stack: rule sets that Vault Transit does not confirm are not followed by any processor,
-are counted and alerted on."""
+are counted and alerted on; the emergency stop holds everything public and reopening loses nothing."""
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -12,16 +13,21 @@ import requests
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings
-from hybridbus.adapters.loaders import load_rules, load_ruleset_dir
-from hybridbus.adapters.topology import PRIVATE
+from hybridbus.adapters.loaders import load_catalog, load_rules, load_ruleset_dir
+from hybridbus.adapters.topology import AUDIT_TOPIC, PRIVATE, PUBLIC
 from hybridbus.adapters.vault import RULES_APPROVER_KEY
-from hybridbus.ops.governance import apply_rules, stack_signer
+from hybridbus.ops.governance import apply_rules, set_boundary, stack_signer
 from hybridbus.ops.stack import workers
+from hybridbus.ops.stack.bootstrap import s3_admin_client
+from hybridbus.ops.status import PrometheusAPI, collect
+from hybridbus.runtime.audit import rule_changes
 from hybridbus.runtime.rulesigning import Signature, sign_apply
 from hybridbus.runtime.rulestore import LIVE, AppliedRuleSet, write
 from routing import governance as G
 from routing import headers as H
-from tests.integration.kafkatools import end_offsets, read_after
+from producers.publisher import Publisher
+from tests.integration.kafkatools import TOPIC, assert_exactly_once, copies, end_offsets, publish_burst, read_after
+from tests.integration.test_audit import chained_since
 from tests.integration.test_routing import _rules_copy, by_event_id, publish_one
 
 FOLLOWERS = ("router", "egress", "archiver")
@@ -105,3 +111,94 @@ def test_a_set_written_with_admin_credentials_without_a_valid_signature_is_follo
     finally:
         apply_rules(replace(shipped), LIVE, "test")
     assert wait_for(lambda: routed_version(topic, "transport.bus_arrival")[0] == shipped.version.encode(), 20)
+
+
+def archived_ranges(cfg: Settings) -> dict[str, tuple[int, int, int]]:
+    """Every open-data object of business licences: key -> (partition, first offset, last offset)."""
+    s3 = s3_admin_client(cfg)
+    found: dict[str, tuple[int, int, int]] = {}
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=cfg.open_data_bucket, Prefix="market/licence_granted/"):
+        for obj in page.get("Contents", []):
+            name = obj["Key"].rsplit("/", 1)[1]
+            if name.endswith(".avro"):
+                partition, first, last = name.removesuffix(".avro").split("-")
+                found[obj["Key"]] = (int(partition), int(first), int(last))
+    return found
+
+
+def closed_gauge(cfg: Settings, name: str) -> float:
+    text = requests.get(workers.metrics_url(cfg, name), timeout=5).text
+    return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("hbus_boundary_closed{"))
+
+
+class Stream:
+    """Business licences published in small bursts from a thread until stopped; their ids, in order."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        publisher = Publisher.for_department("market", catalog=load_catalog())
+        while not self._stop.is_set():
+            self.ids += publish_burst(20, publisher)
+            time.sleep(0.2)
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(60)
+        return self.ids
+
+
+def test_the_emergency_stop_holds_everything_public_and_reopening_resumes_without_gap_or_duplicate(bus: Settings) -> None:
+    public_since, private_since = end_offsets(PUBLIC, TOPIC), end_offsets(PRIVATE, TOPIC)
+    archived_before = archived_ranges(bus)
+    audit_since = end_offsets(PRIVATE, AUDIT_TOPIC)[0]
+    by = f"operator-test-{uuid.uuid4().hex[:6]}"
+    stream = Stream()
+    try:
+        assert wait_for(lambda: len(stream.ids) >= 100, 30)
+        set_boundary(G.CLOSED, "test: suspected leak", by, cfg=bus)
+        time.sleep(1.5)  # "within about a second", with the batch already on its way let through
+        public_at_close, archived_at_close = end_offsets(PUBLIC, TOPIC), archived_ranges(bus)
+        sent_at_close = len(stream.ids)
+        assert all(closed_gauge(bus, name) == 1 for name in ("egress", "archiver"))
+        assert wait_for(lambda: {a["labels"].get("component") for a in firing(bus, "HbusBoundaryClosed")}
+                        >= {"egress", "archiver"}, 60)
+        assert collect(PrometheusAPI(f"http://{bus.host}:{bus.ports.prometheus}")).boundary_closed == ["archiver", "egress"]
+        assert len(stream.ids) > sent_at_close + 100  # the private side kept taking events all along
+        # Zero new public records while closed: not one more on the public cluster, not one more object.
+        assert end_offsets(PUBLIC, TOPIC) == public_at_close
+        assert archived_ranges(bus) == archived_at_close
+    finally:
+        set_boundary(G.OPEN, "test: ruled out", by, cfg=bus)
+        ids = stream.stop()
+    assert wait_for(lambda: all(closed_gauge(bus, name) == 0 for name in ("egress", "archiver")), 10)
+
+    # Everything sent before, during and after the closure is on the public cluster exactly once ...
+    assert_exactly_once(copies(PUBLIC, public_since, ids), ids, "the public cluster")
+    # ... and in the open-data bucket: the new objects cover the private offsets without overlap or hole.
+    private_end = end_offsets(PRIVATE, TOPIC)
+
+    def covered() -> dict[int, list[tuple[int, int]]]:
+        spans: dict[int, list[tuple[int, int]]] = {}
+        for key, (partition, first, last) in archived_ranges(bus).items():
+            if key not in archived_before:
+                spans.setdefault(partition, []).append((first, last))
+        return {p: sorted(s) for p, s in spans.items()}
+
+    def complete() -> bool:
+        spans = covered()
+        return all(spans.get(p) and spans[p][-1][1] >= private_end[p] - 1
+                   for p in private_end if private_end[p] > private_since[p])
+    assert wait_for(complete, 60), covered()
+    for partition, spans in covered().items():
+        assert spans[0][0] <= private_since[partition], (partition, spans)
+        for (_, last), (first, _) in zip(spans, spans[1:]):
+            assert first == last + 1, (partition, spans)  # no overlap (a duplicate), no hole (a gap)
+
+    # Both acts are on the audit chain, with who did them.
+    assert wait_for(lambda: [e["verdict"] for e in rule_changes(chained_since(audit_since)) if e["actor"] == by]
+                    == ["boundary_closed", "boundary_open"], 30)

@@ -38,6 +38,7 @@ from hybridbus.adapters.secrets import (
 from hybridbus.adapters.topology import Identity, Topology
 from hybridbus.adapters.vault import (
     AUDIT_SIGNING_KEY,
+    BOUNDARY_KEY,
     KV_MOUNT,
     PSEUDONYM_KEY,
     RULES_SIGNING_KEYS,
@@ -49,11 +50,13 @@ from hybridbus.adapters.vault import (
 from hybridbus.ops.stack.exceptions import StackError
 
 RULE_FOLLOWERS = ("router", "egress", "archiver")
+BOUNDARY_GUARDS = ("egress", "archiver")  # the processors the emergency stop stops
 S3_IDENTITIES = ("archiver", "audit", "public-reader")
 TOKEN_TTL = "1h"
 TOKEN_MAX_TTL = "24h"
 # (name, Transit key type); the rule-signing keys are one per duty (proposer, approver)
-TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"), *((k, "ed25519") for k in RULES_SIGNING_KEYS))
+TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"), *((k, "ed25519") for k in RULES_SIGNING_KEYS),
+                (BOUNDARY_KEY, "ed25519"))
 
 
 # --- Vault -----------------------------------------------------------------------------------------
@@ -108,6 +111,8 @@ def policy_for(identity: Identity) -> str:
         rules.append(f'path "{KV_MOUNT}/data/gateway/*" {{ capabilities = ["read"] }}')
     if name in RULE_FOLLOWERS:  # verify (never sign) the rule sets they follow
         rules.extend(f'path "{TRANSIT_MOUNT}/verify/{key}" {{ capabilities = ["update"] }}' for key in RULES_SIGNING_KEYS)
+    if name in BOUNDARY_GUARDS:  # verify who reopened the boundary
+        rules.append(f'path "{TRANSIT_MOUNT}/verify/{BOUNDARY_KEY}" {{ capabilities = ["update"] }}')
     return "\n".join(rules) + "\n"
 
 

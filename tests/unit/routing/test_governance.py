@@ -33,3 +33,20 @@ def test_statements_bind_slot_time_signer_and_digest() -> None:
               G.apply_statement("live", "d", 2, "li.wei"), G.apply_statement("live", "d", 1, "zhang.min"),
               G.approval_statement("d", "li.wei")}
     assert base not in others and len(others) == 5
+
+
+def test_a_close_is_always_followed_a_reopening_only_signed_and_newer() -> None:
+    assert G.boundary_follows(None, G.CLOSED, 1, signature_valid=False)  # fail closed: no signature needed
+    assert G.boundary_follows(5, G.CLOSED, 1, signature_valid=False)
+    assert G.boundary_follows(5, G.OPEN, 6, signature_valid=True)
+    assert not G.boundary_follows(5, G.OPEN, 6, signature_valid=False)
+    assert not G.boundary_follows(5, G.OPEN, 5, signature_valid=True)  # a replayed older reopening
+    assert not G.boundary_follows(5, "ajar", 6, signature_valid=True)
+
+
+def test_the_boundary_statement_binds_state_reason_time_and_signer() -> None:
+    base = G.boundary_statement(G.OPEN, "ok", 1, "wang.fang")
+    assert base not in {G.boundary_statement(G.CLOSED, "ok", 1, "wang.fang"),
+                        G.boundary_statement(G.OPEN, "other", 1, "wang.fang"),
+                        G.boundary_statement(G.OPEN, "ok", 2, "wang.fang"),
+                        G.boundary_statement(G.OPEN, "ok", 1, "li.wei")}

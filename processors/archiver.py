@@ -39,7 +39,7 @@ def main() -> None:
     archive = Archive(s3_client(cfg, vault.s3_credentials()), cfg.open_data_bucket)
     metrics.secret_read("archiver", "s3")
     catalog = load_catalog(cfg)
-    feed = RuleFeed(creds, RuleCheck(vault, "archiver"))
+    feed = RuleFeed(creds, RuleCheck(vault, "archiver", catalog))
     guard = guard_for(catalog, feed)
     boundary = BoundaryGate(creds, vault, "archiver")
 

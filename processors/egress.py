@@ -111,7 +111,7 @@ def main() -> None:
     cfg, vault = login("egress")
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
     catalog = load_catalog(cfg)
-    feed = RuleFeed(private_creds, RuleCheck(vault, "egress"))
+    feed = RuleFeed(private_creds, RuleCheck(vault, "egress", catalog))
     guard = guard_for(catalog, feed)
     public = PublicSide(public_creds)
     boundary = BoundaryGate(private_creds, vault, "egress")

@@ -58,7 +58,7 @@ def main() -> None:
     cfg, vault = login("router")
     creds = kafka_login(vault, "router", PRIVATE)
     catalog = load_catalog(cfg)
-    feed = RuleFeed(creds, RuleCheck(vault, "router"))
+    feed = RuleFeed(creds, RuleCheck(vault, "router", catalog))
     applied = feed.load()
     rules = RulesInForce(RuleSet.empty())
     rules.apply(applied)

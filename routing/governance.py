@@ -4,8 +4,17 @@ why one is refused. Pure: no Vault, no Kafka; the runtime verifies the signature
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from routing.rules import RuleSet, View
+
+if TYPE_CHECKING:
+    from routing.catalog import EventType
+
+LIVE = "live"  # the slots of `_hbus.rules`: the set in force, and a pilot evaluated beside it
+SHADOW = "shadow"
 PROPOSER = "proposer"  # the platform engineer who proposed (and applies) the set
 APPROVER = "approver"  # a second person, required when the change widens what leaves
 ROLES = (PROPOSER, APPROVER)
@@ -39,6 +48,11 @@ def approval_statement(digest: str, signer: str) -> bytes:
     return _canonical({"act": "approve", "digest": digest, "signer": signer})
 
 
+def proposal_statement(digest: str, signer: str) -> bytes:
+    """What an engineer signs to propose a set for review (before anyone approves it)."""
+    return _canonical({"act": "propose", "digest": digest, "signer": signer})
+
+
 def structural_refusal(claimed_digest: str, content_digest: str, applied_at_ms: int, in_force_at_ms: int | None,
                        signatures: Sequence[tuple[str, str]]) -> str | None:
     """The refusal that needs no key: `signatures` are `(role, signer)` pairs as the record states them.
@@ -69,12 +83,69 @@ def boundary_statement(state: str, reason: str, at_ms: int, signer: str) -> byte
     return _canonical({"act": "boundary", "state": state, "reason": reason, "at_ms": at_ms, "signer": signer})
 
 
-def boundary_follows(current_closed_at_ms: int | None, state: str, at_ms: int, signature_valid: bool) -> bool:
+def boundary_follows(closed_at_ms: int | None, closed_by: str, state: str, at_ms: int, signer: str,
+                     signature_valid: bool) -> bool:
     """Whether a boundary record is followed. Fail closed: a close is always followed (an emergency stop must work
-    even when Vault does not answer, and stopping is the safe side); a reopening only when validly signed and
-    newer than the close in force."""
+    even when Vault does not answer, and stopping is the safe side); a reopening only when validly signed, newer
+    than the close in force, and by a second person (not the one who closed it)."""
     if state == CLOSED:
         return True
     if state != OPEN or not signature_valid:
         return False
-    return current_closed_at_ms is None or at_ms > current_closed_at_ms
+    return closed_at_ms is None or (at_ms > closed_at_ms and signer != closed_by)
+
+
+# --- what a change of rule set moves, and whether it widens what leaves ---------------------------------------
+
+@dataclass(frozen=True)
+class Change:
+    """What replacing one rule set by another does to one event type."""
+
+    event_type: str  # "<dept>.<event> v<N>"
+    added: tuple[str, ...]  # "<destination>:<topic>" it can newly reach
+    removed: tuple[str, ...]
+    views_changed: tuple[str, ...] = ()  # derived views kept by name whose transforms changed
+
+    @property
+    def widens(self) -> bool:
+        """Anything newly toward the public side (every destination a rule adds is public_cloud or archive, or a
+        derived view's public topic), or a view reshaped: it needs a second person's approval."""
+        return bool(self.added or self.views_changed)
+
+
+def reach(ruleset: RuleSet, event_type: EventType) -> set[str]:
+    """Destinations an event of this type can reach, at every grade it can take."""
+    found: set[str] = set()
+    for grade in {event_type.record_grade, event_type.schema_grade}:
+        rule = ruleset.first_match(event_type.dept, event_type.event, grade)
+        if rule is None:
+            continue
+        found.update(f"{d}:{event_type.graded_topic(grade)}" for d in rule.to)
+        found.update(f"{d}:public.{event_type.dept}.{v.name}" for v in rule.derive for d in ("graded", *v.to))
+    return found
+
+
+def _views(ruleset: RuleSet, event_type: EventType) -> dict[str, View]:
+    views: dict[str, View] = {}
+    for grade in {event_type.record_grade, event_type.schema_grade}:
+        rule = ruleset.first_match(event_type.dept, event_type.event, grade)
+        views.update({v.name: v for v in (rule.derive if rule is not None else ())})
+    return views
+
+
+def changes(old: RuleSet, new: RuleSet, event_types: Iterable[EventType]) -> list[Change]:
+    """Per event type of the catalog, what moves if `new` replaces `old` (types where nothing moves left out)."""
+    found = []
+    for event_type in event_types:
+        before, after = reach(old, event_type), reach(new, event_type)
+        old_views, new_views = _views(old, event_type), _views(new, event_type)
+        reshaped = tuple(sorted(n for n in old_views.keys() & new_views.keys() if old_views[n].fields != new_views[n].fields))
+        if before != after or reshaped:
+            found.append(Change(f"{event_type.key} v{event_type.version}", tuple(sorted(after - before)),
+                                tuple(sorted(before - after)), reshaped))
+    return found
+
+
+def widens(old: RuleSet, new: RuleSet, event_types: Iterable[EventType]) -> bool:
+    """Whether `new` needs an approver besides its proposer to replace `old` (a narrowing does not)."""
+    return any(change.widens for change in changes(old, new, event_types))

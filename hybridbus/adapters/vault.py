@@ -156,6 +156,47 @@ class Transit:
         return bool(result["data"]["valid"])
 
 
+@dataclass(frozen=True)
+class PersonToken:
+    """A person's Vault login (userpass locally, OIDC/LDAP in production): who, in which roles, and the token."""
+
+    name: str
+    policies: tuple[str, ...]
+    token: str = field(repr=False)
+
+    def client(self, cfg: Settings | None = None) -> hvac.Client:
+        return hvac.Client(url=(cfg or settings()).vault_addr, token=self.token, timeout=10)
+
+
+def userpass_login(username: str, password: str, cfg: Settings | None = None) -> PersonToken:
+    """Log a person in with their own password; the token is theirs (short-lived, their policies only)."""
+    client = hvac.Client(url=(cfg or settings()).vault_addr, timeout=10)
+    try:
+        result = client.auth.userpass.login(username=username, password=password)
+    except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+        raise VaultUnavailable(f"vault at {client.url} is unreachable") from None
+    except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
+        raise VaultError(f"login of {username!r} refused") from None
+    auth = result["auth"]
+    return PersonToken(str(auth["metadata"].get("username", username)), tuple(auth["policies"]),
+                       str(auth["client_token"]))
+
+
+def person_of(token: str, cfg: Settings | None = None) -> PersonToken:
+    """Who a token belongs to, as Vault says (never as the caller says): expired or revoked tokens are refused."""
+    client = hvac.Client(url=(cfg or settings()).vault_addr, token=token, timeout=10)
+    try:
+        data = client.auth.token.lookup_self()["data"]
+    except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+        raise VaultUnavailable(f"vault at {client.url} is unreachable") from None
+    except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
+        raise VaultError("the cached login has expired or was revoked: run `hbus login`") from None
+    name = (data.get("meta") or {}).get("username") or ""
+    if not name:
+        raise VaultError("this Vault token is not a person's login: run `hbus login`")
+    return PersonToken(str(name), tuple(data.get("policies") or ()), token)
+
+
 def root_client(cfg: Settings | None = None) -> hvac.Client:
     """The local stack's root token client; used only by `hbus stack` bootstrap and admin commands."""
     cfg = cfg or settings()

@@ -1,8 +1,6 @@
 """`hbus boundary close --reason … | open | status`: the emergency stop of everything leaving the private cloud."""
 from __future__ import annotations
 
-import getpass
-
 import typer
 
 from hybridbus.cli.output import UNAVAILABLE, emit_json, fail
@@ -12,36 +10,36 @@ from routing.exceptions import HybridbusError
 app = typer.Typer(help="Close the boundary at once (egress and the archiver send nothing) and open it again.\n\n"
                   "Example: hbus boundary close --reason 'suspected leak, ticket 4711'", no_args_is_help=True)
 
-BY = typer.Option(None, "--by", help="Who acts (default: the login name).")
-
-
-def _set(state: str, reason: str, by: str | None) -> None:
+def _set(state: str, reason: str) -> None:
+    """As the person logged in (`hbus login`), who must be an operator."""
     from hybridbus.ops.governance import set_boundary
+    from hybridbus.ops.people import NotAllowed, current
 
     try:
-        record = set_boundary(state, reason, by or getpass.getuser())
+        record = set_boundary(state, reason, current())
+    except NotAllowed as exc:
+        raise fail(str(exc)) from None
     except (HybridbusError, OSError) as exc:
         raise fail(str(exc), UNAVAILABLE) from None
     typer.echo(f"boundary {state} by {record.by}: {reason}")
 
 
 @app.command()
-def close(reason: str = typer.Option(..., "--reason", help="Why (goes on the audit chain)."), by: str | None = BY) -> None:
+def close(reason: str = typer.Option(..., "--reason", help="Why (goes on the audit chain).")) -> None:
     """Stop egress and the archiver on every instance within about a second; they keep their place.
 
     Example: hbus boundary close --reason "suspected leak of health data"
     """
-    _set(G.CLOSED, reason, by)
+    _set(G.CLOSED, reason)
 
 
 @app.command("open")
-def open_cmd(reason: str = typer.Option("reopened", "--reason", help="Why (goes on the audit chain)."),
-             by: str | None = BY) -> None:
-    """Let egress and the archiver send again, from where they stopped (no gap, no duplicate).
+def open_cmd(reason: str = typer.Option("reopened", "--reason", help="Why (goes on the audit chain).")) -> None:
+    """Let egress and the archiver send again, from where they stopped (a second operator: not who closed it).
 
     Example: hbus boundary open --reason "leak ruled out"
     """
-    _set(G.OPEN, reason, by)
+    _set(G.OPEN, reason)
 
 
 @app.command()

@@ -15,6 +15,7 @@ from hybridbus.cli import (
     dlq,
     drill,
     infra,
+    login,
     processors,
     rules,
     schemas,
@@ -44,6 +45,7 @@ app.add_typer(boundary.app, name="boundary")
 app.command("drill")(drill.drill)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
+app.command("login")(login.login)
 client.register(app)  # publish, tail, outbox, gateway
 
 if __name__ == "__main__":  # pragma: no cover

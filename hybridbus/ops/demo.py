@@ -37,13 +37,13 @@ def ensure_live_ruleset(cfg: Settings) -> RuleSet:
     ruleset = load_rules(cfg)
     creds = kafka.admin_credentials(PRIVATE, cfg)
     # Verified as the processors verify it: an unsigned or forged set of the same digest is applied anew.
-    feed = RuleFeed(creds, RuleCheck(stack_signer(cfg), "tools"))
+    feed = RuleFeed(creds, RuleCheck(stack_signer(cfg), "tools", load_catalog(cfg)))
     try:
         live = feed.load().get(LIVE)
     finally:
         feed.close()
     if live is None or live.ruleset is None or live.ruleset.digest != ruleset.digest:
-        apply_rules(ruleset, LIVE, "hbus demo", cfg)
+        apply_rules(ruleset, LIVE, cfg)
     return ruleset
 
 

@@ -221,9 +221,9 @@ def _swap_rules(ctx: DrillContext) -> None:
     """
     shipped = load_rules(ctx.cfg)
     candidate = replace(shipped, version=f"{shipped.version}+drill-{ctx.traffic.tag}")
-    apply_rules(candidate, LIVE, "hbus drill", ctx.cfg)
+    apply_rules(candidate, LIVE, ctx.cfg)
     ctx.traffic.wait_sent(2 * FAULT_AT)
-    apply_rules(shipped, LIVE, "hbus drill", ctx.cfg)
+    apply_rules(shipped, LIVE, ctx.cfg)
     ctx.notes["swapped"] = [candidate.version, shipped.version]
 
 

@@ -75,6 +75,7 @@ class BoundaryGate:
         self._verifier = verifier
         self._open = threading.Event()
         self._closed_at: int | None = None
+        self._closed_by = ""
         self._pending: BoundaryState | None = None  # a reopening Vault could not verify yet
         self.state: BoundaryState | None = None
         metrics.BOUNDARY_CLOSED.labels(component).set(1)
@@ -127,16 +128,18 @@ class BoundaryGate:
         except VaultUnavailable:
             return  # stays as it is (closed, when this is a reopening) and is asked again at the next read
         self._pending = None
-        if G.boundary_follows(self._closed_at, G.CLOSED if state.closed else G.OPEN, state.at_ms, valid):
+        if G.boundary_follows(self._closed_at, self._closed_by, G.CLOSED if state.closed else G.OPEN, state.at_ms,
+                              state.by, valid):
             self._set(state)
         else:
-            log.warning("event=boundary_open_refused component=%s by=%s reason=%s", self.component, state.by,
-                        "bad_signature" if not valid else "stale")
+            why = "bad_signature" if not valid else "same_person" if state.by == self._closed_by else "stale"
+            log.warning("event=boundary_open_refused component=%s by=%s reason=%s", self.component, state.by, why)
 
     def _set(self, state: BoundaryState | None) -> None:
         self.state = state
         closed = state is not None and state.closed
         self._closed_at = state.at_ms if closed and state is not None else None
+        self._closed_by = state.by if closed and state is not None else ""
         metrics.BOUNDARY_CLOSED.labels(self.component).set(1 if closed else 0)
         if closed:
             self._open.clear()

@@ -7,16 +7,18 @@ statement built by `routing.governance`, so a set cannot be swapped, re-slotted 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from hybridbus.adapters import metrics
 from hybridbus.adapters.vault import RULES_APPROVER_KEY, RULES_PROPOSER_KEY
 from routing import governance as G
+from routing.rules import RuleSet
 
 if TYPE_CHECKING:
     from hybridbus.runtime.rulestore import AppliedRuleSet
+    from routing.catalog import EventType
 
 log = logging.getLogger("hbus.rules")
 
@@ -59,9 +61,10 @@ def sign_approval(signer: Signer, digest: str, person: str) -> Signature:
 class RuleCheck:
     """Verifies an applied set's signatures in Vault Transit before `component` follows it; counts what it refuses."""
 
-    def __init__(self, verifier: Verifier, component: str) -> None:
+    def __init__(self, verifier: Verifier, component: str, event_types: Iterable[EventType]) -> None:
         self.verifier = verifier
         self.component = component
+        self.event_types = tuple(event_types)  # the catalog: whether a live set widens is judged on its types
         for reason in G.REFUSALS:  # every series exists from the start, so the alert sees the first refusal
             metrics.RULES_REFUSED.labels(component, reason)
 
@@ -84,6 +87,11 @@ class RuleCheck:
             other = next(r for r in KEY_OF if r != sig.role)
             made_with_other = self.verifier.signature_valid(statement, sig.value, KEY_OF[other])
             return G.WRONG_ROLE if made_with_other else G.BAD_SIGNATURE
+        if applied.role == G.LIVE and applied.ruleset is not None and not any(
+                s.role == G.APPROVER for s in applied.signatures):
+            before = in_force.ruleset if in_force is not None and in_force.ruleset is not None else RuleSet.empty()
+            if G.widens(before, applied.ruleset, self.event_types):
+                return G.UNAPPROVED_WIDENING  # a pilot (shadow) moves nothing and needs no approval
         return None
 
     def refused(self, applied: AppliedRuleSet, reason: str) -> None:

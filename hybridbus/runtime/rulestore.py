@@ -22,13 +22,13 @@ from hybridbus.adapters.topology import PRIVATE, RULES_TOPIC
 from hybridbus.adapters.vault import VaultUnavailable
 from hybridbus.runtime.rulesigning import RuleCheck, Signature, Signer, sign_apply, signatures_json
 from routing.exceptions import HybridbusError
-from routing.governance import WITHDRAWN
+from routing.governance import LIVE, SHADOW, WITHDRAWN
 from routing.rules import RuleSet
 
 log = logging.getLogger("hbus.rules")
 
-LIVE = "live"
-SHADOW = "shadow"
+SLOTS = (LIVE, SHADOW)
+PROPOSAL_PREFIX = "proposal/"  # `proposal/<digest>`: a set proposed for review, with its approvals
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,7 @@ def publish(ruleset: RuleSet | None, role: str, creds: KafkaCredentials, signer:
 def write(applied: AppliedRuleSet, creds: KafkaCredentials) -> None:
     """Put `applied` on `_hbus.rules` as it is (signed or not: processors decide whether to follow it)."""
     # Refused or not acknowledged within 30 s: DeliveryError naming the topic and the broker's reason.
-    outputs = BatchProducer.connect(PRIVATE, creds, "rules", **{"message.timeout.ms": 30_000})
-    outputs.send(RULES_TOPIC, applied.role.encode(), encode(applied))
-    outputs.confirm()
+    write_raw(applied.role, encode(applied), creds)
 
 
 def encode(applied: AppliedRuleSet) -> bytes:
@@ -144,16 +142,49 @@ class RuleFeed:
                 if msg.error() or msg.value() is None:
                     continue
                 position = msg.offset() + 1
-                records.append(_decoded(msg.value()))
+                if _slot(msg.key()):
+                    records.append(_decoded(msg.value()))
         return self._follower.follow([r for r in records if r is not None], count_refusals=False)
 
     def poll(self) -> dict[str, AppliedRuleSet]:
         records = [_decoded(msg.value()) for msg in self._consumer.consume(100, timeout=0)
-                   if not msg.error() and msg.value() is not None]
+                   if not msg.error() and msg.value() is not None and _slot(msg.key())]
         return self._follower.follow([r for r in records if r is not None])
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _slot(key: bytes | None) -> bool:
+    """Records under a slot's key are rule sets to follow; proposals (and anything else) are not."""
+    return key is not None and key.decode(errors="replace") in SLOTS
+
+
+def latest_records(creds: KafkaCredentials, prefix: str, timeout: float = 10.0) -> dict[str, bytes]:
+    """The newest value of every key of `_hbus.rules` starting with `prefix`, as stored (read to the end)."""
+    consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-rulefeed-{uuid.uuid4().hex[:8]}")
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(RULES_TOPIC, 0), timeout=timeout)
+        consumer.assign([TopicPartition(RULES_TOPIC, 0, 0)])
+        found: dict[str, bytes] = {}
+        position, deadline = 0, time.monotonic() + timeout
+        while position < high and time.monotonic() < deadline:
+            for msg in consumer.consume(100, timeout=0.5):
+                if msg.error():
+                    continue
+                position = msg.offset() + 1
+                key = (msg.key() or b"").decode(errors="replace")
+                if key.startswith(prefix) and msg.value() is not None:
+                    found[key] = msg.value()
+        return found
+    finally:
+        consumer.close()
+
+
+def write_raw(key: str, value: bytes, creds: KafkaCredentials) -> None:
+    outputs = BatchProducer.connect(PRIVATE, creds, "rules", **{"message.timeout.ms": 30_000})
+    outputs.send(RULES_TOPIC, key.encode(), value)
+    outputs.confirm()
 
 
 def _decoded(value: bytes) -> AppliedRuleSet | None:

@@ -2,6 +2,7 @@
 are counted and alerted on; the emergency stop holds everything public and reopening loses nothing."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
@@ -9,22 +10,26 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 import requests
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings
 from hybridbus.adapters.loaders import load_catalog, load_rules, load_ruleset_dir
 from hybridbus.adapters.topology import AUDIT_TOPIC, PRIVATE, PUBLIC
-from hybridbus.adapters.vault import RULES_APPROVER_KEY
+from hybridbus.adapters.vault import RULES_APPROVER_KEY, Transit
 from hybridbus.ops.governance import apply_rules, set_boundary, stack_signer
+from hybridbus.ops.people import NotAllowed, sample_login
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.bootstrap import s3_admin_client
 from hybridbus.ops.status import PrometheusAPI, collect
 from hybridbus.runtime.audit import rule_changes
+from hybridbus.runtime.emergency import signed_state, write_state
 from hybridbus.runtime.rulesigning import Signature, sign_apply
 from hybridbus.runtime.rulestore import LIVE, AppliedRuleSet, write
 from routing import governance as G
 from routing import headers as H
+from routing.exceptions import HybridbusError
 from producers.publisher import Publisher
 from tests.integration.kafkatools import TOPIC, assert_exactly_once, copies, end_offsets, publish_burst, read_after
 from tests.integration.test_audit import chained_since
@@ -106,10 +111,10 @@ def test_a_set_written_with_admin_credentials_without_a_valid_signature_is_follo
         assert wait_for(lambda: {a["labels"]["reason"] for a in firing(bus, "HbusRulesRefused")} >= set(attempts), 60)
 
         # The same set, signed through the proper path, is followed: the refusals above were the signatures'.
-        apply_rules(forged, LIVE, "test")
+        apply_rules(forged, LIVE)
         assert wait_for(lambda: routed_version(topic, "transport.bus_arrival")[0] == forged.version.encode(), 20)
     finally:
-        apply_rules(replace(shipped), LIVE, "test")
+        apply_rules(replace(shipped), LIVE)
     assert wait_for(lambda: routed_version(topic, "transport.bus_arrival")[0] == shipped.version.encode(), 20)
 
 
@@ -156,11 +161,12 @@ def test_the_emergency_stop_holds_everything_public_and_reopening_resumes_withou
     public_since, private_since = end_offsets(PUBLIC, TOPIC), end_offsets(PRIVATE, TOPIC)
     archived_before = archived_ranges(bus)
     audit_since = end_offsets(PRIVATE, AUDIT_TOPIC)[0]
-    by = f"operator-test-{uuid.uuid4().hex[:6]}"
+    closer, opener = sample_login("wang.fang", bus), sample_login("zhao.lei", bus)
+    reason = f"test: suspected leak {uuid.uuid4().hex[:6]}"
     stream = Stream()
     try:
         assert wait_for(lambda: len(stream.ids) >= 100, 30)
-        set_boundary(G.CLOSED, "test: suspected leak", by, cfg=bus)
+        set_boundary(G.CLOSED, reason, closer, bus)
         time.sleep(1.5)  # "within about a second", with the batch already on its way let through
         public_at_close, archived_at_close = end_offsets(PUBLIC, TOPIC), archived_ranges(bus)
         sent_at_close = len(stream.ids)
@@ -172,8 +178,17 @@ def test_the_emergency_stop_holds_everything_public_and_reopening_resumes_withou
         # Zero new public records while closed: not one more on the public cluster, not one more object.
         assert end_offsets(PUBLIC, TOPIC) == public_at_close
         assert archived_ranges(bus) == archived_at_close
+        # Reopening takes a second operator: the one who closed it is refused by the CLI's check ...
+        with pytest.raises(NotAllowed):
+            set_boundary(G.OPEN, "test: by the closer", closer, bus)
+        # ... and by every processor, for a reopening written past it with a valid signature.
+        write_state(signed_state(Transit(closer.client(bus)), G.OPEN, "test: past the check", closer.name),
+                    kafka.admin_credentials(PRIVATE))
+        time.sleep(1.5)
+        assert all(closed_gauge(bus, name) == 1 for name in ("egress", "archiver"))
+        assert end_offsets(PUBLIC, TOPIC) == public_at_close
     finally:
-        set_boundary(G.OPEN, "test: ruled out", by, cfg=bus)
+        set_boundary(G.OPEN, "test: ruled out", opener, bus)
         ids = stream.stop()
     assert wait_for(lambda: all(closed_gauge(bus, name) == 0 for name in ("egress", "archiver")), 10)
 
@@ -200,5 +215,63 @@ def test_the_emergency_stop_holds_everything_public_and_reopening_resumes_withou
             assert first == last + 1, (partition, spans)  # no overlap (a duplicate), no hole (a gap)
 
     # Both acts are on the audit chain, with who did them.
-    assert wait_for(lambda: [e["verdict"] for e in rule_changes(chained_since(audit_since)) if e["actor"] == by]
-                    == ["boundary_closed", "boundary_open"], 30)
+    def acts() -> list[tuple[str, str]]:
+        return [(e["verdict"], e["actor"]) for e in rule_changes(chained_since(audit_since))
+                if e["component"] == "boundary"]
+    assert wait_for(lambda: acts() == [("boundary_closed", "wang.fang"), ("boundary_open", "zhao.lei")], 30), acts()
+
+
+def test_a_widening_needs_a_second_person_and_a_narrowing_does_not(bus: Settings, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from hybridbus.cli.rules import app as rules_cli
+    from hybridbus.ops.governance import apply_set, approve
+    from hybridbus.ops.people import TOKEN_ENV
+    from hybridbus.runtime.rulestore import publish
+
+    shipped, catalog = load_rules(bus), load_catalog(bus)
+    topic = "public.transport.bus_arrival"
+    engineer, approver = sample_login("li.wei", bus), sample_login("zhang.min", bus)
+
+    def archive_only(rules: Path) -> None:
+        path = rules / "transport.yaml"
+        path.write_text(path.read_text().replace("to: [public_cloud, archive]", "to: [archive]", 1))
+
+    narrower = load_ruleset_dir(_rules_copy(tmp_path / "n", f"narrow-{uuid.uuid4().hex[:6]}", archive_only))
+    wider = load_ruleset_dir(_rules_copy(tmp_path / "w", f"wide-{uuid.uuid4().hex[:6]}"))
+    try:
+        # A narrowing: its proposer alone may apply it, and the processors follow it.
+        apply_set(narrower, LIVE, engineer, catalog)
+        assert wait_for(lambda: routed_version(topic, "transport.bus_arrival")[0] == narrower.version.encode(), 20)
+
+        # A widening by its proposer alone: refused by the tool ...
+        with pytest.raises(NotAllowed, match="second person"):
+            apply_set(wider, LIVE, engineer, catalog)
+        # ... and, written past the tool with the engineer's valid signature, by every processor.
+        before = {name: refusals(bus, name)[G.UNAPPROVED_WIDENING] for name in FOLLOWERS}
+        publish(wider, LIVE, kafka.admin_credentials(PRIVATE), Transit(engineer.client(bus)), engineer.name)
+        for name in FOLLOWERS:
+            assert wait_for(lambda: refusals(bus, name)[G.UNAPPROVED_WIDENING] > before[name], 20), name
+        assert routed_version(topic, "transport.bus_arrival")[0] == narrower.version.encode()
+        # The proposer cannot approve: not an approver by duty, and Vault will not sign with the approver key.
+        with pytest.raises(NotAllowed):
+            approve(wider.digest, engineer, bus)
+        with pytest.raises(HybridbusError):
+            Transit(engineer.client(bus)).sign(G.approval_statement(wider.digest, engineer.name), RULES_APPROVER_KEY)
+
+        # Propose, approve by a second person, apply: followed.
+        rules_dir = str(tmp_path / "w" / "rules")
+        as_engineer, as_approver = {TOKEN_ENV: engineer.token}, {TOKEN_ENV: approver.token}
+        result = CliRunner().invoke(rules_cli, ["propose", rules_dir, "--json"], env=as_engineer)
+        assert result.exit_code == 0, result.output
+        proposed = json.loads(result.stdout)
+        assert proposed["widens"] and proposed["proposer"] == "li.wei"
+        result = CliRunner().invoke(rules_cli, ["apply", proposed["digest"][:12]], env=as_engineer)
+        assert result.exit_code == 1 and "second person" in result.output  # not approved yet
+        result = CliRunner().invoke(rules_cli, ["approve", proposed["digest"][:12], "--yes"], env=as_approver)
+        assert result.exit_code == 0 and "public_cloud:public.transport.bus_arrival" in result.output, result.output
+        result = CliRunner().invoke(rules_cli, ["apply", proposed["digest"][:12]], env=as_engineer)
+        assert result.exit_code == 0, result.output
+        assert wait_for(lambda: routed_version(topic, "transport.bus_arrival")[0] == wider.version.encode(), 20)
+    finally:
+        apply_rules(shipped, LIVE)

@@ -175,7 +175,7 @@ def test_rule_set_swap_takes_effect_without_restart(bus: Settings, tmp_path: Pat
     candidate = load_ruleset_dir(_rules_copy(tmp_path, version, archive_only))
     topic = "public.transport.bus_arrival"
     try:
-        apply_rules(candidate, LIVE, "test")
+        apply_rules(candidate, LIVE)
         time.sleep(3)  # routers poll the rules topic every second and switch between batches
         since = end_offsets(PRIVATE, topic)
         event_id, _, _ = publish_one("transport.bus_arrival")
@@ -183,7 +183,7 @@ def test_rule_set_swap_takes_effect_without_restart(bus: Settings, tmp_path: Pat
         assert record.headers[H.RULES_VERSION] == version.encode()
         assert record.headers[H.DESTINATIONS] == b"archive"
     finally:
-        apply_rules(load_rules(), LIVE, "test")
+        apply_rules(load_rules(), LIVE)
     time.sleep(3)
     since = end_offsets(PRIVATE, topic)
     event_id, _, _ = publish_one("transport.bus_arrival")
@@ -204,7 +204,7 @@ def test_shadow_rule_set_counts_what_it_would_move_and_moves_nothing(bus: Settin
                    if line.startswith("hbus_shadow_moves_total{"))
 
     try:
-        apply_rules(candidate, SHADOW, "test")
+        apply_rules(candidate, SHADOW)
         time.sleep(3)
         before = moves()
         topic = "public.govservice.citizen_feedback_stats"
@@ -218,7 +218,7 @@ def test_shadow_rule_set_counts_what_it_would_move_and_moves_nothing(bus: Settin
             time.sleep(0.5)
         assert moves() > before
     finally:
-        apply_rules(None, SHADOW, "test")
+        apply_rules(None, SHADOW)
 
 
 def test_nothing_non_public_exists_on_the_public_cluster(bus: Settings) -> None:

@@ -217,7 +217,7 @@ def test_diff_of_the_same_rules_moves_nothing(rules_copy: Path) -> None:
     assert result.exit_code == 0
     assert result.stdout.strip() == "2026.11.25-1 -> 2026.11.25-1: nothing moves"
     data = json.loads(runner.invoke(app, ["diff", str(RULES), str(rules_copy), "--json"]).stdout)
-    assert data == {"old": "2026.11.25-1", "new": "2026.11.25-1", "changes": []}
+    assert data == {"old": "2026.11.25-1", "new": "2026.11.25-1", "changes": [], "widens": False}
 
 
 def test_diff_shows_what_a_change_moves_and_exits_1(rules_copy: Path) -> None:

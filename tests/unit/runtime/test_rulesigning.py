@@ -46,7 +46,7 @@ def refused(component: str, reason: str) -> float:
 
 def test_a_set_signed_in_vault_is_followed_and_survives_the_topic_round_trip() -> None:
     record = decode(encode(signed(approvals=(sign_approval(TRANSIT, RULES.digest, "zhang.min"),))))
-    follower = Follower(RuleCheck(TRANSIT, "t-ok"))
+    follower = Follower(RuleCheck(TRANSIT, "t-ok", ()))
     assert follower.follow([record]) == {"live": record}
 
 
@@ -61,7 +61,7 @@ def test_a_set_signed_in_vault_is_followed_and_survives_the_topic_round_trip() -
 ])
 def test_a_tampered_set_is_refused_counted_and_the_set_in_force_stays(tamper, reason: str) -> None:  # type: ignore[no-untyped-def]
     component = f"t-{reason}-{id(tamper)}"
-    follower = Follower(RuleCheck(TRANSIT, component))
+    follower = Follower(RuleCheck(TRANSIT, component, ()))
     good = signed(at=5)
     assert follower.follow([good]) == {"live": good}
     assert follower.follow([tamper(signed(at=10))]) == {}
@@ -70,7 +70,7 @@ def test_a_tampered_set_is_refused_counted_and_the_set_in_force_stays(tamper, re
 
 
 def test_an_approval_by_the_proposer_and_a_replayed_older_record_are_refused() -> None:
-    follower = Follower(RuleCheck(TRANSIT, "t-four-eyes"))
+    follower = Follower(RuleCheck(TRANSIT, "t-four-eyes", ()))
     old, new = signed(at=5), signed(at=10)
     own_approval = signed(at=20, approvals=(sign_approval(TRANSIT, RULES.digest, "li.wei"),))
     assert follower.follow([old, new]) == {"live": new}
@@ -79,7 +79,7 @@ def test_an_approval_by_the_proposer_and_a_replayed_older_record_are_refused() -
 
 
 def test_at_start_only_a_refused_head_is_counted_and_the_last_good_set_is_followed() -> None:
-    follower = Follower(RuleCheck(TRANSIT, "t-start"))
+    follower = Follower(RuleCheck(TRANSIT, "t-start", ()))
     good = signed(at=10)
     forged = replace(signed(at=5), signatures=())
     assert follower.follow([forged, good, forged, forged], count_refusals=False) == {"live": good}
@@ -88,7 +88,7 @@ def test_at_start_only_a_refused_head_is_counted_and_the_last_good_set_is_follow
 
 def test_while_vault_is_away_nothing_switches_and_the_set_is_checked_once_it_is_back() -> None:
     transit = FakeTransit()
-    follower = Follower(RuleCheck(transit, "t-vault"))
+    follower = Follower(RuleCheck(transit, "t-vault", ()))
     record = signed()
     transit.down = True
     assert follower.follow([record]) == {}
@@ -99,3 +99,20 @@ def test_while_vault_is_away_nothing_switches_and_the_set_is_checked_once_it_is_
 def test_without_a_check_every_record_is_shown_as_it_is() -> None:
     forged = replace(signed(), signatures=())
     assert Follower(None).follow([forged]) == {"live": forged}
+
+
+def test_a_live_widening_needs_an_approver_a_narrowing_or_a_pilot_does_not() -> None:
+    from hybridbus.adapters.loaders import load_catalog, load_rules
+
+    shipped, catalog = load_rules(), list(load_catalog())
+    follower = Follower(RuleCheck(TRANSIT, "t-widen", catalog))
+    alone = signed(shipped, at=10)
+    assert follower.follow([alone]) == {}  # from nothing to the shipped set: a widening, proposer alone
+    assert refused("t-widen", G.UNAPPROVED_WIDENING) == 1
+    approved = signed(shipped, at=11, approvals=(sign_approval(TRANSIT, shipped.digest, "zhang.min"),))
+    assert follower.follow([approved]) == {"live": approved}
+    narrower = RuleSet("v-narrow", shipped.rules[1:])
+    assert G.changes(shipped, narrower, catalog) and not G.widens(shipped, narrower, catalog)
+    assert follower.follow([signed(narrower, at=12)])["live"].ruleset == narrower
+    pilot = signed(shipped, at=13, slot="shadow")
+    assert follower.follow([pilot]) == {"shadow": pilot}

@@ -19,8 +19,10 @@ from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC, QUARANTINE_TOPIC
 from hybridbus.runtime.dataplane import DataPlane, quarantine
 from hybridbus.runtime.decisions import decisions_batch
+from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.guarded import DEDUPE_WINDOW, DedupeWindow, guard_for, public_sources, view_follower
+from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import RuleFeed
 from routing import headers as H
 from routing.boundary import PUBLIC_CLOUD
@@ -109,15 +111,17 @@ def main() -> None:
     cfg, vault = login("egress")
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
     catalog = load_catalog(cfg)
-    feed = RuleFeed(private_creds)
+    feed = RuleFeed(private_creds, RuleCheck(vault, "egress", catalog))
     guard = guard_for(catalog, feed)
     public = PublicSide(public_creds)
+    boundary = BoundaryGate(private_creds, vault, "egress")
 
     app = make_app("egress", private_creds, cfg)
     private = BatchProducer.connect(PRIVATE, private_creds, "egress")
     sources = public_sources(catalog, guard)
 
     def export(messages: list[Message]) -> None:
+        boundary.hold()  # emergency stop: while closed this batch waits here, unsent and uncommitted
         now_ms = int(time.time() * 1000)
         decisions = []
         for msg in messages:

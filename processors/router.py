@@ -20,6 +20,7 @@ from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.decisions import decisions_batch
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import LIVE, SHADOW, RuleFeed
 from hybridbus.runtime.steps import Outcome, RouterStep
 from routing import headers as H
@@ -57,7 +58,7 @@ def main() -> None:
     cfg, vault = login("router")
     creds = kafka_login(vault, "router", PRIVATE)
     catalog = load_catalog(cfg)
-    feed = RuleFeed(creds)
+    feed = RuleFeed(creds, RuleCheck(vault, "router", catalog))
     applied = feed.load()
     rules = RulesInForce(RuleSet.empty())
     rules.apply(applied)

@@ -27,6 +27,7 @@ class _LeaderMoving:
 def _feed(consumer: _LeaderMoving) -> RuleFeed:
     feed = RuleFeed.__new__(RuleFeed)
     feed._consumer = consumer  # type: ignore[assignment]
+    feed._follower = rulestore.Follower(None)
     return feed
 
 

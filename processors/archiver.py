@@ -18,8 +18,10 @@ from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.archive import Archive, ArchivedRecord, day_of
 from hybridbus.runtime.dataplane import DataPlane
+from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.guarded import guard_for, public_sources, view_follower
+from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import RuleFeed
 from routing.boundary import ARCHIVE
 from routing.grades import Grade
@@ -36,8 +38,9 @@ def main() -> None:
     archive = Archive(s3_client(cfg, vault.s3_credentials()), cfg.open_data_bucket)
     metrics.secret_read("archiver", "s3")
     catalog = load_catalog(cfg)
-    feed = RuleFeed(creds)
+    feed = RuleFeed(creds, RuleCheck(vault, "archiver", catalog))
     guard = guard_for(catalog, feed, ARCHIVE)  # its own event-id window: a router replay is archived once
+    boundary = BoundaryGate(creds, vault, "archiver")
 
     app = make_app("archiver", creds, cfg)
     private = BatchProducer.connect(PRIVATE, creds, "archiver")
@@ -73,6 +76,7 @@ def main() -> None:
                 refresh_credentials()
 
     def archive_public(messages: list[Message]) -> None:
+        boundary.hold()  # emergency stop: while closed this batch waits here, unsent and uncommitted
         now_ms = int(time.time() * 1000)
         batch = guard.begin(now_ms)
         groups: dict[tuple, list[ArchivedRecord]] = defaultdict(list)  # type: ignore[type-arg]

@@ -18,10 +18,12 @@ from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC
 from hybridbus.runtime.dataplane import DataPlane
+from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.guard_step import DEDUPE_WINDOW, DedupeWindow, Passed
 from hybridbus.runtime.guarded import guard_for, public_sources, view_follower
 from hybridbus.runtime.records import event_id_of, header_map
+from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import RuleFeed
 from routing.boundary import PUBLIC_CLOUD
 
@@ -111,16 +113,18 @@ def main() -> None:
     cfg, vault = login("egress")
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
     catalog = load_catalog(cfg)
-    feed = RuleFeed(private_creds)
+    feed = RuleFeed(private_creds, RuleCheck(vault, "egress", catalog))
     recent = DedupeWindow()
     guard = guard_for(catalog, feed, PUBLIC_CLOUD, recent)
     public = PublicSide(public_creds, recent)
+    boundary = BoundaryGate(private_creds, vault, "egress")
 
     app = make_app("egress", private_creds, cfg)
     private = BatchProducer.connect(PRIVATE, private_creds, "egress")
     sources = public_sources(catalog, guard)
 
     def export(messages: list[Message]) -> None:
+        boundary.hold()  # emergency stop: while closed this batch waits here, unsent and uncommitted
         # Records at or below a partition's resume position are already on the public cluster (before a restart).
         batch = guard.begin(int(time.time() * 1000), public.resume(messages))
         for msg in messages:

@@ -20,6 +20,7 @@ from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.router_step import RouterStep
+from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import LIVE, SHADOW, RuleFeed
 from routing.rules import RuleSet
 
@@ -57,7 +58,7 @@ def main() -> None:
     cfg, vault = login("router")
     creds = kafka_login(vault, "router", PRIVATE)
     catalog = load_catalog(cfg)
-    feed = RuleFeed(creds)
+    feed = RuleFeed(creds, RuleCheck(vault, "router", catalog))
     applied = feed.load()
     step = RouterStep(catalog, AvroCodec.for_catalog(catalog), pseudonymiser=lambda data: vault.hmac(data).encode())
     rules = RulesInForce(step, RuleSet.empty())

@@ -34,6 +34,8 @@ LATENCY = Histogram(
 )
 RULES_VERSION = Gauge("hbus_rules_info", "Rule-set version in force (value 1), per role live/shadow.",
                       ["component", "role", "version"])
+RULES_REFUSED = Counter("hbus_rules_refused_total", "Rule sets on _hbus.rules a processor refused to follow (bad or "
+                        "missing signature, digest mismatch, replay, unapproved widening).", ["component", "reason"])
 SHADOW_MOVES = Counter("hbus_shadow_moves_total", "Decisions the shadow rule set would change.",
                        ["rule", "change"])
 CONSUMER_LAG = Gauge("hbus_consumer_lag", "Records not yet consumed.", ["component", "topic", "partition"])
@@ -45,6 +47,8 @@ ARCHIVE_BYTES = Counter("hbus_archive_bytes_total", "Bytes written to the open-d
 LAST_ARCHIVE = Gauge("hbus_archive_last_object_timestamp_seconds", "Unix time of the last archived object.")
 AUDIT_ENTRIES = Counter("hbus_audit_entries_total", "Entries appended to the audit chain, per kind.", ["kind"])
 AUDIT_LAST_CHECKPOINT = Gauge("hbus_audit_last_checkpoint_timestamp_seconds", "Unix time of the last signed checkpoint.")
+BOUNDARY_CLOSED = Gauge("hbus_boundary_closed", "1 while the boundary is closed by the emergency stop (nothing leaves).",
+                        ["component"])
 PAUSED = Gauge("hbus_paused", "1 while a processor waits for a dependency.", ["component", "dependency"])
 
 

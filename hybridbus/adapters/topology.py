@@ -24,6 +24,7 @@ RULES_TOPIC = "_hbus.rules"
 AUDIT_TOPIC = "_hbus.audit"
 DECISIONS_TOPIC = "_hbus.decisions"
 QUARANTINE_TOPIC = "_hbus.quarantine"
+CONTROL_TOPIC = "_hbus.control"  # operators' switches (the emergency stop), compacted, newest per key in force
 
 DEFAULT_PARTITIONS = 6
 PRODUCTION_BROKERS: Mapping[str, int] = {PRIVATE: 3, PUBLIC: 3}  # what infra/terraform deploys
@@ -147,6 +148,7 @@ def build_topology(catalog: Catalog, derived_views: Iterable[tuple[str, str]] = 
     add(TopicSpec(PRIVATE, AUDIT_TOPIC, 1, {"retention.ms": "-1"}))
     add(TopicSpec(PRIVATE, DECISIONS_TOPIC, DEFAULT_PARTITIONS, {"retention.ms": week}))
     add(TopicSpec(PRIVATE, QUARANTINE_TOPIC, 3, {"retention.ms": "-1"}))
+    add(TopicSpec(PRIVATE, CONTROL_TOPIC, 1, {"cleanup.policy": "compact"}))
 
     acls = sorted(set(_acls(identities, departments)))
     return Topology(identities, tuple(sorted(topics.values(), key=lambda t: (t.cluster, t.name))), tuple(acls))
@@ -191,6 +193,7 @@ def _processor_acls(ident: Identity, p: str) -> Iterable[AclSpec]:
     elif name == "egress":
         yield AclSpec(PRIVATE, p, "topic", f"{Grade.PUBLIC.id}.", "prefixed", "read")
         yield AclSpec(PRIVATE, p, "topic", RULES_TOPIC, "literal", "read")  # derived view definitions
+        yield AclSpec(PRIVATE, p, "topic", CONTROL_TOPIC, "literal", "read")  # the emergency stop
         for topic in (QUARANTINE_TOPIC, DECISIONS_TOPIC):
             yield AclSpec(PRIVATE, p, "topic", topic, "literal", "write")
         yield AclSpec(PUBLIC, p, "topic", f"{Grade.PUBLIC.id}.", "prefixed", "write")
@@ -201,6 +204,7 @@ def _processor_acls(ident: Identity, p: str) -> Iterable[AclSpec]:
     elif name == "archiver":
         yield AclSpec(PRIVATE, p, "topic", f"{Grade.PUBLIC.id}.", "prefixed", "read")
         yield AclSpec(PRIVATE, p, "topic", RULES_TOPIC, "literal", "read")  # derived view definitions
+        yield AclSpec(PRIVATE, p, "topic", CONTROL_TOPIC, "literal", "read")  # the emergency stop
         for topic in (QUARANTINE_TOPIC, DECISIONS_TOPIC):
             yield AclSpec(PRIVATE, p, "topic", topic, "literal", "write")
     elif name == "audit":

@@ -4,6 +4,7 @@ Each process holds one `VaultSession` for its own identity; secrets it reads nev
 """
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,12 @@ KV_MOUNT = "secret"
 TRANSIT_MOUNT = "transit"
 PSEUDONYM_KEY = "pseudonym"
 AUDIT_SIGNING_KEY = "audit-signing"
+# Rule sets are signed per duty: the engineer who proposes (and applies) and the approver of a widening each sign
+# with their role's key, so a single role can never put a widening in force alone.
+RULES_PROPOSER_KEY = "rules-proposer"
+RULES_APPROVER_KEY = "rules-approver"
+RULES_SIGNING_KEYS = (RULES_PROPOSER_KEY, RULES_APPROVER_KEY)
+BOUNDARY_KEY = "boundary-operator"  # operators sign the emergency stop's reopening with it
 
 
 class VaultUnavailable(VaultError):
@@ -113,24 +120,81 @@ class VaultSession:
 
     def sign(self, data: bytes, key: str = AUDIT_SIGNING_KEY) -> str:
         """Signature made inside Vault Transit (`vault:v<N>:...`): the signing key never leaves Vault."""
-        import base64
-
         self.ensure_token()
-        result = self.client.secrets.transit.sign_data(
-            name=key, hash_input=base64.b64encode(data).decode(), mount_point=TRANSIT_MOUNT)
-        return str(result["data"]["signature"])
+        return Transit(self.client).sign(data, key)
 
     def signature_valid(self, data: bytes, signature: str, key: str = AUDIT_SIGNING_KEY) -> bool:
         """Whether Vault Transit confirms `signature` over `data`; a malformed signature is simply not valid."""
-        import base64
-
         self.ensure_token()
+        return Transit(self.client).signature_valid(data, signature, key)
+
+
+@dataclass(frozen=True)
+class Transit:
+    """Sign and verify inside Vault Transit with any logged-in client (an AppRole, a person, the local root)."""
+
+    client: hvac.Client = field(repr=False)
+
+    def sign(self, data: bytes, key: str) -> str:
+        try:
+            result = self.client.secrets.transit.sign_data(
+                name=key, hash_input=base64.b64encode(data).decode(), mount_point=TRANSIT_MOUNT)
+        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+            raise VaultUnavailable(f"vault at {self.client.url} is unreachable") from None
+        except hvac.exceptions.Forbidden:
+            raise VaultError(f"this Vault login may not sign with the {key!r} key") from None
+        return str(result["data"]["signature"])
+
+    def signature_valid(self, data: bytes, signature: str, key: str) -> bool:
         try:
             result = self.client.secrets.transit.verify_signed_data(
                 name=key, hash_input=base64.b64encode(data).decode(), signature=signature, mount_point=TRANSIT_MOUNT)
         except hvac.exceptions.InvalidRequest:
             return False
+        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+            raise VaultUnavailable(f"vault at {self.client.url} is unreachable") from None
         return bool(result["data"]["valid"])
+
+
+@dataclass(frozen=True)
+class PersonToken:
+    """A person's Vault login (userpass locally, OIDC/LDAP in production): who, in which roles, and the token."""
+
+    name: str
+    policies: tuple[str, ...]
+    token: str = field(repr=False)
+
+    def client(self, cfg: Settings | None = None) -> hvac.Client:
+        return hvac.Client(url=(cfg or settings()).vault_addr, token=self.token, timeout=10)
+
+
+def userpass_login(username: str, password: str, cfg: Settings | None = None) -> PersonToken:
+    """Log a person in with their own password; the token is theirs (short-lived, their policies only)."""
+    client = hvac.Client(url=(cfg or settings()).vault_addr, timeout=10)
+    try:
+        result = client.auth.userpass.login(username=username, password=password)
+    except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+        raise VaultUnavailable(f"vault at {client.url} is unreachable") from None
+    except (hvac.exceptions.InvalidRequest, hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
+        raise VaultError(f"login of {username!r} refused") from None
+    auth = result["auth"]
+    return PersonToken(str(auth["metadata"].get("username", username)), tuple(auth["policies"]),
+                       str(auth["client_token"]))
+
+
+def person_of(token: str, cfg: Settings | None = None) -> PersonToken:
+    """Who a token belongs to, as Vault says (never as the caller says): expired or revoked tokens are refused."""
+    client = hvac.Client(url=(cfg or settings()).vault_addr, token=token, timeout=10)
+    try:
+        data = client.auth.token.lookup_self()["data"]
+    except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+        raise VaultUnavailable(f"vault at {client.url} is unreachable") from None
+    except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidRequest):
+        raise VaultError("the cached login has expired or was revoked: run `hbus login`") from None
+    name = (data.get("meta") or {}).get("username") or ""
+    if not name:
+        raise VaultError("this Vault token is not a person's login: run `hbus login`")
+    return PersonToken(str(name), tuple(data.get("policies") or ()), token)
 
 
 def root_client(cfg: Settings | None = None) -> hvac.Client:

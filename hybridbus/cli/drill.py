@@ -11,6 +11,7 @@ from hybridbus.cli.output import FAILED, USAGE, emit_json, fail, table
 from hybridbus.ops.drills import DRILLS, DrillOptions, DrillResult, drills_for, machine, run
 from hybridbus.ops.stack import manager
 from hybridbus.ops.stack.exceptions import StackError
+from routing.exceptions import HybridbusError
 
 
 def drill(
@@ -54,12 +55,20 @@ def drill(
     options = DrillOptions(events=events, rate=rate, outage=outage)
     typer.echo(f"logs of the drill's own clients: {_logs_to_file(cfg)}", err=True)
     results: list[DrillResult] = []
+    broken: str | None = None
     for n in names:
         typer.echo(f"drill {n}: {DRILLS[n].proves} ...", err=True)
-        results.append(run(n, cfg, options))
+        try:
+            result = run(n, cfg, options)
+        except HybridbusError as exc:  # the drills before it keep their figures; the report says which broke
+            broken = f"{n}: could not complete: {exc}"
+            typer.echo(f"drill {broken}", err=True)
+            break
+        results.append(result)
+        typer.echo(f"drill {n}: {result.as_dict()}", err=True)  # on the terminal as each ends, not only at the end
     if as_json:
         emit_json({"machine": machine(), "brokers": cfg.private_brokers, "events": events, "outage_s": outage,
-                   "rate": rate, "drills": [r.as_dict() for r in results]})
+                   "rate": rate, "drills": [r.as_dict() for r in results], "broken": broken})
     else:
         typer.echo(table(["drill", "published", "lost", "dup outside", "leaked", "recovery s", "restarted"],
                          [[r.name, r.published, r.lost, r.duplicated, r.leaked,
@@ -67,8 +76,10 @@ def drill(
                           for r in results]))
         for r in (r for r in results if not r.ok):
             typer.echo(f"{r.name}: FAILED {r.as_dict()}", err=True)
+        if broken is not None:
+            typer.echo(f"FAILED {broken}", err=True)
         typer.echo(f"machine: {machine()}; private cluster of {cfg.private_brokers} broker(s)")
-    if not all(r.ok for r in results):
+    if broken is not None or not all(r.ok for r in results):
         raise typer.Exit(FAILED)
 
 

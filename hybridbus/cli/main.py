@@ -9,11 +9,13 @@ import typer
 from hybridbus.cli import (
     audit,
     bench,
+    boundary,
     client,
     demo,
     dlq,
     drill,
     infra,
+    login,
     processors,
     rules,
     schemas,
@@ -39,9 +41,11 @@ app.add_typer(secrets.app, name="secrets")
 app.add_typer(audit.app, name="audit")
 app.add_typer(infra.app, name="infra")
 app.add_typer(bench.app, name="bench")
+app.add_typer(boundary.app, name="boundary")
 app.command("drill")(drill.drill)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
+app.command("login")(login.login)
 client.register(app)  # publish, tail, outbox, gateway
 
 if __name__ == "__main__":  # pragma: no cover

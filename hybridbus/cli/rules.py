@@ -8,13 +8,12 @@ from typing import Any
 
 import typer
 
-from hybridbus.adapters import kafka
 from hybridbus.adapters.config import settings
 from hybridbus.adapters.loaders import load_catalog, load_ruleset_dir
 from hybridbus.cli.output import FAILED, UNAVAILABLE, emit_json, fail, table
 from routing.catalog import Catalog, grade_reasons
 from routing.engine import route
-from routing.exceptions import RoutingError, RuleError, SchemaError
+from routing.exceptions import HybridbusError, RoutingError, RuleError, SchemaError
 from routing.rules import RuleSet
 from routing.validator import validate
 
@@ -166,81 +165,126 @@ def diff(old: Path = typer.Argument(..., help="Old rules directory."), new: Path
 
     Example: hbus rules diff /tmp/rules-main routing/rules
     """
+    from hybridbus.ops.governance import change_rows
+
     old_set, catalog = _load(old)
     new_set, _ = _load(new)
-    rows = []
-    for event_type in catalog:
-        before, after = _reach(old_set, event_type), _reach(new_set, event_type)
-        if before != after:
-            rows.append({"event_type": f"{event_type.key} v{event_type.version}",
-                         "added": sorted(after - before), "removed": sorted(before - after)})
+    rows = change_rows(old_set, new_set, catalog)  # widening or narrowing: routing.governance decides
     if as_json:
-        emit_json({"old": old_set.version, "new": new_set.version, "changes": rows})
+        emit_json({"old": old_set.version, "new": new_set.version, "changes": rows,
+                   "widens": any(r["widens"] for r in rows)})
     elif rows:
-        typer.echo(table(["event type", "added", "removed"],
-                         [[r["event_type"], ", ".join(r["added"]), ", ".join(r["removed"])] for r in rows]))
+        typer.echo(diff_table(rows))
     else:
         typer.echo(f"{old_set.version} -> {new_set.version}: nothing moves")
     if rows:
         raise typer.Exit(FAILED)
 
 
-def _reach(ruleset: RuleSet, event_type: Any) -> set[str]:
-    """Destinations an event of this type can reach, at every grade it can take."""
-    reach: set[str] = set()
-    for grade in {event_type.record_grade, event_type.schema_grade}:
-        rule = ruleset.first_match(event_type.dept, event_type.event, grade)
-        if rule is None:
-            continue
-        reach.update(f"{d}:{event_type.graded_topic(grade)}" for d in rule.to)
-        reach.update(f"{d}:public.{event_type.dept}.{v.name}" for v in rule.derive for d in ("graded", *v.to))
-    return reach
+def diff_table(rows: list[dict[str, Any]]) -> str:
+    return table(["event type", "added", "removed", "views reshaped", "needs approval"],
+                 [[r["event_type"], ", ".join(r["added"]), ", ".join(r["removed"]), ", ".join(r["views_changed"]),
+                   "yes (widens)" if r["widens"] else "no"] for r in rows])
+
+
+def _person():  # type: ignore[no-untyped-def]
+    from hybridbus.ops.people import current
+
+    try:
+        return current()
+    except HybridbusError as exc:
+        raise fail(str(exc), UNAVAILABLE) from None
+
+
+def _act(action):  # type: ignore[no-untyped-def]
+    """Run a governance act; a duty the person lacks or a refused approval exits 1, an outage 3."""
+    from hybridbus.ops.people import NotAllowed
+
+    try:
+        return action()
+    except NotAllowed as exc:
+        raise fail(str(exc)) from None
+    except (HybridbusError, OSError) as exc:
+        raise fail(str(exc), UNAVAILABLE) from None
 
 
 @app.command()
-def apply(rules_dir: Path | None = DIR,
+def propose(rules_dir: Path | None = DIR, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Validate, compare with the live set and record the set for review (engineers; the actor is your login).
+
+    Example: hbus login li.wei && hbus rules propose routing/rules
+    """
+    from hybridbus.ops.governance import propose as record_proposal
+
+    ruleset, catalog = _valid(rules_dir)
+    person = _person()
+    proposal = _act(lambda: record_proposal(ruleset, person, catalog))
+    widens = any(r["widens"] for r in proposal.changes)
+    if as_json:
+        emit_json({"digest": proposal.digest, "version": ruleset.version, "proposer": proposal.proposer,
+                   "changes": list(proposal.changes), "widens": widens})
+        return
+    if proposal.changes:
+        typer.echo(diff_table(list(proposal.changes)))
+    typer.echo(f"proposed {ruleset.version} (digest {proposal.digest}) by {proposal.proposer}; "
+               + ("it widens what leaves: a second person must approve it (hbus rules approve DIGEST)" if widens
+                  else "it only narrows: you may apply it (hbus rules apply DIGEST)"))
+
+
+@app.command()
+def approve(digest: str = typer.Argument(..., help="The proposal's digest (at least 8 characters)."),
+            yes: bool = typer.Option(False, "--yes", help="Approve without the question (the diff is shown).")) -> None:
+    """Show what the proposal moves, then approve it (approvers; never your own proposal).
+
+    Example: hbus login zhang.min && hbus rules approve 3f9a1c2e
+    """
+    from hybridbus.ops.governance import approve as add_approval
+    from hybridbus.ops.governance import find_proposal
+
+    person = _person()
+    proposal = _act(lambda: find_proposal(digest))
+    typer.echo(f"{proposal.ruleset.version} (digest {proposal.digest}) proposed by {proposal.proposer}")
+    typer.echo(diff_table(list(proposal.changes)) if proposal.changes else "nothing moves")
+    if not yes and not typer.confirm("approve it?"):
+        raise typer.Exit(FAILED)
+    approved = _act(lambda: add_approval(proposal.digest, person))
+    typer.echo(f"approved {approved.digest[:12]} by {person.name}")
+
+
+@app.command()
+def apply(target: str | None = typer.Argument(None, help="A proposal's digest, or a rules directory "
+                                              "(default: routing/rules) for a pilot or a narrowing."),
           shadow: bool = typer.Option(False, "--shadow", help="Publish as a pilot: routers evaluate it beside the live set "
                                       "and count what it would move, without moving anything."),
-          withdraw_shadow: bool = typer.Option(False, "--withdraw-shadow", help="End the pilot."),
-          applied_by: str | None = typer.Option(None, "--by", help="Who applies it (default: the login name).")) -> None:
-    """Validate, then publish the rule set to `_hbus.rules`; running routers switch at their next batch.
+          withdraw_shadow: bool = typer.Option(False, "--withdraw-shadow", help="End the pilot.")) -> None:
+    """Sign with your login and publish to `_hbus.rules`; processors verify, then switch at their next batch.
 
-    Example: hbus rules apply --shadow routing/rules
+    A widening is applied from its approved proposal; a narrowing or a pilot may come straight from a directory.
+    Example: hbus rules apply 3f9a1c2e   |   hbus rules apply --shadow routing/rules
     """
-    from hybridbus.adapters.topology import PRIVATE
-    from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
+    from hybridbus.ops.governance import apply_proposal, apply_set
+    from hybridbus.runtime.rulestore import LIVE, SHADOW
 
+    person = _person()
+    role = SHADOW if shadow or withdraw_shadow else LIVE
+    catalog = load_catalog(settings())
     if withdraw_shadow:
-        try:
-            _record_change(publish(None, SHADOW, kafka.admin_credentials(PRIVATE), applied_by), "shadow_withdrawn", "-")
-        except (RuntimeError, OSError) as exc:
-            raise fail(str(exc), UNAVAILABLE) from None
+        _act(lambda: apply_set(None, SHADOW, person, catalog))
         return
+    if target is not None and not Path(target).is_dir():
+        applied = _act(lambda: apply_proposal(target, person, catalog, role))
+    else:
+        ruleset, catalog = _valid(Path(target) if target else None)
+        applied = _act(lambda: apply_set(ruleset, role, person, catalog))
+    assert applied.ruleset is not None
+    typer.echo(f"applied {applied.ruleset.version} as {role} (digest {applied.digest[:12]}) by {applied.applied_by}")
+
+
+def _valid(rules_dir: Path | None) -> tuple[RuleSet, Catalog]:
     ruleset, catalog = _load(rules_dir)
     report = validate(ruleset, catalog)
     if not report.ok:
         for error in report.errors:
             typer.echo(f"error: {error}", err=True)
         raise fail(f"rule set {ruleset.version} is not valid: nothing applied")
-    role = SHADOW if shadow else LIVE
-    try:
-        applied = publish(ruleset, role, kafka.admin_credentials(PRIVATE), applied_by)
-        _record_change(applied, "shadow_applied" if shadow else "rules_applied", f"digest {ruleset.digest[:12]}")
-    except (RuntimeError, OSError) as exc:
-        raise fail(str(exc), UNAVAILABLE) from None
-    typer.echo(f"applied {ruleset.version} as {role} (digest {ruleset.digest[:12]}) by {applied.applied_by}")
-
-
-
-def _record_change(applied: Any, verdict: str, reason: str) -> None:
-    """Put the change on the audit trail: which set, in which role, applied by whom (and from which login), when."""
-    import getpass
-
-    from hybridbus.adapters.topology import RULES_TOPIC
-    from hybridbus.runtime.auditstore import record_decision
-    from hybridbus.runtime.decisions import DecisionRecord
-
-    version = applied.ruleset.version if applied.ruleset is not None else ""
-    record_decision(DecisionRecord("rules", "", "", "", "", version, applied.role, RULES_TOPIC, verdict,
-                                   f"{reason}; os user {getpass.getuser()}", applied.applied_at_ms,
-                                   actor=applied.applied_by))
+    return ruleset, catalog

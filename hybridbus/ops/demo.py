@@ -20,7 +20,9 @@ from hybridbus.ops.leakscan import ScanReport, scan_bucket, scan_public_cluster
 from hybridbus.ops.samples import sample_events
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.bootstrap import s3_admin_client
-from hybridbus.runtime.rulestore import LIVE, RuleFeed, publish
+from hybridbus.ops.governance import apply_rules, stack_signer
+from hybridbus.runtime.rulesigning import RuleCheck
+from hybridbus.runtime.rulestore import LIVE, RuleFeed
 from producers.exceptions import ProducerError
 from producers.publisher import Delivery, Publisher
 from routing.rules import RuleSet
@@ -34,13 +36,14 @@ def ensure_live_ruleset(cfg: Settings) -> RuleSet:
     """Apply the shipped rule set as live unless it is already the one in force; returns it."""
     ruleset = load_rules(cfg)
     creds = kafka.admin_credentials(PRIVATE, cfg)
-    feed = RuleFeed(creds)
+    # Verified as the processors verify it: an unsigned or forged set of the same digest is applied anew.
+    feed = RuleFeed(creds, RuleCheck(stack_signer(cfg), "tools", load_catalog(cfg)))
     try:
         live = feed.load().get(LIVE)
     finally:
         feed.close()
     if live is None or live.ruleset is None or live.ruleset.digest != ruleset.digest:
-        publish(ruleset, LIVE, creds, applied_by="hbus demo")
+        apply_rules(ruleset, LIVE, cfg)
     return ruleset
 
 

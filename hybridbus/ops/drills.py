@@ -43,7 +43,8 @@ from hybridbus.ops.arrivals import Expectation, Tally, expectation
 from hybridbus.ops.samples import SampleEvent, sample_events
 from hybridbus.ops.stack import health, manager, workers
 from hybridbus.ops.stack.components import brokers
-from hybridbus.runtime.rulestore import LIVE, RuleFeed, publish
+from hybridbus.ops.governance import apply_rules
+from hybridbus.runtime.rulestore import LIVE, RuleFeed
 from producers.publisher import Publisher
 from routing.catalog import Catalog
 from routing.rules import RuleSet
@@ -219,11 +220,10 @@ def _swap_rules(ctx: DrillContext) -> None:
     missing, whichever of the two versions routed it; the counts of both versions show the swap happened.
     """
     shipped = load_rules(ctx.cfg)
-    creds = kafka.admin_credentials(PRIVATE, ctx.cfg)
     candidate = replace(shipped, version=f"{shipped.version}+drill-{ctx.traffic.tag}")
-    publish(candidate, LIVE, creds, applied_by="hbus drill")
+    apply_rules(candidate, LIVE, ctx.cfg)
     ctx.traffic.wait_sent(2 * FAULT_AT)
-    publish(shipped, LIVE, creds, applied_by="hbus drill")
+    apply_rules(shipped, LIVE, ctx.cfg)
     ctx.notes["swapped"] = [candidate.version, shipped.version]
 
 

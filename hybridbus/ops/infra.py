@@ -73,6 +73,10 @@ def render(cfg: Settings) -> dict[str, str]:
         "transit_keys": _output("Transit keys: name -> key type.", dict(bootstrap.TRANSIT_KEYS)),
         "vault_roles": _output("One AppRole and one policy per identity: role name -> policy and token lifetimes.",
                                _roles(topology)),
+        "person_roles": _output("One policy per person's duty, to bind to OIDC or LDAP groups: role -> policy and token "
+                                "lifetime.", {bootstrap.person_policy_name(r): {
+                                    "policy": bootstrap.person_policy(r),
+                                    "token_ttl": _seconds(bootstrap.PERSON_TOKEN_TTL)} for r in bootstrap.PERSON_ROLES}),
     }
     return {KAFKA_FILE: _tf_json(kafka_outputs), VAULT_FILE: _tf_json(vault_outputs)}
 

@@ -16,7 +16,7 @@ from hybridbus.ops.stack.workers import PROCESSORS
 
 TOKEN_TTL_WARNING = 300.0  # seconds, as HbusVaultTokenExpiring
 # Alerts that repeat a check `attention` makes itself (without waiting for a rule evaluation): not listed twice.
-CHECKED_DIRECTLY = frozenset({"HbusBoundaryBlocked", "HbusForgedHeader", "HbusVaultTokenExpiring", "HbusProcessorDown",
+CHECKED_DIRECTLY = frozenset({"HbusBoundaryBlocked", "HbusBoundaryClosed", "HbusForgedHeader", "HbusVaultTokenExpiring", "HbusProcessorDown",
                               "HbusKafkaPartitionsOffline", "HbusKafkaUnderMinIsr"})
 
 
@@ -72,6 +72,7 @@ class BusStatus:
     dlq: dict[str, float | None] = field(default_factory=dict)  # retained, last_hour, per_second
     blocked_last_hour: float = 0.0
     forged_last_hour: float = 0.0
+    boundary_closed: list[str] = field(default_factory=list)  # processors holding at the emergency stop
     rules: list[dict[str, str]] = field(default_factory=list)  # component, role, version
     secrets: list[dict[str, Any]] = field(default_factory=list)  # component, token_ttl_seconds, oldest_secret_seconds
     alerts: list[dict[str, Any]] = field(default_factory=list)  # firing only
@@ -86,6 +87,8 @@ def attention(status: BusStatus) -> list[str]:
     """Why a person should look now (empty when all is well); `hbus status` exits 1 when not empty."""
     reasons = [f"{c['name']} is not healthy" for c in status.components if not c["healthy"]
                and (c["kind"] == "stack" or c["name"] in PROCESSORS)]  # the gateway is optional
+    if status.boundary_closed:
+        reasons.append(f"boundary CLOSED (emergency stop): {', '.join(status.boundary_closed)} send nothing")
     if status.blocked_last_hour > 0:
         reasons.append(f"{status.blocked_last_hour:.0f} non-public record(s) blocked at the boundary in the last hour")
     if status.forged_last_hour > 0:
@@ -131,6 +134,8 @@ def collect(prometheus: PrometheusAPI, stack: Settings | None = None) -> BusStat
              "per_second": one("sum(hbus:dlq:rate5m)")},
         blocked_last_hour=one("sum(hbus:boundary_blocked:increase1h)"),
         forged_last_hour=one("sum(hbus:forged_headers:increase1h)"),
+        boundary_closed=sorted(s.labels.get("component", "")
+                               for s in prometheus.query("max by (component) (hbus_boundary_closed) == 1")),
         rules=[{"component": s.labels.get("component", ""), "role": s.labels.get("role", ""),
                 "version": s.labels.get("version", "")}
                for s in prometheus.query("max by (component, role, version) (hbus_rules_info)")],
@@ -207,7 +212,9 @@ def render(status: BusStatus) -> str:
         "lag: " + (", ".join(f"{name} {num(v)}" for name, v in sorted(status.lag.items())) or "-")
         + f"   DLQ: {num(status.dlq.get('retained'))} held, {num(status.dlq.get('last_hour'))} in the last hour, "
           f"{num(status.dlq.get('per_second'), 2)}/s",
-        f"boundary, last hour: {num(status.blocked_last_hour)} blocked, {num(status.forged_last_hour)} forged headers",
+        ("boundary: CLOSED (emergency stop) on " + ", ".join(status.boundary_closed) if status.boundary_closed
+         else "boundary: open")
+        + f"; last hour: {num(status.blocked_last_hour)} blocked, {num(status.forged_last_hour)} forged headers",
         "kafka: " + ("; ".join(
             f"{k['cluster']} " + (f"{num(k['brokers'])}/{num(k['brokers_expected'])} brokers, "
                                   f"{num(k['under_replicated'])} under-replicated, {num(k['under_min_isr'])} below "

@@ -23,7 +23,8 @@ DECISION_FIELDS = ("component", "event_id", "event_type", "dept", "grade", "rule
 # Verdicts meaning "left the private cloud for the public side".
 PUBLISHED = ("exported", "archived")
 # Verdicts of the rules and secrets tools: changes to how the bus decides.
-RULE_CHANGES = ("rules_applied", "shadow_applied", "shadow_withdrawn")
+RULE_CHANGES = ("rules_proposed", "rules_approved", "rules_applied", "shadow_applied", "shadow_withdrawn",
+                "boundary_closed", "boundary_open")
 
 Position = tuple[int, int]  # (offset on its `_hbus.decisions` partition, index in that record's array)
 

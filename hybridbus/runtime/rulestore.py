@@ -1,26 +1,34 @@
 """The rule sets in force, kept on the compacted `_hbus.rules` topic: one record per role (live, shadow).
 
-`publish` is what `hbus rules apply` does; `RuleFeed` is how routers follow it without a restart.
+`publish` is what `hbus rules apply` does (signed in Vault Transit); `RuleFeed` is how processors follow it
+without a restart, verifying the signatures first.
 """
 from __future__ import annotations
 
-import getpass
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import PRIVATE, RULES_TOPIC
+from hybridbus.adapters.vault import VaultUnavailable
+from hybridbus.runtime.rulesigning import RuleCheck, Signature, Signer, sign_apply, signatures_json
+from routing.exceptions import HybridbusError
+from routing.governance import LIVE, SHADOW, WITHDRAWN
 from routing.rules import RuleSet
 
-LIVE = "live"
-SHADOW = "shadow"
+log = logging.getLogger("hbus.rules")
+
+SLOTS = (LIVE, SHADOW)
+PROPOSAL_PREFIX = "proposal/"  # `proposal/<digest>`: a set proposed for review, with its approvals
 
 
 @dataclass(frozen=True)
@@ -29,60 +37,172 @@ class AppliedRuleSet:
     ruleset: RuleSet | None  # None: the role was withdrawn (e.g. a shadow pilot ended)
     applied_by: str
     applied_at_ms: int
+    digest: str = ""  # the digest the signatures cover; processors check it is the carried set's
+    signatures: tuple[Signature, ...] = ()
 
 
-def publish(ruleset: RuleSet | None, role: str, creds: KafkaCredentials, applied_by: str | None = None) -> AppliedRuleSet:
-    """Write `ruleset` as the `role` set; routers switch to it at their next batch boundary."""
-    applied = AppliedRuleSet(role, ruleset, applied_by or getpass.getuser(), int(time.time() * 1000))
+def publish(ruleset: RuleSet | None, role: str, creds: KafkaCredentials, signer: Signer, applied_by: str,
+            approvals: Sequence[Signature] = ()) -> AppliedRuleSet:
+    """Sign (as `applied_by`, proposer) and write `ruleset` as the `role` set; processors verify the signatures
+    and switch to it at their next batch boundary. `approvals` are approvers' signatures already made."""
+    digest = ruleset.digest if ruleset is not None else WITHDRAWN
+    applied_at_ms = int(time.time() * 1000)
+    signatures = (sign_apply(signer, role, digest, applied_at_ms, applied_by), *approvals)
+    applied = AppliedRuleSet(role, ruleset, applied_by, applied_at_ms, digest, signatures)
+    write(applied, creds)
+    return applied
+
+
+def write(applied: AppliedRuleSet, creds: KafkaCredentials) -> None:
+    """Put `applied` on `_hbus.rules` as it is (signed or not: processors decide whether to follow it)."""
+    # Refused or not acknowledged within 30 s: DeliveryError naming the topic and the broker's reason.
+    write_raw(applied.role, encode(applied), creds)
+
+
+def encode(applied: AppliedRuleSet) -> bytes:
     body: dict[str, Any] = {
-        "role": role,
+        "role": applied.role,
         "applied_by": applied.applied_by,
         "applied_at_ms": applied.applied_at_ms,
-        "ruleset": json.loads(ruleset.to_json()) if ruleset is not None else None,
+        "digest": applied.digest,
+        "signatures": signatures_json(applied.signatures),
+        "ruleset": json.loads(applied.ruleset.to_json()) if applied.ruleset is not None else None,
     }
-    # Refused or not acknowledged within 30 s: DeliveryError naming the topic and the broker's reason.
-    outputs = BatchProducer.connect(PRIVATE, creds, "rules", **{"message.timeout.ms": 30_000})
-    outputs.send(RULES_TOPIC, role.encode(), json.dumps(body).encode())
-    outputs.confirm()
-    return applied
+    return json.dumps(body).encode()
 
 
 def decode(value: bytes) -> AppliedRuleSet:
     body = json.loads(value)
     raw = body.get("ruleset")
     ruleset = RuleSet.from_json(json.dumps(raw)) if raw is not None else None
-    return AppliedRuleSet(body["role"], ruleset, body.get("applied_by", "?"), int(body.get("applied_at_ms", 0)))
+    return AppliedRuleSet(body["role"], ruleset, body.get("applied_by", "?"), int(body.get("applied_at_ms", 0)),
+                          str(body.get("digest", "")),
+                          tuple(Signature.from_json(s) for s in body.get("signatures") or () if isinstance(s, dict)))
+
+
+class Follower:
+    """Which records of `_hbus.rules` a processor follows: per role, the newest that passes `check` (signatures
+    verified in Vault), in topic order; a refused one is counted and the set in force stays. Without a check
+    (tools that only show what is on the topic) every record is followed as it is.
+    """
+
+    def __init__(self, check: RuleCheck | None) -> None:
+        self._check = check
+        self.in_force: dict[str, AppliedRuleSet] = {}
+        self._pending: dict[str, list[AppliedRuleSet]] = {}  # records Vault could not verify yet, in order
+
+    def follow(self, records: Sequence[AppliedRuleSet], count_refusals: bool = True) -> dict[str, AppliedRuleSet]:
+        """The records to switch to now, per role, after what waited for Vault.
+
+        With `count_refusals` False (reading the topic's history at start) only a refused head is counted:
+        refusals older than the set in force were counted when they arrived.
+        """
+        if self._check is None:
+            return {r.role: r for r in records}
+        queued, self._pending = self._pending, {}
+        for record in records:
+            queued.setdefault(record.role, []).append(record)
+        accepted: dict[str, AppliedRuleSet] = {}
+        for role, candidates in queued.items():
+            refused: list[tuple[AppliedRuleSet, str]] = []
+            for index, record in enumerate(candidates):
+                try:
+                    reason = self._check.refusal(record, self.in_force.get(role))
+                except VaultUnavailable:
+                    self._pending[role] = candidates[index:]  # asked again at the next poll; nothing switches
+                    break
+                if reason is None:
+                    self.in_force[role] = accepted[role] = record
+                    refused = []
+                else:
+                    refused.append((record, reason))
+            for record, reason in (refused if count_refusals else refused[-1:]):
+                self._check.refused(record, reason)
+        return accepted
 
 
 class RuleFeed:
-    """Follows `_hbus.rules` from its beginning; `poll()` returns the newest record per role since last call."""
+    """Follows `_hbus.rules` from its beginning; `poll()` returns the newest followed record per role since the
+    last call. Every processor passes a `check`: it follows only sets whose signatures Vault confirms."""
 
-    def __init__(self, creds: KafkaCredentials) -> None:
+    def __init__(self, creds: KafkaCredentials, check: RuleCheck | None = None) -> None:
         self._consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-rulefeed-{uuid.uuid4().hex[:8]}",
                                         **{"enable.partition.eof": False})
         self._consumer.assign([TopicPartition(RULES_TOPIC, 0, 0)])
+        self._follower = Follower(check)
 
-    def load(self, timeout: float = 10.0) -> dict[str, AppliedRuleSet]:
-        """Everything on the topic now: read up to the end offset seen at call time."""
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(RULES_TOPIC, 0), timeout=timeout)
-        latest: dict[str, AppliedRuleSet] = {}
-        position = 0
+    def load(self, timeout: float = 60.0) -> dict[str, AppliedRuleSet]:
+        """Everything on the topic now: read up to the end offset seen at call time.
+
+        A processor starting while the partition's leader moves (a broker lost or restarting) waits for the new
+        leader, within `timeout`, rather than exit on the first "not leader".
+        """
         deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _, high = self._consumer.get_watermark_offsets(TopicPartition(RULES_TOPIC, 0),
+                                                               timeout=max(0.5, deadline - time.monotonic()))
+                break
+            except KafkaException:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
+        records: list[AppliedRuleSet | None] = []
+        position = 0
         while position < high and time.monotonic() < deadline:
             for msg in self._consumer.consume(100, timeout=0.5):
                 if msg.error() or msg.value() is None:
                     continue
                 position = msg.offset() + 1
-                latest[msg.key().decode()] = decode(msg.value())
-        return latest
+                if _slot(msg.key()):
+                    records.append(_decoded(msg.value()))
+        return self._follower.follow([r for r in records if r is not None], count_refusals=False)
 
     def poll(self) -> dict[str, AppliedRuleSet]:
-        latest: dict[str, AppliedRuleSet] = {}
-        for msg in self._consumer.consume(100, timeout=0):
-            if msg.error() or msg.value() is None:
-                continue
-            latest[msg.key().decode()] = decode(msg.value())
-        return latest
+        records = [_decoded(msg.value()) for msg in self._consumer.consume(100, timeout=0)
+                   if not msg.error() and msg.value() is not None and _slot(msg.key())]
+        return self._follower.follow([r for r in records if r is not None])
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def _slot(key: bytes | None) -> bool:
+    """Records under a slot's key are rule sets to follow; proposals (and anything else) are not."""
+    return key is not None and key.decode(errors="replace") in SLOTS
+
+
+def latest_records(creds: KafkaCredentials, prefix: str, timeout: float = 10.0) -> dict[str, bytes]:
+    """The newest value of every key of `_hbus.rules` starting with `prefix`, as stored (read to the end)."""
+    consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-rulefeed-{uuid.uuid4().hex[:8]}")
+    try:
+        _, high = consumer.get_watermark_offsets(TopicPartition(RULES_TOPIC, 0), timeout=timeout)
+        consumer.assign([TopicPartition(RULES_TOPIC, 0, 0)])
+        found: dict[str, bytes] = {}
+        position, deadline = 0, time.monotonic() + timeout
+        while position < high and time.monotonic() < deadline:
+            for msg in consumer.consume(100, timeout=0.5):
+                if msg.error():
+                    continue
+                position = msg.offset() + 1
+                key = (msg.key() or b"").decode(errors="replace")
+                if key.startswith(prefix) and msg.value() is not None:
+                    found[key] = msg.value()
+        return found
+    finally:
+        consumer.close()
+
+
+def write_raw(key: str, value: bytes, creds: KafkaCredentials) -> None:
+    outputs = BatchProducer.connect(PRIVATE, creds, "rules", **{"message.timeout.ms": 30_000})
+    outputs.send(RULES_TOPIC, key.encode(), value)
+    outputs.confirm()
+
+
+def _decoded(value: bytes) -> AppliedRuleSet | None:
+    """A record that is not even a rule-set record is refused like an unsigned one (and never followed)."""
+    try:
+        return decode(value)
+    except (ValueError, KeyError, TypeError, HybridbusError):
+        log.warning("event=rules_refused reason=undecodable")
+        return None

@@ -34,13 +34,16 @@ from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials
 from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC, AclSpec, Identity, Topology
 from hybridbus.adapters.vault import (
     AUDIT_SIGNING_KEY,
+    BOUNDARY_KEY,
     KV_MOUNT,
     PSEUDONYM_KEY,
+    RULES_SIGNING_KEYS,
     TRANSIT_MOUNT,
     VaultSession,
     root_client,
 )
-from hybridbus.ops.stack.bootstrap import kv_exists, kv_get, policy_for, s3_grants
+from hybridbus.ops.people import sample_login
+from hybridbus.ops.stack.bootstrap import PEOPLE, kv_exists, kv_get, person_policy, policy_for, s3_grants
 from routing.grades import Grade
 
 ALLOWED, DENIED = "allowed", "denied"
@@ -100,6 +103,9 @@ def vault_probes(topology: Topology) -> list[tuple[str, str, str]]:
                ("POST", f"{TRANSIT_MOUNT}/sign/{AUDIT_SIGNING_KEY}", "update"),
                ("POST", f"{TRANSIT_MOUNT}/verify/{AUDIT_SIGNING_KEY}", "update"),
                ("GET", f"{TRANSIT_MOUNT}/keys/{PSEUDONYM_KEY}", "read"),
+               # Rule sets and the emergency stop: processors verify, no service may sign.
+               *[("POST", f"{TRANSIT_MOUNT}/{op}/{key}", "update")
+                 for key in (*RULES_SIGNING_KEYS, BOUNDARY_KEY) for op in ("sign", "verify")],
                ("GET", "sys/mounts", "read"),
                ("GET", "sys/policies/acl/hbus-router", "read")]
     return probes
@@ -183,6 +189,10 @@ def _reads(cluster: str, creds: KafkaCredentials, topics: list[str]) -> dict[str
 def probe_vault(identity: str, cfg: Settings, probes: list[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
     session = VaultSession(identity, cfg)
     session.login()
+    return probe_vault_as(session.client, probes)
+
+
+def probe_vault_as(client: hvac.Client, probes: list[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
     bodies = {"hmac": {"input": "cHJvYmU="}, "sign": {"input": "cHJvYmU="},
               "verify": {"input": "cHJvYmU=", "signature": "vault:v1:cHJvYmU="},
               "data": {"data": {"probe": "x"}, "options": {"cas": 0}}}  # cas 0 never overwrites a secret
@@ -190,7 +200,7 @@ def probe_vault(identity: str, cfg: Settings, probes: list[tuple[str, str, str]]
     for method, path, capability in probes:
         body = next((b for k, b in bodies.items() if f"/{k}/" in f"/{path}/"), None) if method == "POST" else None
         try:
-            session.client.adapter.request(method, f"/v1/{path}", json=body)
+            client.adapter.request(method, f"/v1/{path}", json=body)
             verdict = ALLOWED
         except hvac.exceptions.Forbidden:
             verdict = DENIED
@@ -249,6 +259,13 @@ def test_every_identity_can_do_exactly_what_the_model_allows(stack: Settings, to
                      ALLOWED if vault_allows(policy, path, capability) else DENIED, verdict)
                 for (path, capability), verdict in probe_vault(identity.name, stack, vault).items()]
 
+    def person_row(name: str, role: str) -> list[Cell]:
+        """People (userpass): each duty only its own act, no service's secret."""
+        policy = person_policy(role)
+        return [Cell("vault", name, path, capability,
+                     ALLOWED if vault_allows(policy, path, capability) else DENIED, verdict)
+                for (path, capability), verdict in probe_vault_as(sample_login(name, stack).client(stack), vault).items()]
+
     def s3_row(name: str) -> list[Cell]:
         grants = s3_grants(stack).get(name, [])
         buckets = [stack.open_data_bucket, stack.audit_bucket]
@@ -260,6 +277,7 @@ def test_every_identity_can_do_exactly_what_the_model_allows(stack: Settings, to
     with ThreadPoolExecutor(max_workers=8) as pool:
         jobs = [pool.submit(kafka_row, i, c) for i in identities for c in (PRIVATE, PUBLIC)]
         jobs += [pool.submit(vault_row, i) for i in topology.identities]
+        jobs += [pool.submit(person_row, name, role) for name, role in PEOPLE]
         jobs += [pool.submit(s3_row, name) for name in [*s3_grants(stack), "anonymous"]]
         cells = [cell for job in jobs for cell in job.result()]
 
@@ -272,6 +290,10 @@ def test_every_identity_can_do_exactly_what_the_model_allows(stack: Settings, to
     for system in ("kafka-private", "kafka-public", "vault", "s3"):
         assert summary[(system, ALLOWED)] and summary[(system, DENIED)], system
     assert any(c.target == DLQ_TOPIC for c in cells)
+    # Separation of duties, as observed: only an engineer signs as proposer, only an approver as approver.
+    signers = {key: {c.identity for c in cells if c.system == "vault" and c.target == f"{TRANSIT_MOUNT}/sign/{key}"
+                     and c.observed == ALLOWED} for key in RULES_SIGNING_KEYS}
+    assert signers == {RULES_SIGNING_KEYS[0]: {"li.wei"}, RULES_SIGNING_KEYS[1]: {"zhang.min"}}, signers
 
 
 def _kafka_login(root: hvac.Client, identity: Identity, cluster: str) -> KafkaCredentials:

@@ -159,20 +159,22 @@ def test_every_routed_and_exported_event_has_one_audit_entry_per_decision(bus: S
 
 def test_rules_apply_is_on_the_audit_trail(bus: Settings) -> None:
     from hybridbus.cli.rules import app as rules_cli
+    from hybridbus.ops.people import TOKEN_ENV, sample_login
 
     audit_since = end_offsets(PRIVATE, AUDIT_TOPIC)[0]
-    by = f"auditor-test-{uuid.uuid4().hex[:6]}"
-    for args in (["apply", "--shadow", "--by", by], ["apply", "--withdraw-shadow", "--by", by]):
-        assert CliRunner().invoke(rules_cli, args).exit_code == 0
+    engineer = sample_login("li.wei", bus)  # the actor comes from the login, never from a flag
+    for args in (["apply", "--shadow"], ["apply", "--withdraw-shadow"]):
+        result = CliRunner().invoke(rules_cli, args, env={TOKEN_ENV: engineer.token})
+        assert result.exit_code == 0, result.output
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        changes = [e for e in audit.rule_changes(chained_since(audit_since)) if e["actor"] == by]
+        changes = [e for e in audit.rule_changes(chained_since(audit_since)) if e["actor"] == engineer.name]
         if len(changes) == 2:
             break
         time.sleep(1)
     assert [c["verdict"] for c in changes] == ["shadow_applied", "shadow_withdrawn"]
     result = CliRunner().invoke(audit_cli, ["query", "rules", "--json"])
-    assert by in result.stdout
+    assert engineer.name in result.stdout
 
 
 def tamperings(lines: Lines, at: int) -> dict[str, tuple[Lines, int]]:

@@ -17,7 +17,8 @@ from hybridbus.adapters.loaders import derived_event_types, load_catalog, load_r
 from hybridbus.adapters.topology import DECISIONS_TOPIC, DLQ_TOPIC, PRIVATE, PUBLIC
 from hybridbus.runtime.decisions import decode_record
 from hybridbus.ops.samples import load_sample
-from hybridbus.runtime.rulestore import LIVE, SHADOW, publish
+from hybridbus.ops.governance import apply_rules
+from hybridbus.runtime.rulestore import LIVE, SHADOW
 from producers.publisher import Publisher
 from routing import headers as H
 from routing.grades import Grade
@@ -172,10 +173,9 @@ def test_rule_set_swap_takes_effect_without_restart(bus: Settings, tmp_path: Pat
         path.write_text(path.read_text().replace("to: [public_cloud, archive]", "to: [archive]", 1))
 
     candidate = load_ruleset_dir(_rules_copy(tmp_path, version, archive_only))
-    admin = kafka.admin_credentials(PRIVATE)
     topic = "public.transport.bus_arrival"
     try:
-        publish(candidate, LIVE, admin, applied_by="test")
+        apply_rules(candidate, LIVE)
         time.sleep(3)  # routers poll the rules topic every second and switch between batches
         since = end_offsets(PRIVATE, topic)
         event_id, _, _ = publish_one("transport.bus_arrival")
@@ -183,7 +183,7 @@ def test_rule_set_swap_takes_effect_without_restart(bus: Settings, tmp_path: Pat
         assert record.headers[H.RULES_VERSION] == version.encode()
         assert record.headers[H.DESTINATIONS] == b"archive"
     finally:
-        publish(load_rules(), LIVE, admin, applied_by="test")
+        apply_rules(load_rules(), LIVE)
     time.sleep(3)
     since = end_offsets(PRIVATE, topic)
     event_id, _, _ = publish_one("transport.bus_arrival")
@@ -197,7 +197,6 @@ def test_shadow_rule_set_counts_what_it_would_move_and_moves_nothing(bus: Settin
         path.write_text(path.read_text().replace("        to: [public_cloud, archive]\n", "        to: []\n"))
 
     candidate = load_ruleset_dir(_rules_copy(tmp_path, f"test-shadow-{uuid.uuid4().hex[:6]}", no_feedback_view))
-    admin = kafka.admin_credentials(PRIVATE)
     url = f"http://{bus.host}:{bus.ports.router_metrics}/metrics"
 
     def moves() -> float:
@@ -205,7 +204,7 @@ def test_shadow_rule_set_counts_what_it_would_move_and_moves_nothing(bus: Settin
                    if line.startswith("hbus_shadow_moves_total{"))
 
     try:
-        publish(candidate, SHADOW, admin, applied_by="test")
+        apply_rules(candidate, SHADOW)
         time.sleep(3)
         before = moves()
         topic = "public.govservice.citizen_feedback_stats"
@@ -219,7 +218,7 @@ def test_shadow_rule_set_counts_what_it_would_move_and_moves_nothing(bus: Settin
             time.sleep(0.5)
         assert moves() > before
     finally:
-        publish(None, SHADOW, admin, applied_by="test")
+        apply_rules(None, SHADOW)
 
 
 def test_nothing_non_public_exists_on_the_public_cluster(bus: Settings) -> None:

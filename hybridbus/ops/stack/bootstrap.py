@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import hvac
 import requests
@@ -38,8 +39,10 @@ from hybridbus.adapters.secrets import (
 from hybridbus.adapters.topology import Identity, Topology
 from hybridbus.adapters.vault import (
     AUDIT_SIGNING_KEY,
+    BOUNDARY_KEY,
     KV_MOUNT,
     PSEUDONYM_KEY,
+    RULES_SIGNING_KEYS,
     TRANSIT_MOUNT,
     approle_file,
     kafka_kv_path,
@@ -47,10 +50,14 @@ from hybridbus.adapters.vault import (
 )
 from hybridbus.ops.stack.exceptions import StackError
 
+RULE_FOLLOWERS = ("router", "egress", "archiver")
+BOUNDARY_GUARDS = ("egress", "archiver")  # the processors the emergency stop stops
 S3_IDENTITIES = ("archiver", "audit", "public-reader")
 TOKEN_TTL = "1h"
 TOKEN_MAX_TTL = "24h"
-TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"))  # (name, Transit key type)
+# (name, Transit key type); the rule-signing keys are one per duty (proposer, approver)
+TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"), *((k, "ed25519") for k in RULES_SIGNING_KEYS),
+                (BOUNDARY_KEY, "ed25519"))
 
 
 # --- Vault -----------------------------------------------------------------------------------------
@@ -103,7 +110,65 @@ def policy_for(identity: Identity) -> str:
         rules.append(f'path "{TRANSIT_MOUNT}/verify/{AUDIT_SIGNING_KEY}" {{ capabilities = ["update"] }}')
     if name == "gateway":
         rules.append(f'path "{KV_MOUNT}/data/gateway/*" {{ capabilities = ["read"] }}')
+    if name in RULE_FOLLOWERS:  # verify (never sign) the rule sets they follow
+        rules.extend(f'path "{TRANSIT_MOUNT}/verify/{key}" {{ capabilities = ["update"] }}' for key in RULES_SIGNING_KEYS)
+    if name in BOUNDARY_GUARDS:  # verify who reopened the boundary
+        rules.append(f'path "{TRANSIT_MOUNT}/verify/{BOUNDARY_KEY}" {{ capabilities = ["update"] }}')
     return "\n".join(rules) + "\n"
+
+
+# --- people -------------------------------------------------------------------------------------------
+# Named sample people of the local stack, one per duty (two operators: a reopening can be someone else's act).
+# In production the same policies are bound to OIDC or LDAP groups (infra/terraform, `person_roles`).
+ENGINEER, APPROVER, OPERATOR, AUDITOR = "engineer", "approver", "operator", "auditor"
+PERSON_ROLES = (ENGINEER, APPROVER, OPERATOR, AUDITOR)
+PEOPLE = (("li.wei", ENGINEER), ("zhang.min", APPROVER), ("wang.fang", OPERATOR), ("zhao.lei", OPERATOR),
+          ("chen.jing", AUDITOR))
+PERSON_TOKEN_TTL = "1h"  # short: a person logs in again, a lost token is soon worthless
+
+
+def person_policy_name(role: str) -> str:
+    return f"hbus-person-{role}"
+
+
+def person_policy(role: str) -> str:
+    """Each duty may do only its own act: engineers propose (sign as proposer), approvers approve, operators stop
+    and start what leaves, auditors verify the audit trail's signatures. Nobody reads a service's secret."""
+    def may(op: str, key: str) -> str:
+        return f'path "{TRANSIT_MOUNT}/{op}/{key}" {{ capabilities = ["update"] }}'
+
+    rules = ['path "auth/token/lookup-self" { capabilities = ["read"] }',
+             'path "auth/token/renew-self" { capabilities = ["update"] }']
+    if role == ENGINEER:
+        rules.append(may("sign", RULES_SIGNING_KEYS[0]))
+    if role == APPROVER:
+        rules.append(may("sign", RULES_SIGNING_KEYS[1]))
+    if role in (ENGINEER, APPROVER):
+        rules.extend(may("verify", key) for key in RULES_SIGNING_KEYS)
+    if role == OPERATOR:
+        rules.append(may("sign", BOUNDARY_KEY))
+    if role == AUDITOR:
+        rules.append(may("verify", AUDIT_SIGNING_KEY))
+    return "\n".join(rules) + "\n"
+
+
+def person_file(cfg: Settings, name: str) -> Path:
+    """Where the local stack keeps a sample person's generated password (0600, never in the repo or a log)."""
+    return cfg.secrets_dir / "people" / f"{name}.json"
+
+
+def people_bootstrap(client: hvac.Client, cfg: Settings) -> None:
+    if "userpass/" not in client.sys.list_auth_methods()["data"]:
+        client.sys.enable_auth_method("userpass")
+    for role in PERSON_ROLES:
+        client.sys.create_or_update_policy(name=person_policy_name(role), policy=person_policy(role))
+    for name, role in PEOPLE:
+        path = person_file(cfg, name)
+        if not path.exists():
+            write_private(path, {"username": name, "role": role, "password": new_password()})
+        client.auth.userpass.create_or_update_user(
+            username=name, password=read_private(path)["password"], policies=[person_policy_name(role)],
+            token_ttl=PERSON_TOKEN_TTL, token_max_ttl=PERSON_TOKEN_TTL)
 
 
 def vault_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology) -> None:
@@ -134,6 +199,7 @@ def vault_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology) -> N
             write_private(role_file, {"role_id": role_id, "secret_id": secret_id})
         if identity.kind == "department" and not kv_exists(client, f"gateway/{identity.name}"):
             kv_put(client, f"gateway/{identity.name}", {"token": new_password(32)})
+    people_bootstrap(client, cfg)
 
 
 def kv_exists(client: hvac.Client, path: str) -> bool:

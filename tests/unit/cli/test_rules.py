@@ -217,7 +217,7 @@ def test_diff_of_the_same_rules_moves_nothing(rules_copy: Path) -> None:
     assert result.exit_code == 0
     assert result.stdout.strip() == "2026.11.25-1 -> 2026.11.25-1: nothing moves"
     data = json.loads(runner.invoke(app, ["diff", str(RULES), str(rules_copy), "--json"]).stdout)
-    assert data == {"old": "2026.11.25-1", "new": "2026.11.25-1", "changes": []}
+    assert data == {"old": "2026.11.25-1", "new": "2026.11.25-1", "changes": [], "widens": False}
 
 
 def test_diff_shows_what_a_change_moves_and_exits_1(rules_copy: Path) -> None:
@@ -249,3 +249,14 @@ def test_diff_shows_what_a_change_moves_and_exits_1(rules_copy: Path) -> None:
 def test_diff_refuses_a_directory_that_does_not_load() -> None:
     result = runner.invoke(app, ["diff", str(RULES), str(BAD / "bad_destination")])
     assert result.exit_code == 1 and "unknown destination 'internet'" in result.stderr
+
+
+def test_governance_acts_take_the_actor_from_a_login_never_from_a_flag(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HBUS_STATE_DIR", str(tmp_path))  # nobody logged in here
+    monkeypatch.delenv("HBUS_TOKEN", raising=False)
+    for args in (["propose"], ["approve", "12345678", "--yes"], ["apply", "--shadow"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 3 and "nobody is logged in" in result.output, (args, result.output)
+    result = runner.invoke(app, ["apply", "--by", "someone"])
+    assert result.exit_code == 2  # usage: there is no flag to name the actor

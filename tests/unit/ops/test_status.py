@@ -73,3 +73,12 @@ def test_under_replication_alone_is_shown_but_waits_for_its_alert() -> None:
               "under_replicated": 5.0, "under_min_isr": 0.0, "offline": 0.0}]
     assert attention(replace(HEALTHY, kafka=kafka)) == []
     assert "5 under-replicated" in render(replace(HEALTHY, kafka=kafka))
+
+
+def test_a_closed_boundary_is_shown_and_needs_attention() -> None:
+    closed = replace(HEALTHY, boundary_closed=["archiver", "egress"],
+                     alerts=[{"alert": "HbusBoundaryClosed", "severity": "critical", "summary": "said above already",
+                              "labels": {}, "value": 1.0}])
+    assert attention(closed) == ["boundary CLOSED (emergency stop): archiver, egress send nothing"]
+    assert "boundary: CLOSED (emergency stop) on archiver, egress" in render(closed)
+    assert "boundary: open" in render(HEALTHY)

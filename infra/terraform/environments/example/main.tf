@@ -72,6 +72,7 @@ module "vault" {
   mounts       = module.topology.vault_mounts
   transit_keys = module.topology.transit_keys
   roles        = module.topology.vault_roles
+  person_roles = module.topology.person_roles
 }
 
 module "open_data_bucket" {

@@ -38,6 +38,15 @@ resource "vault_policy" "this" {
   policy = each.value.policy
 }
 
+# People's duties: policies only; the platform's OIDC or LDAP auth method maps groups onto them (four eyes:
+# an engineer signs as proposer, an approver as approver, an operator the emergency stop).
+resource "vault_policy" "person" {
+  for_each = var.person_roles
+
+  name   = each.key
+  policy = each.value.policy
+}
+
 resource "vault_approle_auth_backend_role" "this" {
   for_each = var.roles
 

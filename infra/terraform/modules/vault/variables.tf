@@ -32,3 +32,12 @@ variable "secret_id_ttl" {
   type        = number
   default     = 0
 }
+
+variable "person_roles" {
+  description = "Policy name -> policy text and token lifetime in seconds, one per person's duty (engineer, approver, operator, auditor); bind each to the matching OIDC or LDAP group."
+  type = map(object({
+    policy    = string
+    token_ttl = number
+  }))
+  default = {}
+}

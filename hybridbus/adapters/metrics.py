@@ -45,6 +45,11 @@ ARCHIVE_BYTES = Counter("hbus_archive_bytes_total", "Bytes written to the open-d
 LAST_ARCHIVE = Gauge("hbus_archive_last_object_timestamp_seconds", "Unix time of the last archived object.")
 AUDIT_ENTRIES = Counter("hbus_audit_entries_total", "Entries appended to the audit chain, per kind.", ["kind"])
 AUDIT_LAST_CHECKPOINT = Gauge("hbus_audit_last_checkpoint_timestamp_seconds", "Unix time of the last signed checkpoint.")
+FIELD_DECRYPT_FAILURES = Counter(
+    "hbus_field_decrypt_failures_total",
+    "Encrypted fields a cleared subscriber could not open, per reason (tampered, unknown-key-version, malformed).",
+    ["dept", "event_type", "reason"],
+)
 PAUSED = Gauge("hbus_paused", "1 while a processor waits for a dependency.", ["component", "dependency"])
 
 

@@ -12,10 +12,12 @@ import pytest
 from confluent_kafka import Producer
 
 from hybridbus.adapters import kafka
+from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.fieldcrypt import FieldOpener, TransitKeyService, is_sealed
 from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE
 from hybridbus.adapters.vault import VaultSession
+from hybridbus.ops.rotation import rotate_transit
 from producers.publisher import Publisher
 from producers.subscriber import ReceivedEvent, Subscriber
 from routing import headers as h
@@ -113,25 +115,46 @@ def test_no_encrypted_field_canary_is_on_the_private_brokers_disks_or_in_s3(bus:
     assert any(f"{ADMISSIONS}-" in where for where in found["sensitive"])
 
 
+def _read_as(who: str, event_ids: set[str], timeout: float = 60) -> dict[str, ReceivedEvent]:
+    """The admissions `event_ids` as health's subscriber reads them, data keys unwrapped by Vault identity `who`."""
+    creds = VaultSession("health").kafka_credentials(PRIVATE)
+    found: dict[str, ReceivedEvent] = {}
+
+    def keep(event: ReceivedEvent) -> None:
+        if event.event_id in event_ids:
+            found[event.event_id] = event  # type: ignore[index]
+
+    opener = FieldOpener(TransitKeyService(VaultSession(who)))
+    with Subscriber.with_credentials("health", creds, name=f"it-{uuid.uuid4().hex[:8]}", topics=[ADMISSIONS],
+                                     catalog=CATALOG, opener=opener) as subscriber:
+        deadline = time.monotonic() + timeout
+        while set(found) != event_ids and time.monotonic() < deadline:
+            subscriber.run(keep, timeout=2)
+    assert set(found) == event_ids, f"not read: {event_ids - set(found)}"
+    return found
+
+
 def test_a_cleared_subscriber_reads_restricted_fields_and_another_identity_sees_them_sealed(bus: Settings) -> None:
     admission, _, _, _ = _canaries(uuid.uuid4().hex[:12].upper())
     event_id = Publisher.for_department("health", catalog=CATALOG).publish("health.hospital_admission", admission).event_id
     # Health's own Kafka identity reads its restricted topic; only the Vault identity unwrapping the data keys varies.
-    creds = VaultSession("health").kafka_credentials(PRIVATE)
-    found: dict[str, ReceivedEvent] = {}
-    for who in ("health", "market"):
-        opener = FieldOpener(TransitKeyService(VaultSession(who)))
-        with Subscriber.with_credentials("health", creds, name=f"it-{uuid.uuid4().hex[:8]}", topics=[ADMISSIONS],
-                                         catalog=CATALOG, opener=opener) as subscriber:
-            def keep(event: ReceivedEvent, who: str = who) -> None:
-                if event.event_id == event_id:
-                    found[who] = event
-            deadline = time.monotonic() + 60
-            while who not in found and time.monotonic() < deadline:
-                subscriber.run(keep, timeout=2)
-    cleared, other = found["health"], found["market"]
+    cleared = _read_as("health", {event_id})[event_id]
+    other = _read_as("market", {event_id})[event_id]
     assert dict(cleared.payload) == admission and cleared.sealed == ()
     assert [(s.field, s.reason) for s in other.sealed] == [("patient_id_number", "not-cleared"),
                                                            ("diagnosis_code", "not-cleared")]
     assert other.decrypt_errors == ()
     assert is_sealed(other.payload["patient_id_number"]) and other.payload["patient_name"] == admission["patient_name"]
+
+
+def test_records_sealed_before_a_transit_key_rotation_stay_readable(bus: Settings) -> None:
+    admission, _, _, _ = _canaries(uuid.uuid4().hex[:12].upper())
+    before = Publisher.for_department("health", catalog=CATALOG).publish("health.hospital_admission", admission).event_id
+    version = rotate_transit("fields-health-restricted")
+    publisher = Publisher.for_department("health", catalog=CATALOG)  # a new client: its first data key is of the new version
+    envelope = publisher.prepare("health.hospital_admission", admission)
+    after = publisher.send(envelope).event_id
+    _, payload = AvroCodec.for_catalog(CATALOG).decode(envelope.value)
+    assert f":vault:v{version}:" in payload["patient_id_number"] and version >= 2
+    read = _read_as("health", {before, after})
+    assert all(dict(event.payload) == admission and event.sealed == () for event in read.values())

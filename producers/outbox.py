@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.exceptions import OutboxError, ProducerError
-from hybridbus.adapters.fieldcrypt import FieldSealer
+from hybridbus.adapters.fieldcrypt import DEFAULT_VAULT_TIMEOUT, FieldSealer, TransitKeyService
 from producers.publisher import DEFAULT_MAX_BYTES, Delivery, Envelope, EventEncoder, Publisher
 from routing.catalog import Catalog
 
@@ -78,6 +78,15 @@ class Outbox:
 
     def __repr__(self) -> str:
         return f"Outbox(path={str(self.path)!r})"
+
+    @classmethod
+    def for_department(cls, path: str | Path, dept: str, *, catalog: Catalog | None = None,
+                       max_bytes: int = DEFAULT_MAX_BYTES) -> Outbox:
+        """An outbox whose rows are sealed with the department's own data keys (the fields the catalog encrypts)."""
+        from hybridbus.adapters.vault import VaultSession
+
+        return cls(path, catalog=catalog, max_bytes=max_bytes,
+                   sealer=FieldSealer(TransitKeyService(VaultSession(dept), timeout=DEFAULT_VAULT_TIMEOUT)))
 
     @property
     def encoder(self) -> EventEncoder:

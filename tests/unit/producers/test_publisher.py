@@ -279,3 +279,11 @@ def test_an_event_with_an_encrypted_field_is_refused_without_a_key_service_and_n
     with pytest.raises(EncryptionUnavailable, match="field 'patient_id_number' must be encrypted at the source"):
         publisher.publish("health.hospital_admission", sample("health.hospital_admission.v1"))
     assert producer.sent == []
+
+
+def test_an_encrypted_field_that_is_not_text_is_refused_by_field_not_sealed() -> None:
+    encoder = EventEncoder(CATALOG, sealer=FieldSealer(LocalKeyService()))
+    with pytest.raises(InvalidEvent) as caught:
+        encoder.encode("health", "health.hospital_admission",
+                       {**sample("health.hospital_admission.v1"), "patient_id_number": "11\ud800"})
+    assert caught.value.field == "patient_id_number" and "UTF-8" in str(caught.value)

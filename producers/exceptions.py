@@ -85,5 +85,13 @@ class DeliveryTimeout(DeliveryFailed):
     """No acknowledgement in time; the event may still arrive, so retry with the same event id."""
 
 
+class EncryptionUnavailable(ProducerError):
+    """A field that must be encrypted could not be (no data key from Vault in time, or no key service): the event
+    was not sent, and never is in plain text. Retrying later is safe."""
+
+    def __init__(self, event_type: str, reason: str) -> None:
+        super().__init__(f"{event_type}: not sent, its encrypted fields could not be sealed: {reason}", event_type)
+
+
 class OutboxError(ProducerError):
     """The outbox database is not usable as asked (wrong connection, wrong department)."""

@@ -22,6 +22,7 @@ from hybridbus.adapters.metrics import secret_read
 from producers.exceptions import (
     DeliveryFailed,
     DeliveryTimeout,
+    EncryptionUnavailable,
     EventTooLarge,
     InvalidEvent,
     NotOwner,
@@ -205,9 +206,10 @@ def create_app(publisher: Publisher, tokens: TokenStore, *, event_types: list[st
             return answer(_problem(400, "the body is not a valid event request", errors=errors))
         try:
             payload = _json_integers(publisher.encoder.event_type(event_type, body.version), body.payload)
-            envelope = publisher.prepare(event_type, payload, event_id=body.event_id,
-                                         occurred_at_ms=body.occurred_at, trace_id=body.trace_id, version=body.version,
-                                         on_behalf_of=dept)
+            # In the thread pool: sealing may wait on Vault for a new data key.
+            envelope = await run_in_threadpool(
+                publisher.prepare, event_type, payload, event_id=body.event_id, occurred_at_ms=body.occurred_at,
+                trace_id=body.trace_id, version=body.version, on_behalf_of=dept)
         except UnknownEventType as exc:  # a version the catalog does not have
             return answer(_problem(400, str(exc), errors=[{"field": "version", "reason": "unknown version"}]))
         except InvalidEvent as exc:
@@ -215,6 +217,9 @@ def create_app(publisher: Publisher, tokens: TokenStore, *, event_types: list[st
             return answer(_problem(400, str(exc), errors=problems))
         except EventTooLarge as exc:
             return answer(_problem(413, str(exc), errors=[{"field": _field_path(exc.field), "reason": "too large"}]))
+        except EncryptionUnavailable as exc:
+            log.warning("gateway cannot seal dept=%s event_type=%s", dept, event_type)
+            return answer(_problem(503, str(exc), headers={"Retry-After": str(RETRY_AFTER_SECONDS)}))
         except ProducerError as exc:
             return answer(_problem(400, str(exc)))
         try:

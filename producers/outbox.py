@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from producers.exceptions import OutboxError, ProducerError
+from hybridbus.adapters.fieldcrypt import DEFAULT_VAULT_TIMEOUT, FieldSealer, TransitKeyService
 from producers.publisher import DEFAULT_MAX_BYTES, Delivery, Envelope, EventEncoder, Publisher
 from routing.catalog import Catalog
 
@@ -65,10 +66,11 @@ class Outbox:
     """The outbox table `hbus_outbox` inside the caller's SQLite database at `path`."""
 
     def __init__(self, path: str | Path, *, catalog: Catalog | None = None, encoder: EventEncoder | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+                 max_bytes: int = DEFAULT_MAX_BYTES, sealer: FieldSealer | None = None) -> None:
         self.path = Path(path)
         self._catalog = catalog
         self._encoder = encoder
+        self._sealer = sealer  # rows are stored sealed: an encrypted field is never in the database in plain text
         self._max_bytes = max_bytes
         self._lock = threading.Lock()
         with closing(self.connect()) as conn:
@@ -77,12 +79,21 @@ class Outbox:
     def __repr__(self) -> str:
         return f"Outbox(path={str(self.path)!r})"
 
+    @classmethod
+    def for_department(cls, path: str | Path, dept: str, *, catalog: Catalog | None = None,
+                       max_bytes: int = DEFAULT_MAX_BYTES) -> Outbox:
+        """An outbox whose rows are sealed with the department's own data keys (the fields the catalog encrypts)."""
+        from hybridbus.adapters.vault import VaultSession
+
+        return cls(path, catalog=catalog, max_bytes=max_bytes,
+                   sealer=FieldSealer(TransitKeyService(VaultSession(dept), timeout=DEFAULT_VAULT_TIMEOUT)))
+
     @property
     def encoder(self) -> EventEncoder:
         if self._encoder is None:
             from hybridbus.adapters.loaders import load_catalog
 
-            self._encoder = EventEncoder(self._catalog or load_catalog(), max_bytes=self._max_bytes)
+            self._encoder = EventEncoder(self._catalog or load_catalog(), max_bytes=self._max_bytes, sealer=self._sealer)
         return self._encoder
 
     def connect(self) -> sqlite3.Connection:

@@ -1,6 +1,8 @@
-"""Publish a department's events onto its ingress topics: validated, Avro-encoded, acknowledged by acks=all.
+"""Publish a department's events onto its ingress topics: validated, encrypted where the catalog says, Avro-encoded,
+acknowledged by acks=all.
 
-Nothing is sent before the catalog accepts the event; the event id is both the key and a header, so a re-send is a duplicate downstream can drop.
+Nothing is sent before the catalog accepts the event, and no field marked encrypted ever leaves in plain text; the event
+id is both the key and a header, so a re-send is a duplicate downstream can drop.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from confluent_kafka import KafkaError, KafkaException
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.codec import AvroCodec
-from hybridbus.adapters.exceptions import CodecError, EncodeError, UnknownSchemaError
+from hybridbus.adapters.exceptions import CodecError, EncodeError, UnknownSchemaError, VaultError
+from hybridbus.adapters.fieldcrypt import DEFAULT_VAULT_TIMEOUT, FieldSealer, TransitKeyService, seal_payload
 from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import PRIVATE
@@ -25,6 +28,7 @@ from hybridbus.adapters.vault import VaultSession
 from producers.exceptions import (
     DeliveryFailed,
     DeliveryTimeout,
+    EncryptionUnavailable,
     EventTooLarge,
     InvalidEvent,
     NotOwner,
@@ -33,7 +37,7 @@ from producers.exceptions import (
     UnknownEventType,
 )
 from routing import headers as h
-from routing.catalog import Catalog, EventType
+from routing.catalog import Catalog, EventType, FieldSpec
 from routing.exceptions import SchemaError
 
 log = logging.getLogger("hybridbus.producers.publisher")
@@ -107,18 +111,22 @@ class _TypePlan:
     topic: str
     # A field that takes text or bytes alike: the codec would take bytes there, the client names them (failure path).
     names_bytes_apart: bool
+    encrypted: tuple[FieldSpec, ...] = ()  # sealed before encoding
 
 
 class EventEncoder:
     """The pure half of publishing: catalog checks, Avro encoding and the envelope; no Kafka.
 
-    Shared by the publisher, the outbox (which encodes inside the caller's transaction) and the gateway.
+    Shared by the publisher, the outbox (which encodes inside the caller's transaction) and the gateway. Fields the
+    catalog marks encrypted are sealed with `sealer` first; without one, an event carrying such a field is refused.
     """
 
-    def __init__(self, catalog: Catalog, codec: AvroCodec | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(self, catalog: Catalog, codec: AvroCodec | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
+                 sealer: FieldSealer | None = None) -> None:
         self.catalog = catalog
         self.codec = codec or AvroCodec.for_catalog(catalog)
         self.max_bytes = max_bytes
+        self.sealer = sealer
         self._plans: dict[tuple[str, int | None], _TypePlan] = {}
 
     def event_type(self, key: str, version: int | None = None) -> EventType:
@@ -146,6 +154,11 @@ class EventEncoder:
         if event_type.dept != dept:
             raise NotOwner(dept, event_type.key, event_type.dept)
         meta = _meta_problems(event_id, occurred_at_ms, trace_id)
+        if plan.encrypted:
+            try:
+                payload = seal_payload(event_type, payload, self.sealer, plan.encrypted)
+            except VaultError as exc:
+                raise EncryptionUnavailable(event_type.key, str(exc)) from None
         value = None
         if not meta and not plan.names_bytes_apart:
             # The fast path: the codec's writer, with its exact type check, takes only what validate() would.
@@ -182,7 +195,8 @@ class EventEncoder:
             plan = self._plans[(key, version)] = _TypePlan(
                 event_type, event_type.key, event_type.ingress_topic,
                 any("string" in _types(f.avro_type) and any(t not in ("null", "string") for t in f.avro_type)
-                    for f in event_type.fields if isinstance(f.avro_type, list)))
+                    for f in event_type.fields if isinstance(f.avro_type, list)),
+                event_type.encrypted_fields)
         return plan
 
     def _encode_or_explain(self, event_type: EventType, payload: Any, meta: list[Problem]) -> bytes:
@@ -227,28 +241,30 @@ class Publisher:
     @classmethod
     def for_department(cls, dept: str, *, catalog: Catalog | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                        ack_timeout: float = DEFAULT_ACK_TIMEOUT, **kafka_overrides: Any) -> Publisher:
-        """Log in with the department's AppRole and publish with its own Kafka identity."""
-        creds = VaultSession(dept).kafka_credentials(PRIVATE)
+        """Log in with the department's AppRole and publish with its own Kafka identity and its own data keys."""
+        session = VaultSession(dept)
+        creds = session.kafka_credentials(PRIVATE)
         return cls.with_credentials(dept, creds, catalog=catalog, max_bytes=max_bytes, ack_timeout=ack_timeout,
-                                    **kafka_overrides)
+                                    sealer=_sealer(session, ack_timeout), **kafka_overrides)
 
     @classmethod
     def for_gateway(cls, *, catalog: Catalog | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                     ack_timeout: float = DEFAULT_ACK_TIMEOUT, **kafka_overrides: Any) -> Publisher:
-        creds = VaultSession("gateway").kafka_credentials(PRIVATE)
+        session = VaultSession("gateway")
+        creds = session.kafka_credentials(PRIVATE)
         return cls.with_credentials(None, creds, catalog=catalog, max_bytes=max_bytes, ack_timeout=ack_timeout,
-                                    **kafka_overrides)
+                                    sealer=_sealer(session, ack_timeout), **kafka_overrides)
 
     @classmethod
     def with_credentials(cls, dept: str | None, creds: KafkaCredentials, *, catalog: Catalog | None = None,
                          max_bytes: int = DEFAULT_MAX_BYTES, ack_timeout: float = DEFAULT_ACK_TIMEOUT,
-                         **kafka_overrides: Any) -> Publisher:
+                         sealer: FieldSealer | None = None, **kafka_overrides: Any) -> Publisher:
         # librdkafka gives up on a message after message.timeout.ms; keep it near the ack timeout so a
         # caller that was told "timed out" is not surprised by a much later delivery.
         conf: dict[str, Any] = {"message.timeout.ms": int(max(ack_timeout, 1.0) * 1000),
                                 "message.max.bytes": max(max_bytes + 64 * 1024, 1_000_000)}
         conf.update(kafka_overrides)
-        encoder = EventEncoder(catalog or load_catalog(), max_bytes=max_bytes)
+        encoder = EventEncoder(catalog or load_catalog(), max_bytes=max_bytes, sealer=sealer)
         return cls(dept, kafka.producer(PRIVATE, creds, **conf), encoder, ack_timeout)
 
     # -- encoding -----------------------------------------------------------------------------------
@@ -361,6 +377,11 @@ class Publisher:
     def failed_without_callback(self) -> int:
         """Async events that failed and had no callback to tell; they are in the log too."""
         return self._failed_async
+
+
+def _sealer(session: VaultSession, ack_timeout: float) -> FieldSealer:
+    """Data keys of the identity's own Transit policy; an unreachable Vault is waited for no longer than an ack."""
+    return FieldSealer(TransitKeyService(session, timeout=min(ack_timeout, DEFAULT_VAULT_TIMEOUT)))
 
 
 def _delivery_error(envelope: Envelope, err: Any) -> DeliveryFailed:

@@ -1,6 +1,7 @@
-"""Subscribe a department to the graded topics it is cleared for, decoded, committed only after handling.
+"""Subscribe a department to the graded topics it is cleared for, decoded and decrypted, committed only after handling.
 
-The consumer group is `dept-<dept>.<name>` because the brokers' ACLs allow a department that prefix only.
+The consumer group is `dept-<dept>.<name>` because the brokers' ACLs allow a department that prefix only. Encrypted
+fields open where Vault lets this identity unwrap their data keys; elsewhere they stay sealed and are marked.
 """
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.codec import AvroCodec
-from hybridbus.adapters.exceptions import CodecError
+from hybridbus.adapters.exceptions import CodecError, KeyServiceUnavailable
+from hybridbus.adapters.fieldcrypt import FieldOpener, SealedField, TransitKeyService, open_payload
 from hybridbus.adapters.loaders import load_catalog
+from hybridbus.adapters.metrics import FIELD_DECRYPT_FAILURES, child
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import PRIVATE
 from hybridbus.adapters.vault import VaultSession
@@ -37,6 +40,14 @@ class ReceivedEvent:
     topic: str
     partition: int
     offset: int
+    # Encrypted fields left sealed in `payload` (their envelope, never garbage), with the reason: "not-cleared" for an
+    # identity Vault does not let decrypt them, or a typed decryption error (tampered, unknown key version, malformed).
+    sealed: tuple[SealedField, ...] = ()
+
+    @property
+    def decrypt_errors(self) -> tuple[SealedField, ...]:
+        """The sealed fields that should have opened for this identity and did not."""
+        return tuple(s for s in self.sealed if s.reason != "not-cleared")
 
     @property
     def event_id(self) -> str | None:
@@ -69,11 +80,13 @@ def cleared_topics(catalog: Catalog, dept: str) -> list[str]:
 class Subscriber:
     """A department's consumer of graded topics; `run(handler)` commits each record after its handler returns."""
 
-    def __init__(self, dept: str, consumer: Consumer, codec: AvroCodec, topics: Iterable[str]) -> None:
+    def __init__(self, dept: str, consumer: Consumer, codec: AvroCodec, topics: Iterable[str],
+                 opener: FieldOpener | None = None) -> None:
         self.dept = dept
         self.topics = list(topics)
         self._consumer = consumer
         self._codec = codec
+        self._opener = opener
         self._consumer.subscribe(self.topics)
 
     def __repr__(self) -> str:
@@ -82,18 +95,20 @@ class Subscriber:
     @classmethod
     def for_department(cls, dept: str, *, name: str = "default", topics: Iterable[str] | None = None,
                        catalog: Catalog | None = None, **kafka_overrides: Any) -> Subscriber:
-        creds = VaultSession(dept).kafka_credentials(PRIVATE)
-        return cls.with_credentials(dept, creds, name=name, topics=topics, catalog=catalog, **kafka_overrides)
+        session = VaultSession(dept)
+        creds = session.kafka_credentials(PRIVATE)
+        return cls.with_credentials(dept, creds, name=name, topics=topics, catalog=catalog,
+                                    opener=FieldOpener(TransitKeyService(session)), **kafka_overrides)
 
     @classmethod
     def with_credentials(cls, dept: str, creds: KafkaCredentials, *, name: str = "default",
                          topics: Iterable[str] | None = None, catalog: Catalog | None = None,
-                         **kafka_overrides: Any) -> Subscriber:
+                         opener: FieldOpener | None = None, **kafka_overrides: Any) -> Subscriber:
         catalog = catalog or load_catalog()
         group = f"dept-{dept}.{name}"
         consumer = kafka.consumer(PRIVATE, creds, group, **kafka_overrides)
         chosen = list(topics) if topics is not None else cleared_topics(catalog, dept)
-        return cls(dept, consumer, AvroCodec.for_catalog(catalog), chosen)
+        return cls(dept, consumer, AvroCodec.for_catalog(catalog), chosen, opener)
 
     def run(self, handler: Callable[[ReceivedEvent], None], max_events: int | None = None,
             timeout: float = 10.0, skip_undecodable: bool = False) -> int:
@@ -142,8 +157,18 @@ class Subscriber:
             event_type, payload = self._codec.decode(msg.value())
         except CodecError as exc:
             raise SubscribeError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()} does not decode: {exc.reason}") from None
+        try:
+            payload, sealed = open_payload(event_type, payload, self._opener)
+        except KeyServiceUnavailable as exc:
+            # Not handed over half-read, and not committed: read again once Vault answers.
+            raise SubscribeError(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {exc}") from None
+        for mark in sealed:
+            if mark.reason != "not-cleared":
+                child(FIELD_DECRYPT_FAILURES, (self.dept, event_type.key, mark.reason)).inc()
+                log.warning("field did not decrypt topic=%s partition=%d offset=%d event_type=%s field=%s reason=%s",
+                            msg.topic(), msg.partition(), msg.offset(), event_type.key, mark.field, mark.reason)
         return ReceivedEvent(event_type.key, event_type.version, payload, dict(msg.headers() or []),
-                             msg.topic(), msg.partition(), msg.offset())
+                             msg.topic(), msg.partition(), msg.offset(), sealed)
 
     def close(self) -> None:
         self._consumer.close()

@@ -22,6 +22,12 @@ _FILE_NAME = re.compile(r"^(?P<event>[a-z][a-z0-9_]*)\.v(?P<version>[1-9][0-9]*)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _AVRO_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
+# Fields graded at or above this are encrypted at the source unless their schema says `"encrypt": false`;
+# a field below it is encrypted when its schema says `"encrypt": true`.
+ENCRYPT_AT = Grade.RESTRICTED
+# The Avro types that can carry the ciphertext envelope (text): a number or a record cannot.
+_ENCRYPTABLE = frozenset({"string", "bytes"})
+
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -33,6 +39,9 @@ class FieldSpec:
     avro_type: object = field(hash=False, compare=False)  # JSON of the schema; may be an unhashable list
     has_default: bool = False
     nullable: bool = False
+    # Encrypted by the publishing client before the event leaves the department (envelope encryption): the bus
+    # grades it by presence and never sees its value. Decided by `encrypted_by_default` or the field's `encrypt`.
+    encrypted: bool = False
 
 
 @dataclass(frozen=True)
@@ -69,6 +78,10 @@ class EventType:
     @cached_property
     def _graded_topics(self) -> Mapping[Grade, str]:
         return {grade: f"{grade.id}.{self.dept}.{self.event}" for grade in Grade}
+
+    @property
+    def encrypted_fields(self) -> tuple[FieldSpec, ...]:
+        return tuple(f for f in self.fields if f.encrypted)
 
     @property
     def ingress_topic(self) -> str:
@@ -290,10 +303,38 @@ def event_type_from_schema(
             warnings.append(f"{where}: field {name!r} has no grade: treated as {HIGHEST.id}")
         avro_type = raw.get("type")
         nullable = avro_type == "null" or (isinstance(avro_type, list) and "null" in avro_type)
-        fields.append(FieldSpec(name, grade, tagged, avro_type, "default" in raw, nullable))
+        encrypted = _encrypted(raw, grade, tagged, avro_type, where)
+        fields.append(FieldSpec(name, grade, tagged, avro_type, "default" in raw, nullable, encrypted))
     namespace = schema.get("namespace")
     full_name = f"{namespace}.{schema['name']}" if namespace else schema["name"]
     return EventType(dept, event, version, full_name, record_grade, tuple(fields), schema, where), warnings
+
+
+def encrypted_by_default(grade: Grade) -> bool:
+    return grade >= ENCRYPT_AT
+
+
+def _encrypted(raw: Mapping[str, Any], grade: Grade, tagged: bool, avro_type: object, where: str) -> bool:
+    """Whether a field is encrypted at the source; SchemaError when it must be but its type cannot carry ciphertext."""
+    name = raw.get("name")
+    choice = raw.get("encrypt")
+    if choice is not None and not isinstance(choice, bool):
+        raise SchemaError(f"field {name!r}: encrypt must be true or false, not {choice!r}", where)
+    kinds = [avro_type] if not isinstance(avro_type, list) else [t for t in avro_type if t != "null"]
+    encryptable = bool(kinds) and all(isinstance(k, str) and k in _ENCRYPTABLE for k in kinds)
+    if choice is None and not tagged:
+        # Untagged is already the highest grade with a warning: encrypted where its type allows (fail closed),
+        # never a refused catalog for a field its author has not graded yet.
+        return encryptable
+    encrypted = encrypted_by_default(grade) if choice is None else choice
+    if encrypted:
+        if not encryptable:
+            shown = json.dumps(avro_type, ensure_ascii=False)
+            raise SchemaError(
+                f"field {name!r} is {grade.id} and encrypted at the source, but its type {shown} cannot carry "
+                "ciphertext: make it a string or bytes (optionally nullable), or say \"encrypt\": false with a reason "
+                "in its doc", where)
+    return encrypted
 
 
 def _check_avro(schema: dict[str, Any], where: str) -> None:

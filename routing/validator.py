@@ -97,10 +97,17 @@ def _check_view(rule: Rule, view: View, source: EventType, catalog: Catalog, rep
     for name, transform in view.fields:
         if name not in known or transform.kind in ("drop",):
             continue
-        grade = source.field(name).grade
-        if grade not in LOWERABLE and transform.kind != "drop":
-            report.error(rule, f"view {view.name!r}: field {name!r} is {grade.id}; {grade.id} data may only be dropped",
-                         view.line)
+        spec = source.field(name)
+        grade = spec.grade
+        # An encrypted field reaches the router as its ciphertext envelope only: masking or generalising it would
+        # publish ciphertext, and keeping it carries its grade. Encryption never lowers a grade.
+        sealed = " (it is encrypted at the source: the bus never sees its value)" if spec.encrypted else ""
+        if grade not in LOWERABLE:
+            report.error(rule, f"view {view.name!r}: field {name!r} is {grade.id}; {grade.id} data may only be dropped"
+                               + sealed, view.line)
+        elif spec.encrypted:
+            report.error(rule, f"view {view.name!r}: field {name!r} is encrypted at the source: the bus never sees its "
+                               f"value, so it may only be dropped, not {transform.kind}", view.line)
     if source.record_grade > Grade.SENSITIVE and not rule.approval:
         report.error(rule, f"view {view.name!r} of {source.key} ({source.record_grade.id}): publishing from "
                            f"{source.record_grade.id} data needs an aggregate or an explicit reviewed `approval`", view.line)

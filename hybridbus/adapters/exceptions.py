@@ -41,3 +41,22 @@ class DeliveryError(HybridbusError):
 
 class VaultError(HybridbusError):
     """Vault refused or could not be reached; never carries a token or a secret."""
+
+
+class KeyServiceUnavailable(VaultError):
+    """No data key could be had (Vault unreachable past the timeout, or no key service at all): nothing is sent."""
+
+
+class FieldDecryptError(HybridbusError):
+    """One encrypted field that did not open; `kind` is "not-cleared", "tampered", "unknown-key-version",
+    "unknown-key" or "malformed". Carries neither the ciphertext nor any key."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        super().__init__(reason)
+
+
+class NotClearedToDecrypt(FieldDecryptError):
+    """Vault's policy does not let this identity decrypt under the field's key: the field stays sealed, not an error
+    of the record."""

@@ -49,6 +49,11 @@ AUDIT_ENTRIES = Counter("hbus_audit_entries_total", "Entries appended to the aud
 AUDIT_LAST_CHECKPOINT = Gauge("hbus_audit_last_checkpoint_timestamp_seconds", "Unix time of the last signed checkpoint.")
 BOUNDARY_CLOSED = Gauge("hbus_boundary_closed", "1 while the boundary is closed by the emergency stop (nothing leaves).",
                         ["component"])
+FIELD_DECRYPT_FAILURES = Counter(
+    "hbus_field_decrypt_failures_total",
+    "Encrypted fields a cleared subscriber could not open, per reason (tampered, unknown-key-version, malformed).",
+    ["dept", "event_type", "reason"],
+)
 PAUSED = Gauge("hbus_paused", "1 while a processor waits for a dependency.", ["component", "dependency"])
 
 

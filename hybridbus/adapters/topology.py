@@ -54,6 +54,7 @@ class Identity:
 
     name: str
     kind: str  # "processor" | "department" | "reader"
+    clearance: Grade | None = None  # a department's: the highest grade it may read (topics, and encrypted fields)
 
     @property
     def principal(self) -> str:
@@ -116,7 +117,7 @@ def build_topology(catalog: Catalog, derived_views: Iterable[tuple[str, str]] = 
     departments = sorted(catalog.departments.values(), key=lambda d: d.id)
     identities = (
         tuple(Identity(p, "processor") for p in PROCESSORS)
-        + tuple(Identity(d.id, "department") for d in departments)
+        + tuple(Identity(d.id, "department", d.clearance) for d in departments)
         + (Identity(PUBLIC_READER, "reader"),)
     )
     topics: dict[tuple[str, str], TopicSpec] = {}

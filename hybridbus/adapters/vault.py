@@ -1,4 +1,4 @@
-"""Vault (OpenBao) through hvac: AppRole login, token renewal, KV v2 reads and Transit HMAC/sign.
+"""Vault (OpenBao) through hvac: AppRole login, token renewal, KV v2 reads and Transit HMAC/sign/datakey/decrypt.
 
 Each process holds one `VaultSession` for its own identity; secrets it reads never reach a log line.
 """
@@ -14,7 +14,7 @@ import hvac
 import requests
 
 from hybridbus.adapters.config import Settings, settings
-from hybridbus.adapters.exceptions import VaultError
+from hybridbus.adapters.exceptions import FieldDecryptError, NotClearedToDecrypt, VaultError
 from hybridbus.adapters.secrets import KafkaCredentials, S3Credentials, read_private
 
 KV_MOUNT = "secret"
@@ -154,6 +154,50 @@ class Transit:
         except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
             raise VaultUnavailable(f"vault at {self.client.url} is unreachable") from None
         return bool(result["data"]["valid"])
+
+    def data_key(self, key: str) -> tuple[bytes, str]:
+        """A new data key from Transit `datakey/plaintext`: (the key, kept in memory only; its wrapped form)."""
+        import base64
+
+        self.ensure_token()
+        try:
+            result = self.client.secrets.transit.generate_data_key(
+                name=key, key_type="plaintext", mount_point=TRANSIT_MOUNT)
+        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+            raise VaultUnavailable(f"vault at {self.cfg.vault_addr} is unreachable") from None
+        except hvac.exceptions.Forbidden:
+            raise VaultError(f"identity {self.identity!r} may not make data keys under Transit key {key!r}") from None
+        except hvac.exceptions.InvalidPath:
+            raise VaultError(f"Transit key {key!r} does not exist (run `hbus stack up` to create it)") from None
+        data = result["data"]
+        return base64.b64decode(data["plaintext"]), str(data["ciphertext"])
+
+    def unwrap_data_key(self, key: str, wrapped: str) -> bytes:
+        """The data key inside `wrapped`, decrypted by Transit if this identity's policy allows it.
+
+        NotClearedToDecrypt when the policy refuses; FieldDecryptError for a version Transit no longer (or never) had,
+        or a wrapped key that does not authenticate.
+        """
+        import base64
+
+        self.ensure_token()
+        try:
+            result = self.client.secrets.transit.decrypt_data(name=key, ciphertext=wrapped, mount_point=TRANSIT_MOUNT)
+        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+            raise VaultUnavailable(f"vault at {self.cfg.vault_addr} is unreachable") from None
+        except hvac.exceptions.Forbidden:
+            raise NotClearedToDecrypt("not-cleared", f"identity {self.identity!r} may not decrypt with key {key!r}") from None
+        except hvac.exceptions.InvalidPath:
+            raise FieldDecryptError("unknown-key", f"Transit key {key!r} does not exist") from None
+        except hvac.exceptions.InvalidRequest as exc:
+            text = str(exc).lower()
+            if "version" in text or "too old" in text or "disallowed" in text:
+                raise FieldDecryptError("unknown-key-version", f"Transit key {key!r} has no usable version for this "
+                                                               "record (rotated past its minimum, or destroyed)") from None
+            if "not found" in text or "no existing key" in text:
+                raise FieldDecryptError("unknown-key", f"Transit key {key!r} does not exist") from None
+            raise FieldDecryptError("tampered", f"Transit refused the wrapped data key of key {key!r}") from None
+        return base64.b64decode(result["data"]["plaintext"])
 
 
 @dataclass(frozen=True)

@@ -186,3 +186,21 @@ def rules_cmd(source: str = SOURCE, topic: str = TOPIC, as_json: bool = AS_JSON,
     """
     rows = [{**row, "role": row["destination"]} for row in _with_time(audit.rule_changes(_entries(source, topic)))]
     _emit(rows, ["time", "verdict", "rules_version", "role", "actor", "reason", "seq"], as_json, as_csv)
+
+
+@query.command("access")
+def access_cmd(who: str | None = typer.Option(None, "--who", help="One identity, e.g. health, market, gateway."),
+               what: str | None = typer.Option(None, "--what", help="Transit key or KV path containing this text, "
+                                                                    "e.g. fields-health-restricted."),
+               action: str | None = typer.Option(None, "--action", help="decrypt, datakey, hmac or kv-read."),
+               from_: str | None = FROM, to: str | None = TO, as_json: bool = AS_JSON, as_csv: bool = AS_CSV) -> None:
+    """Who decrypted which field key, or read which secret, per minute with counts (from Vault's audit device).
+
+    Example: hbus audit query access --what fields-health-restricted --action decrypt --from 2026-11-23 --to 2026-11-30
+    """
+    from hybridbus.ops.access import query as access_query
+    from hybridbus.ops.stack.components import vault_audit_log
+
+    rows = access_query(vault_audit_log(settings()), who=who, what=what, action=action,
+                        from_ms=_when(from_), to_ms=_when(to))
+    _emit(rows, ["minute", "who", "action", "what", "outcome", "count"], as_json, as_csv)

@@ -134,3 +134,22 @@ def client(
         emit_json(data)
     else:
         typer.echo(publish.table(data))
+
+
+@app.command("crypto")
+def crypto(
+    events: int = typer.Option(20_000, min=100, help="Events sealed and opened per run."),
+    runs: int = typer.Option(5, min=1, help="Runs; the figure is the median."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
+) -> None:
+    """CPU µs per event to seal encrypted fields (client, gateway) and open them (subscriber); no broker, no Vault.
+
+    Example: hbus bench crypto --json
+    """
+    from hybridbus.ops.bench import fieldcrypt
+
+    data = fieldcrypt.measure(settings(), events=events, runs=runs)
+    if as_json:
+        emit_json(data)
+    else:
+        typer.echo(fieldcrypt.table(data))

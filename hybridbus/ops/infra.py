@@ -70,7 +70,7 @@ def render(cfg: Settings) -> dict[str, str]:
     }
     vault_outputs = {
         "vault_mounts": _output("Mount paths of the KV v2 and Transit engines.", {"kv": KV_MOUNT, "transit": TRANSIT_MOUNT}),
-        "transit_keys": _output("Transit keys: name -> key type.", dict(bootstrap.TRANSIT_KEYS)),
+        "transit_keys": _output("Transit keys: name -> key type.", dict(bootstrap.transit_keys(topology))),
         "vault_roles": _output("One AppRole and one policy per identity: role name -> policy and token lifetimes.",
                                _roles(topology)),
         "person_roles": _output("One policy per person's duty, to bind to OIDC or LDAP groups: role -> policy and token "

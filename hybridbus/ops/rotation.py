@@ -14,7 +14,7 @@ from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScram
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import settings
 from hybridbus.adapters.secrets import new_access_key, new_password
-from hybridbus.adapters.vault import kafka_kv_path, root_client, s3_kv_path
+from hybridbus.adapters.vault import TRANSIT_MOUNT, kafka_kv_path, root_client, s3_kv_path
 from hybridbus.ops.stack import manager
 from hybridbus.ops.stack.bootstrap import kv_get, kv_put
 from hybridbus.runtime.auditstore import record_decision
@@ -50,3 +50,13 @@ def rotate_s3(identity: str) -> None:
     # The server checks signatures against a file written from Vault: rewrite it and restart the server.
     manager.component(cfg, "s3").process.stop()
     manager.up(cfg)
+
+
+def rotate_transit(key: str) -> int:
+    """A new version of Transit key `key`; returns it. New data keys are wrapped under it at once; records sealed
+    under older versions stay readable while those versions are kept (crypto-shredding: raise the key's
+    `min_decryption_version`, then trim, and what was sealed under older versions can no longer be opened)."""
+    client = root_client()
+    client.secrets.transit.read_key(name=key, mount_point=TRANSIT_MOUNT)  # InvalidPath for an unknown key
+    client.secrets.transit.rotate_key(name=key, mount_point=TRANSIT_MOUNT)
+    return int(client.secrets.transit.read_key(name=key, mount_point=TRANSIT_MOUNT)["data"]["latest_version"])

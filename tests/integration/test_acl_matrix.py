@@ -108,6 +108,11 @@ def vault_probes(topology: Topology) -> list[tuple[str, str, str]]:
                  for key in (*RULES_SIGNING_KEYS, BOUNDARY_KEY) for op in ("sign", "verify")],
                ("GET", "sys/mounts", "read"),
                ("GET", "sys/policies/acl/hbus-router", "read")]
+    # Encrypted fields: who may make data keys under a department's field keys, and who may unwrap them.
+    for dept in depts:
+        probes += [("POST", f"{TRANSIT_MOUNT}/datakey/plaintext/fields-{dept}-restricted", "update")]
+        probes += [("POST", f"{TRANSIT_MOUNT}/decrypt/fields-{dept}-{grade}", "update")
+                   for grade in ("internal", "restricted", "important")]
     return probes
 
 
@@ -195,6 +200,7 @@ def probe_vault(identity: str, cfg: Settings, probes: list[tuple[str, str, str]]
 def probe_vault_as(client: hvac.Client, probes: list[tuple[str, str, str]]) -> dict[tuple[str, str], str]:
     bodies = {"hmac": {"input": "cHJvYmU="}, "sign": {"input": "cHJvYmU="},
               "verify": {"input": "cHJvYmU=", "signature": "vault:v1:cHJvYmU="},
+              "datakey": {}, "decrypt": {"ciphertext": "vault:v1:cHJvYmU="},
               "data": {"data": {"probe": "x"}, "options": {"cas": 0}}}  # cas 0 never overwrites a secret
     result = {}
     for method, path, capability in probes:

@@ -1,6 +1,7 @@
 """The department client against the real stack: every catalog type round-trips, bad input never reaches Kafka."""
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -12,6 +13,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from hybridbus.adapters import kafka
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT, Settings
+from hybridbus.adapters.fieldcrypt import FieldOpener, TransitKeyService, is_sealed, open_payload
 from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.topology import PRIVATE
 from hybridbus.adapters.vault import VaultSession
@@ -43,6 +45,11 @@ def end_offsets(topic: str) -> dict[int, int]:
         consumer.close()
 
 
+@functools.lru_cache(maxsize=None)
+def _opener(dept: str) -> FieldOpener:
+    return FieldOpener(TransitKeyService(VaultSession(dept)))
+
+
 def assert_round_trip(topic: str, sent: dict[str, tuple[str, int, dict, str]]) -> None:
     """Every event id in `sent` is on `topic` exactly once, decoding to what was sent, byte-identical on re-encode."""
     records = [r for r in read_topic(PRIVATE, topic, timeout=30) if r.key and r.key.decode() in sent]
@@ -58,7 +65,10 @@ def assert_round_trip(topic: str, sent: dict[str, tuple[str, int, dict, str]]) -
         [record] = by_id[event_id]
         event_type, decoded = CODEC.decode(record.value)  # type: ignore[arg-type]
         assert (event_type.key, event_type.version) == (key, version)
-        assert decoded == payload
+        # On the wire every encrypted field is sealed; the owning department, cleared for it, reads the plain value.
+        assert all(is_sealed(decoded[f.name]) for f in event_type.encrypted_fields if payload.get(f.name) is not None)
+        opened, sealed = open_payload(event_type, decoded, _opener(dept))
+        assert opened == payload and sealed == ()
         assert CODEC.encode(event_type, decoded) == record.value
         assert record.headers[h.EVENT_ID] == event_id.encode()
         assert record.headers[h.DEPT] == dept.encode()

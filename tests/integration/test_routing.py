@@ -36,8 +36,10 @@ def publish_one(key: str, version: int | None = None, **kwargs) -> tuple[str, di
     event_type = catalog.get(key, version)
     payload = load_sample(SAMPLES, event_type)
     publisher = Publisher.for_department(event_type.dept, catalog=catalog)
-    delivery = publisher.publish(key, payload, version=event_type.version, **kwargs)
-    return delivery.event_id, payload, AvroCodec.for_catalog(catalog).encode(event_type, payload)
+    # The bytes sent, restricted fields sealed by the client: what every private copy must carry untouched.
+    envelope = publisher.prepare(key, payload, version=event_type.version, **kwargs)
+    delivery = publisher.send(envelope)
+    return delivery.event_id, payload, envelope.value
 
 
 EXPECTED = {

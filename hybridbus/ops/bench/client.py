@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hybridbus.adapters.config import Settings, settings
+from hybridbus.adapters.fieldcrypt import FieldSealer, TransitKeyService
 from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.topology import PRIVATE
 from hybridbus.adapters.vault import VaultSession
@@ -71,8 +72,10 @@ def measure(cfg: Settings | None = None, events: int = EVENTS, dept: str = DEPT)
     catalog = load_catalog(cfg)
     workload = Workload(catalog)
     payloads = department_payloads(workload, dept)
-    creds = VaultSession(dept, cfg).kafka_credentials(PRIVATE)
-    publisher = Publisher.with_credentials(dept, creds, catalog=catalog)
+    session = VaultSession(dept, cfg)
+    creds = session.kafka_credentials(PRIVATE)
+    # The department's own data keys, as its client has them: a department with encrypted fields seals them.
+    publisher = Publisher.with_credentials(dept, creds, catalog=catalog, sealer=FieldSealer(TransitKeyService(session)))
     for key in {key: None for key, _, _ in payloads}:  # connection and topic metadata before the clock starts
         _, version, payload = next(p for p in payloads if p[0] == key)
         publisher.publish(key, payload, version=version)

@@ -27,6 +27,7 @@ from confluent_kafka.admin import (
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings
+from hybridbus.adapters.fieldcrypt import field_key_name
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.secrets import (
     KafkaCredentials,
@@ -49,6 +50,7 @@ from hybridbus.adapters.vault import (
     s3_kv_path,
 )
 from hybridbus.ops.stack.exceptions import StackError
+from routing.grades import Grade
 
 RULE_FOLLOWERS = ("router", "egress", "archiver")
 BOUNDARY_GUARDS = ("egress", "archiver")  # the processors the emergency stop stops
@@ -58,6 +60,19 @@ TOKEN_MAX_TTL = "24h"
 # (name, Transit key type); the rule-signing keys are one per duty (proposer, approver)
 TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"), *((k, "ed25519") for k in RULES_SIGNING_KEYS),
                 (BOUNDARY_KEY, "ed25519"))
+FIELD_KEY_TYPE = "aes256-gcm96"
+# The grades a field can be encrypted at (a schema may opt a field in below the default threshold).
+FIELD_KEY_GRADES = tuple(g for g in Grade if g > Grade.PUBLIC)
+
+
+def field_keys(topology: Topology) -> tuple[tuple[str, str], ...]:
+    """One Transit key per department and grade wraps the data keys of that department's encrypted fields."""
+    return tuple((field_key_name(ident.name, grade.id), FIELD_KEY_TYPE)
+                 for ident in topology.identities if ident.kind == "department" for grade in FIELD_KEY_GRADES)
+
+
+def transit_keys(topology: Topology) -> tuple[tuple[str, str], ...]:
+    return TRANSIT_KEYS + field_keys(topology)
 
 
 # --- Vault -----------------------------------------------------------------------------------------
@@ -102,6 +117,13 @@ def policy_for(identity: Identity) -> str:
     ]
     if identity.kind == "department":
         rules.append(f'path "{KV_MOUNT}/data/gateway/{name}" {{ capabilities = ["read"] }}')
+        # Encrypting its own fields needs a new data key; reading them back needs Transit to unwrap one, which only
+        # a department cleared for that grade may ask (the same line as its topics' read ACLs).
+        rules.append(f'path "{TRANSIT_MOUNT}/datakey/plaintext/{field_key_name(name, "*")}" {{ capabilities = ["update"] }}')
+        for grade in FIELD_KEY_GRADES:
+            if identity.clearance is not None and grade <= identity.clearance:
+                rules.append(f'path "{TRANSIT_MOUNT}/decrypt/{field_key_name(name, grade.id)}" '
+                             '{ capabilities = ["update"] }')
     if name == "router":
         rules.append(f'path "{TRANSIT_MOUNT}/hmac/{PSEUDONYM_KEY}" {{ capabilities = ["update"] }}')
         rules.append(f'path "{TRANSIT_MOUNT}/hmac/{PSEUDONYM_KEY}/*" {{ capabilities = ["update"] }}')
@@ -110,6 +132,8 @@ def policy_for(identity: Identity) -> str:
         rules.append(f'path "{TRANSIT_MOUNT}/verify/{AUDIT_SIGNING_KEY}" {{ capabilities = ["update"] }}')
     if name == "gateway":
         rules.append(f'path "{KV_MOUNT}/data/gateway/*" {{ capabilities = ["read"] }}')
+        # It seals for every department it publishes for, and unwraps nothing.
+        rules.append(f'path "{TRANSIT_MOUNT}/datakey/plaintext/fields-*" {{ capabilities = ["update"] }}')
     if name in RULE_FOLLOWERS:  # verify (never sign) the rule sets they follow
         rules.extend(f'path "{TRANSIT_MOUNT}/verify/{key}" {{ capabilities = ["update"] }}' for key in RULES_SIGNING_KEYS)
     if name in BOUNDARY_GUARDS:  # verify who reopened the boundary
@@ -179,7 +203,7 @@ def vault_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology) -> N
         client.sys.enable_secrets_engine("transit", path=TRANSIT_MOUNT)
     if "approle/" not in client.sys.list_auth_methods()["data"]:
         client.sys.enable_auth_method("approle")
-    for key, key_type in TRANSIT_KEYS:
+    for key, key_type in transit_keys(topology):
         try:
             client.secrets.transit.read_key(name=key, mount_point=TRANSIT_MOUNT)
         except hvac.exceptions.InvalidPath:

@@ -44,3 +44,13 @@ def test_the_bench_table_shows_the_client_and_the_step_figures() -> None:
     assert "department client: publish_async + flush" in table and "**31,000 events/s**" in table
     assert "router step **24.0 µs/event** (target ≤ 25, met)" in table
     assert "guard step **21.0 µs/event** (target ≤ 20, missed)" in table
+
+
+def test_bench_crypto_measures_sealing_and_opening_without_vault() -> None:
+    result = CliRunner().invoke(app, ["bench", "crypto", "--events", "200", "--runs", "2", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    for side in ("seal", "open"):
+        assert data[side]["events"] == 200 and data[side]["fields_per_event"] == 2
+        assert len(data[side]["runs_us"]) == 2 and all(math.isfinite(r) and r > 0 for r in data[side]["runs_us"])
+    assert data["bytes_sealed"] > data["bytes_plain"] > 0 and data["data_keys_made"] >= 1

@@ -7,6 +7,7 @@ from fastapi.testclient import TestClient
 
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT
+from hybridbus.adapters.fieldcrypt import FieldSealer, LocalKeyService, is_sealed
 from hybridbus.adapters.loaders import load_catalog
 from producers.gateway import TokenStore, create_app
 from producers.publisher import EventEncoder, Publisher
@@ -113,3 +114,28 @@ def test_health_metrics_and_openapi_are_served() -> None:
     assert {"202", "400", "401", "403", "413", "503"} <= set(operation["responses"])
     payload = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["payload"]
     assert set(payload["required"]) == set(SAMPLE) and payload["additionalProperties"] is False
+
+
+def _admission() -> dict:
+    return json.loads((REPO_ROOT / "schemas/samples/health.hospital_admission.v1.json").read_text(encoding="utf-8"))
+
+
+def test_the_gateway_seals_restricted_fields_before_kafka() -> None:
+    producer = FakeProducer()
+    publisher = Publisher(None, producer, EventEncoder(CATALOG, sealer=FieldSealer(LocalKeyService())), ack_timeout=0.3)
+    http = TestClient(create_app(publisher, TokenStore.static(TOKENS), ack_timeout=0.3))
+    payload = _admission()
+    response = http.post("/v1/events/health.hospital_admission", headers={"Authorization": "Bearer health-token"},
+                         json={"payload": payload})
+    assert response.status_code == 202
+    [msg] = producer.sent
+    assert payload["patient_id_number"].encode() not in msg.value()
+    assert is_sealed(AvroCodec.for_catalog(CATALOG).decode(msg.value())[1]["patient_id_number"])
+
+
+def test_without_a_data_key_the_gateway_answers_503_and_sends_nothing() -> None:
+    http, producer = client()  # a publisher without a key service: as when Vault stayed away past the timeout
+    response = http.post("/v1/events/health.hospital_admission", headers={"Authorization": "Bearer health-token"},
+                         json={"payload": _admission()})
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert "could not be sealed" in response.json()["detail"] and producer.sent == []

@@ -8,7 +8,8 @@ import pytest
 
 from hybridbus.adapters.config import REPO_ROOT
 from hybridbus.adapters.loaders import load_catalog
-from producers.exceptions import InvalidEvent, OutboxError
+from hybridbus.adapters.fieldcrypt import FieldSealer, LocalKeyService
+from producers.exceptions import EncryptionUnavailable, InvalidEvent, OutboxError
 from producers.outbox import Outbox
 from producers.publisher import EventEncoder, Publisher
 from tests.unit.producers.fakes import FakeProducer
@@ -88,3 +89,14 @@ def test_relay_refuses_rows_of_another_department(tmp_path: Path) -> None:
     result = box.relay(pub)
     assert result.sent == 0 and result.pending == 1 and "transport" in (result.error or "")
     assert producer.sent == []
+
+
+def test_restricted_fields_are_stored_sealed_and_refused_without_a_key_service(tmp_path: Path) -> None:
+    admission = json.loads((REPO_ROOT / "schemas/samples/health.hospital_admission.v1.json").read_text(encoding="utf-8"))
+    sealed_box = Outbox(tmp_path / "sealed.db", catalog=CATALOG, sealer=FieldSealer(LocalKeyService()))
+    sealed_box.add(None, "health.hospital_admission", admission)
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("sealed.db*"))  # the database and its WAL, if any
+    assert admission["patient_id_number"].encode() not in stored and b"hbus:enc:v1:" in stored
+    with pytest.raises(EncryptionUnavailable):
+        outbox(tmp_path).add(None, "health.hospital_admission", admission)
+    assert outbox(tmp_path).pending_count() == 0

@@ -6,8 +6,16 @@ import pytest
 
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.config import REPO_ROOT
+from hybridbus.adapters.fieldcrypt import FieldOpener, FieldSealer, LocalKeyService, is_sealed, open_payload
 from hybridbus.adapters.loaders import load_catalog
-from producers.exceptions import DeliveryTimeout, EventTooLarge, InvalidEvent, NotOwner, UnknownEventType
+from producers.exceptions import (
+    DeliveryTimeout,
+    EncryptionUnavailable,
+    EventTooLarge,
+    InvalidEvent,
+    NotOwner,
+    UnknownEventType,
+)
 from producers.publisher import Delivery, EventEncoder, Publisher
 from routing import headers as h
 from tests.unit.producers.fakes import FakeProducer
@@ -45,7 +53,8 @@ def test_publish_writes_avro_to_the_ingress_topic_with_every_header() -> None:
 @pytest.mark.parametrize("sample_name", sorted(p.stem for p in SAMPLES.glob("*.json")))
 def test_every_sample_encodes_for_its_own_department(sample_name: str) -> None:
     dept, event, version = sample_name.split(".")
-    envelope = EventEncoder(CATALOG).encode(dept, f"{dept}.{event}", sample(sample_name), version=int(version[1:]))
+    encoder = EventEncoder(CATALOG, sealer=FieldSealer(LocalKeyService()))
+    envelope = encoder.encode(dept, f"{dept}.{event}", sample(sample_name), version=int(version[1:]))
     assert envelope.topic == f"ingress.{dept}.{event}" and envelope.version == int(version[1:])
 
 
@@ -247,3 +256,34 @@ def test_an_async_failure_goes_to_the_callback_or_is_counted_without_one() -> No
     [(delivery, error)] = outcomes
     assert delivery is None and "refused by the broker's ACLs" in str(error)
     assert publisher.failed_without_callback == 1
+
+
+def test_restricted_fields_leave_the_client_sealed_and_open_with_the_key() -> None:
+    keys = LocalKeyService()
+    producer = FakeProducer()
+    publisher = Publisher("health", producer, EventEncoder(CATALOG, sealer=FieldSealer(keys)), ack_timeout=0.3)
+    plain = sample("health.hospital_admission.v1")
+    publisher.publish("health.hospital_admission", plain)
+    [msg] = producer.sent
+    assert plain["patient_id_number"].encode() not in msg.value() and plain["diagnosis_code"].encode() not in msg.value()
+    assert plain["patient_name"].encode() in msg.value()  # sensitive: below the threshold, graded by presence only
+    event_type, payload = AvroCodec.for_catalog(CATALOG).decode(msg.value())  # any Avro reader still decodes it
+    assert is_sealed(payload["patient_id_number"]) and is_sealed(payload["diagnosis_code"])
+    opened, sealed = open_payload(event_type, payload, FieldOpener(keys))
+    assert (opened, sealed) == (plain, ())
+
+
+def test_an_event_with_an_encrypted_field_is_refused_without_a_key_service_and_nothing_is_sent() -> None:
+    producer = FakeProducer()
+    publisher = Publisher("health", producer, EventEncoder(CATALOG), ack_timeout=0.3)
+    with pytest.raises(EncryptionUnavailable, match="field 'patient_id_number' must be encrypted at the source"):
+        publisher.publish("health.hospital_admission", sample("health.hospital_admission.v1"))
+    assert producer.sent == []
+
+
+def test_an_encrypted_field_that_is_not_text_is_refused_by_field_not_sealed() -> None:
+    encoder = EventEncoder(CATALOG, sealer=FieldSealer(LocalKeyService()))
+    with pytest.raises(InvalidEvent) as caught:
+        encoder.encode("health", "health.hospital_admission",
+                       {**sample("health.hospital_admission.v1"), "patient_id_number": "11\ud800"})
+    assert caught.value.field == "patient_id_number" and "UTF-8" in str(caught.value)

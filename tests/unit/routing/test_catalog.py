@@ -244,3 +244,40 @@ def test_effective_grade_rises_with_the_fields_carried() -> None:
     assert grade_reasons(CF, {"text": "t", "topic": "x", "mystery": 1}) == [
         "record govservice.citizen_feedback is sensitive", "field 'mystery' is not in the schema: important"]
     assert grade_reasons(CF, 3) == ["payload is not a record: treated as the highest grade"]
+
+
+def test_fields_at_or_above_restricted_are_encrypted_and_others_are_not() -> None:
+    catalog = load_catalog_dir(AVRO)
+    admission = catalog.get("health.hospital_admission")
+    assert [f.name for f in admission.encrypted_fields] == ["patient_id_number", "diagnosis_code"]
+    assert catalog.get("govservice.citizen_feedback").encrypted_fields == ()
+    # Aggregate counts opt out in their schema (numbers cannot carry ciphertext), with their reason in the doc.
+    assert catalog.get("police.population_stats").encrypted_fields == ()
+
+
+@pytest.mark.parametrize("field, encrypted", [
+    ({"name": "a", "type": "string", "grade": "restricted"}, True),
+    ({"name": "a", "type": ["null", "bytes"], "grade": "important"}, True),
+    ({"name": "a", "type": "string", "grade": "sensitive"}, False),
+    ({"name": "a", "type": "string", "grade": "sensitive", "encrypt": True}, True),
+    ({"name": "a", "type": "long", "grade": "restricted", "encrypt": False}, False),
+    ({"name": "a", "type": "string"}, True),  # untagged: the highest grade, encrypted where the type allows
+    ({"name": "a", "type": "boolean"}, False),
+])
+def test_which_fields_are_encrypted_follows_grade_and_the_fields_choice(tmp_path: Path, field: dict, encrypted: bool) -> None:
+    catalog, errors, _ = _catalog(tmp_path, {"market/thing.v1.avsc": _base(fields=[field])})
+    assert errors == [] and catalog is not None
+    assert catalog.get("market.thing").field("a").encrypted is encrypted
+
+
+@pytest.mark.parametrize("field, reason", [
+    ({"name": "a", "type": "long", "grade": "restricted"},
+     "field 'a' is restricted and encrypted at the source, but its type \"long\" cannot carry ciphertext"),
+    ({"name": "a", "type": ["null", "int"], "grade": "public", "encrypt": True},
+     "field 'a' is public and encrypted at the source, but its type [\"null\", \"int\"] cannot carry ciphertext"),
+    ({"name": "a", "type": "string", "grade": "restricted", "encrypt": "yes"}, "field 'a': encrypt must be true or false"),
+])
+def test_an_encrypted_field_that_cannot_carry_ciphertext_is_refused(tmp_path: Path, field: dict, reason: str) -> None:
+    catalog, errors, _ = _catalog(tmp_path, {"market/thing.v1.avsc": _base(fields=[field])})
+    assert catalog is None
+    assert [reason in e.reason for e in errors] == [True], errors

@@ -3,11 +3,13 @@ its file and its line."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from hybridbus.adapters.loaders import load_catalog_dir, load_ruleset_dir
+from routing.catalog import Catalog
 from routing.grades import Grade
 from routing.rules import Match, Rule, RuleSet, Transform, View
 from routing.validator import Finding, Report, matched_types, validate
@@ -106,7 +108,8 @@ def test_restricted_fields_may_only_be_dropped(tmp_path: Path, transform: str) -
             "          hospital: keep\n          ward: drop\n          admitted_at: {generalise: month}\n")
     errors, path = _errors(tmp_path, body)
     assert [(e.rule_id, e.path, e.line) for e in errors] == [("health-stats", str(path), 6)] * 2
-    assert errors[0].reason == "view 'admissions': field 'patient_id_number' is restricted; restricted data may only be dropped"
+    assert errors[0].reason == ("view 'admissions': field 'patient_id_number' is restricted; restricted data may only "
+                                "be dropped (it is encrypted at the source: the bus never sees its value)")
     assert errors[1].reason == "view 'admissions' would be restricted, not public"
 
 
@@ -236,3 +239,30 @@ def test_a_hand_built_view_with_an_unlowering_transform_is_not_public() -> None:
     rule = Rule("enc", Match("govservice", "citizen_feedback"), derive=(View("enc_view", tuple(sorted(fields.items())), ("archive",)),))
     report = validate(RuleSet("v", (rule,)), CATALOG)
     assert [e.reason for e in report.errors] == ["view 'enc_view' would be sensitive, not public, yet goes to archive"]
+
+
+@pytest.mark.parametrize("transform", ["mask", "{generalise: district}", "{pseudonymise: ids}"])
+def test_a_rule_that_needs_an_encrypted_restricted_value_is_refused(tmp_path: Path, transform: str) -> None:
+    body = ("rules:\n  - id: health-stats\n    approval: REVIEW-2026-01\n    match: {dept: health}\n    derive:\n"
+            "      - name: admissions\n        fields:\n          admission_id: drop\n          patient_id_number: drop\n"
+            f"          patient_name: drop\n          diagnosis_code: {transform}\n"
+            "          hospital: keep\n          ward: drop\n          admitted_at: {generalise: month}\n")
+    errors, _ = _errors(tmp_path, body)
+    assert errors[0].reason == ("view 'admissions': field 'diagnosis_code' is restricted; restricted data may only be "
+                                "dropped (it is encrypted at the source: the bus never sees its value)")
+
+
+def test_a_rule_that_needs_an_encrypted_sensitive_value_is_refused() -> None:
+    # A sensitive field its schema chose to encrypt: lowerable by grade, but the router only holds ciphertext.
+    source = CATALOG.get("govservice.citizen_feedback")
+    sealed = replace(source, fields=tuple(replace(f, encrypted=True) if f.name == "text" else f for f in source.fields))
+    catalog = Catalog([sealed if et.key == source.key else et for et in CATALOG], CATALOG.departments)
+    fields = {"feedback_id": Transform("drop"), "topic": Transform("keep"), "district": Transform("keep"),
+              "text": Transform("mask"), "contact": Transform("drop"), "submitted_at": Transform("generalise", "month")}
+    rule = Rule("fb", Match("govservice", "citizen_feedback"), derive=(View("fb_view", tuple(sorted(fields.items())), ()),))
+    assert [e.reason for e in validate(RuleSet("v", (rule,)), catalog).errors] == [
+        "view 'fb_view': field 'text' is encrypted at the source: the bus never sees its value, so it may only be "
+        "dropped, not mask"]
+    dropped = Rule("fb", Match("govservice", "citizen_feedback"),
+                   derive=(View("fb_view", tuple(sorted({**fields, "text": Transform("drop")}.items())), ()),))
+    assert validate(RuleSet("v", (dropped,)), catalog).ok

@@ -128,33 +128,6 @@ class VaultSession:
         self.ensure_token()
         return Transit(self.client).signature_valid(data, signature, key)
 
-
-@dataclass(frozen=True)
-class Transit:
-    """Sign and verify inside Vault Transit with any logged-in client (an AppRole, a person, the local root)."""
-
-    client: hvac.Client = field(repr=False)
-
-    def sign(self, data: bytes, key: str) -> str:
-        try:
-            result = self.client.secrets.transit.sign_data(
-                name=key, hash_input=base64.b64encode(data).decode(), mount_point=TRANSIT_MOUNT)
-        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
-            raise VaultUnavailable(f"vault at {self.client.url} is unreachable") from None
-        except hvac.exceptions.Forbidden:
-            raise VaultError(f"this Vault login may not sign with the {key!r} key") from None
-        return str(result["data"]["signature"])
-
-    def signature_valid(self, data: bytes, signature: str, key: str) -> bool:
-        try:
-            result = self.client.secrets.transit.verify_signed_data(
-                name=key, hash_input=base64.b64encode(data).decode(), signature=signature, mount_point=TRANSIT_MOUNT)
-        except hvac.exceptions.InvalidRequest:
-            return False
-        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
-            raise VaultUnavailable(f"vault at {self.client.url} is unreachable") from None
-        return bool(result["data"]["valid"])
-
     def data_key(self, key: str) -> tuple[bytes, str]:
         """A new data key from Transit `datakey/plaintext`: (the key, kept in memory only; its wrapped form)."""
         import base64
@@ -198,6 +171,33 @@ class Transit:
                 raise FieldDecryptError("unknown-key", f"Transit key {key!r} does not exist") from None
             raise FieldDecryptError("tampered", f"Transit refused the wrapped data key of key {key!r}") from None
         return base64.b64decode(result["data"]["plaintext"])
+
+
+@dataclass(frozen=True)
+class Transit:
+    """Sign and verify inside Vault Transit with any logged-in client (an AppRole, a person, the local root)."""
+
+    client: hvac.Client = field(repr=False)
+
+    def sign(self, data: bytes, key: str) -> str:
+        try:
+            result = self.client.secrets.transit.sign_data(
+                name=key, hash_input=base64.b64encode(data).decode(), mount_point=TRANSIT_MOUNT)
+        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+            raise VaultUnavailable(f"vault at {self.client.url} is unreachable") from None
+        except hvac.exceptions.Forbidden:
+            raise VaultError(f"this Vault login may not sign with the {key!r} key") from None
+        return str(result["data"]["signature"])
+
+    def signature_valid(self, data: bytes, signature: str, key: str) -> bool:
+        try:
+            result = self.client.secrets.transit.verify_signed_data(
+                name=key, hash_input=base64.b64encode(data).decode(), signature=signature, mount_point=TRANSIT_MOUNT)
+        except hvac.exceptions.InvalidRequest:
+            return False
+        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+            raise VaultUnavailable(f"vault at {self.client.url} is unreachable") from None
+        return bool(result["data"]["valid"])
 
 
 @dataclass(frozen=True)

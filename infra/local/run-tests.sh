@@ -11,7 +11,7 @@ BIN=.venv/bin
 "$BIN/hbus" stack up || { echo "hbus: the local stack did not start; see the line above" >&2; exit 3; }
 trap '"$BIN/hbus" stack down' EXIT
 
-"$BIN/pytest" -q tests "$@"
+"$BIN/pytest" -q --durations=15 tests "$@"  # the slowest tests: the CI run must stay under 30 minutes
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "hbus: pytest collected no test: the test command must run tests" >&2

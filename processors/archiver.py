@@ -88,8 +88,7 @@ def main() -> None:
                 day = day_of(timestamp_ms if kind != TIMESTAMP_NOT_AVAILABLE else now_ms)
                 groups[(passed.event_type, day, passed.partition)].append(
                     ArchivedRecord(passed.offset, passed.event_id, passed.payload))
-        for topic, key, value, partition, headers in batch.quarantined:
-            private.send(topic, key, value, partition, headers)
+        private.send_all(batch.quarantined)
         for (event_type, day, partition), records in groups.items():
             write(event_type, day, partition, records)
         archived_ms = time.time() * 1000

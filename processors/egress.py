@@ -133,8 +133,7 @@ def main() -> None:
             if passed is not None:
                 public.send(passed)  # at once: librdkafka sends while the rest of the batch is checked
         public.flush()
-        for topic, key, value, partition, headers in batch.quarantined:
-            private.send(topic, key, value, partition, headers)
+        private.send_all(batch.quarantined)
         for chunk in batch.decision_records():
             private.send(DECISIONS_TOPIC, b"egress", chunk)
         private.confirm()

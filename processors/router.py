@@ -72,10 +72,8 @@ def main() -> None:
         batch = step.begin(int(time.time() * 1000))  # under the sets loaded before this batch, all of it
         for msg in messages:
             step.route_into(batch, msg.topic(), msg.partition(), msg.key(), msg.value(), msg.headers())
-        for topic, key, value, partition, headers in batch.outputs:
-            outputs.send(topic, key, value, partition, headers)
-        for topic, key, value, partition, headers in batch.dlq:
-            outputs.send(topic, key, value, partition, headers)
+        outputs.send_all(batch.outputs)
+        outputs.send_all(batch.dlq)
         for chunk in batch.decision_records():
             outputs.send(DECISIONS_TOPIC, b"router", chunk)
         # Every output acknowledged before the batch is counted and its offsets are committed.

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from hybridbus.adapters import kafka, metrics
@@ -106,6 +107,12 @@ class BatchProducer:
                 return
             except BufferError:
                 self.producer.poll(BACKOFF)
+
+    def send_all(self, records: Iterable[tuple[str, bytes | None, bytes | None, int | None,
+                                               list[tuple[str, bytes]] | None]]) -> None:
+        """Hand over (topic, key, value, partition, headers) records, as the steps' batches hold them."""
+        for topic, key, value, partition, headers in records:
+            self.send(topic, key, value, partition, headers)
 
     def confirm(self) -> None:
         """Block until every record handed over is acknowledged; raise `DeliveryError` if any was refused."""

@@ -76,6 +76,12 @@ def test_a_full_queue_is_waited_out_and_nothing_is_dropped() -> None:
     assert fake.produced == [("graded.a", b"v", b"k", -1, [("h", b"1")]), ("graded.a", b"v2", b"k2", 4, None)]
 
 
+def test_send_all_hands_over_batch_records_in_order_with_their_partition_and_headers() -> None:
+    outputs, fake = adapter(full_times=1)
+    outputs.send_all([("graded.a", b"k1", b"v1", 2, [("h", b"1")]), ("_hbus.dlq", None, b"v2", None, None)])
+    assert fake.queued == [("graded.a", b"v1", b"k1", 2, [("h", b"1")]), ("_hbus.dlq", b"v2", None, -1, None)]
+
+
 def test_refused_records_raise_one_delivery_error_naming_topic_reason_and_count() -> None:
     outputs, fake = adapter(refuse=frozenset({"public.x", "public.y"}))
     for topic in ("graded.a", "public.x", "public.y", "public.x"):

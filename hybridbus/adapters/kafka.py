@@ -5,9 +5,10 @@ All clients speak SASL/SCRAM-SHA-512 over the listener of the cluster they name;
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from hybridbus.adapters.config import Settings, settings
@@ -62,6 +63,20 @@ def consumer(cluster: str, creds: KafkaCredentials, group: str, **overrides: Any
     }
     conf.update(overrides)
     return Consumer(client_config(cluster, creds, **conf))
+
+
+def end_offset(consumer: Consumer, topic: str, partition: int, timeout: float) -> int:
+    """The partition's end offset, waiting within `timeout` for a leader: a process that starts while the
+    partition's leader moves (a broker lost or restarting) meets "not leader" first, and must not fail on it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                      timeout=max(0.5, deadline - time.monotonic()))[1])
+        except KafkaException:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
 
 
 def admin(cluster: str, creds: KafkaCredentials, **overrides: Any) -> AdminClient:

@@ -102,7 +102,7 @@ class BoundaryGate:
             self._set(BoundaryState(G.CLOSED, "control topic unreadable", "?", int(time.time() * 1000)))
 
     def _read(self) -> None:
-        _, high = self._consumer.get_watermark_offsets(TopicPartition(CONTROL_TOPIC, 0), timeout=30)
+        high = kafka.end_offset(self._consumer, CONTROL_TOPIC, 0, timeout=60)
         loaded = high == 0
         if loaded:
             self._set(None)  # never closed

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import TopicPartition
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.producer import BatchProducer
@@ -138,15 +138,7 @@ class RuleFeed:
         leader, within `timeout`, rather than exit on the first "not leader".
         """
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                _, high = self._consumer.get_watermark_offsets(TopicPartition(RULES_TOPIC, 0),
-                                                               timeout=max(0.5, deadline - time.monotonic()))
-                break
-            except KafkaException:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.5)
+        high = kafka.end_offset(self._consumer, RULES_TOPIC, 0, timeout)
         records: list[AppliedRuleSet | None] = []
         position = 0
         while position < high and time.monotonic() < deadline:
@@ -176,7 +168,7 @@ def latest_records(creds: KafkaCredentials, prefix: str, timeout: float = 10.0) 
     """The newest value of every key of `_hbus.rules` starting with `prefix`, as stored (read to the end)."""
     consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-rulefeed-{uuid.uuid4().hex[:8]}")
     try:
-        _, high = consumer.get_watermark_offsets(TopicPartition(RULES_TOPIC, 0), timeout=timeout)
+        high = kafka.end_offset(consumer, RULES_TOPIC, 0, timeout)
         consumer.assign([TopicPartition(RULES_TOPIC, 0, 0)])
         found: dict[str, bytes] = {}
         position, deadline = 0, time.monotonic() + timeout

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from hybridbus.adapters import kafka
 from hybridbus.runtime import rulestore
 from hybridbus.runtime.rulestore import RuleFeed
 
@@ -32,7 +33,7 @@ def _feed(consumer: _LeaderMoving) -> RuleFeed:
 
 
 def test_load_waits_for_a_new_leader(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(rulestore.time, "sleep", lambda _: None)
+    monkeypatch.setattr(kafka.time, "sleep", lambda _: None)
     consumer = _LeaderMoving(refusals=3)
     assert _feed(consumer).load(timeout=5) == {}
     assert consumer.refusals == 0

@@ -25,6 +25,7 @@ AUDIT_TOPIC = "_hbus.audit"
 DECISIONS_TOPIC = "_hbus.decisions"
 QUARANTINE_TOPIC = "_hbus.quarantine"
 CONTROL_TOPIC = "_hbus.control"  # operators' switches (the emergency stop), compacted, newest per key in force
+CATALOG_TOPIC = "_hbus.catalog"  # the catalog in force (`hbus catalog apply`), compacted, one record
 
 DEFAULT_PARTITIONS = 6
 PRODUCTION_BROKERS: Mapping[str, int] = {PRIVATE: 3, PUBLIC: 3}  # what infra/terraform deploys
@@ -150,6 +151,7 @@ def build_topology(catalog: Catalog, derived_views: Iterable[tuple[str, str]] = 
     add(TopicSpec(PRIVATE, DECISIONS_TOPIC, DEFAULT_PARTITIONS, {"retention.ms": week}))
     add(TopicSpec(PRIVATE, QUARANTINE_TOPIC, 3, {"retention.ms": "-1"}))
     add(TopicSpec(PRIVATE, CONTROL_TOPIC, 1, {"cleanup.policy": "compact"}))
+    add(TopicSpec(PRIVATE, CATALOG_TOPIC, 1, {"cleanup.policy": "compact"}))
 
     acls = sorted(set(_acls(identities, departments)))
     return Topology(identities, tuple(sorted(topics.values(), key=lambda t: (t.cluster, t.name))), tuple(acls))
@@ -187,6 +189,7 @@ def _processor_acls(ident: Identity, p: str) -> Iterable[AclSpec]:
     if name == "router":
         yield AclSpec(PRIVATE, p, "topic", "ingress.", "prefixed", "read")
         yield AclSpec(PRIVATE, p, "topic", RULES_TOPIC, "literal", "read")
+        yield AclSpec(PRIVATE, p, "topic", CATALOG_TOPIC, "literal", "read")
         for grade in Grade:
             yield AclSpec(PRIVATE, p, "topic", f"{grade.id}.", "prefixed", "write")
         for topic in (DLQ_TOPIC, DECISIONS_TOPIC):
@@ -195,6 +198,7 @@ def _processor_acls(ident: Identity, p: str) -> Iterable[AclSpec]:
         yield AclSpec(PRIVATE, p, "topic", f"{Grade.PUBLIC.id}.", "prefixed", "read")
         yield AclSpec(PRIVATE, p, "topic", RULES_TOPIC, "literal", "read")  # derived view definitions
         yield AclSpec(PRIVATE, p, "topic", CONTROL_TOPIC, "literal", "read")  # the emergency stop
+        yield AclSpec(PRIVATE, p, "topic", CATALOG_TOPIC, "literal", "read")
         for topic in (QUARANTINE_TOPIC, DECISIONS_TOPIC):
             yield AclSpec(PRIVATE, p, "topic", topic, "literal", "write")
         yield AclSpec(PUBLIC, p, "topic", f"{Grade.PUBLIC.id}.", "prefixed", "write")
@@ -206,6 +210,7 @@ def _processor_acls(ident: Identity, p: str) -> Iterable[AclSpec]:
         yield AclSpec(PRIVATE, p, "topic", f"{Grade.PUBLIC.id}.", "prefixed", "read")
         yield AclSpec(PRIVATE, p, "topic", RULES_TOPIC, "literal", "read")  # derived view definitions
         yield AclSpec(PRIVATE, p, "topic", CONTROL_TOPIC, "literal", "read")  # the emergency stop
+        yield AclSpec(PRIVATE, p, "topic", CATALOG_TOPIC, "literal", "read")
         for topic in (QUARANTINE_TOPIC, DECISIONS_TOPIC):
             yield AclSpec(PRIVATE, p, "topic", topic, "literal", "write")
     elif name == "audit":

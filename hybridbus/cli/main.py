@@ -10,6 +10,7 @@ from hybridbus.cli import (
     audit,
     bench,
     boundary,
+    catalog,
     client,
     demo,
     dlq,
@@ -36,6 +37,7 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(processors.app, name="processors")
 app.add_typer(rules.app, name="rules")
 app.add_typer(schemas.app, name="schemas")
+app.add_typer(catalog.app, name="catalog")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(secrets.app, name="secrets")
 app.add_typer(audit.app, name="audit")

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
@@ -31,6 +30,7 @@ from hybridbus.ops.bench import client as client_bench
 from hybridbus.ops.bench import step as step_bench
 from hybridbus.ops.bench.probes import OffsetCounter, Span, await_records, group_lag
 from hybridbus.ops.bench.workload import Expected, Workload, new_run_tag
+from hybridbus.ops.demo import ensure_live_ruleset
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.process import ManagedProcess
 from routing import headers as H
@@ -87,7 +87,8 @@ class Bench:
         self.cfg, self.options, self.progress = cfg, options, progress
         self.catalog = load_catalog(cfg)
         self.workload = Workload(self.catalog)
-        self.expected: Expected = self.workload.expected(options.events, load_rules(cfg))
+        # The shipped set, signed, in force: the expected outputs are those of the set the router follows.
+        self.expected: Expected = self.workload.expected(options.events, ensure_live_ruleset(cfg))
         self.admin = {c: kafka.admin(c, kafka.admin_credentials(c, cfg)) for c in (PRIVATE, PUBLIC)}
         # hybridbus.adapters.kafka's producer settings (linger 5 ms), as a department's publisher sends them.
         self.producer = kafka.producer(PRIVATE, kafka.admin_credentials(PRIVATE, cfg), **{"batch.num.messages": 10_000})
@@ -363,7 +364,7 @@ class _ArrivalWatch:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         self._consumer.close()

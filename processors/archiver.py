@@ -89,7 +89,7 @@ def main() -> None:
         def attempt() -> None:
             written = archive.ensure_schemas(public_event_types(catalog, guard.derived_types()))
             if written:
-                log.info("event=schemas_published count=%d", len(written))
+                log.warning("event=schemas_published count=%d", len(written))  # rare, and the logs run at WARNING
         with_s3(attempt)
 
     def archive_public(messages: list[Message]) -> None:

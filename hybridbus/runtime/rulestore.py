@@ -98,7 +98,9 @@ class Follower:
         refusals older than the set in force were counted when they arrived.
         """
         if self._check is None:
-            return {r.role: r for r in records}
+            followed = {r.role: r for r in records}
+            self.in_force.update(followed)
+            return followed
         queued, self._pending = self._pending, {}
         for record in records:
             queued.setdefault(record.role, []).append(record)

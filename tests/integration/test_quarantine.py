@@ -8,7 +8,6 @@ import io
 import json
 import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,19 +30,11 @@ from routing import governance as G
 from routing import headers as H
 from tests.integration.kafkatools import TOPIC, assert_exactly_once, copies, end_offsets, read_after
 from tests.integration.test_audit import chained_since
+from tests.integration.test_governance import wait_for
 from tests.unit.ops.test_quarantine import catalog_with_licence_v2, licence_v2
 
 GUARDS = ("egress", "archiver")
 FEEDBACK_TOPIC = "public.govservice.citizen_feedback_stats"
-
-
-def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return condition()
 
 
 def restart_guards(cfg: Settings) -> None:

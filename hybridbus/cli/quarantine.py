@@ -53,8 +53,9 @@ def list_cmd(all_: bool = typer.Option(False, "--all", help="Released records to
 
 @app.command()
 def show(ident: str = ID, as_json: bool = typer.Option(False, "--json")) -> None:
-    """One record and the guard's second look under today's catalog and rules: may it be released, and if not,
-    why. Field names and grades are shown, never their values.
+    """One record, and whether the guard, looking again under today's catalog and rules, would let it go.
+
+    Field names and grades are shown, never their values.
 
     Example: hbus quarantine show 3f9a1c2e7b4d
     """
@@ -90,8 +91,10 @@ def show(ident: str = ID, as_json: bool = typer.Option(False, "--json")) -> None
 
 @app.command()
 def release(ident: str = ID) -> None:
-    """Propose its release (operators; the actor is your login): refused while the guard still grades it
-    non-public or no catalog or rules change came after it was quarantined.
+    """Propose its release (operators; the actor is your login).
+
+    Refused while the guard still grades it non-public, or when no catalog or rules change came after it was
+    quarantined.
 
     Example: hbus login wang.fang && hbus quarantine release 3f9a1c2e7b4d
     """
@@ -108,8 +111,9 @@ def release(ident: str = ID) -> None:
 def approve(ident: str = ID,
             yes: bool = typer.Option(False, "--yes", help="Approve without the question (the record is shown).")
             ) -> None:
-    """Approve a proposed release and put the record back on its private topic (approvers; never your own
-    proposal): the guard looks again first, and egress and the archiver judge it once more on their way out.
+    """Approve a proposed release: the record goes back on its private topic (approvers; not your own proposal).
+
+    The guard looks again first, and egress and the archiver judge it once more on its way out.
 
     Example: hbus login zhang.min && hbus quarantine approve 3f9a1c2e7b4d
     """

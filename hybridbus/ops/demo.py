@@ -116,14 +116,15 @@ def router_versions(cfg: Settings) -> dict[str, str]:
     return found
 
 
-def await_switch(cfg: Settings, version: str, timeout: float = SWITCH_TIMEOUT) -> list[GovernanceStep]:
-    """Wait until every router reports `version` live; one step per router, with the seconds it took."""
+def await_switch(cfg: Settings, version: str, applied_at_ms: int,
+                 timeout: float = SWITCH_TIMEOUT) -> list[GovernanceStep]:
+    """Wait until every router reports `version` live; one step per router, with the seconds since it was applied."""
     started = time.monotonic()
     while True:
         seen = router_versions(cfg)
         if seen and all(v == version for v in seen.values()):
-            took = time.monotonic() - started
-            return [GovernanceStep("switched", name, version, f"hbus_rules_info after {took:.1f}s")
+            took = max(0.0, time.time() - applied_at_ms / 1000)
+            return [GovernanceStep("switched", name, version, f"hbus_rules_info {took:.1f}s after it was applied")
                     for name in sorted(seen)]
         if time.monotonic() - started > timeout:
             raise StackError("router", f"the routers did not switch to {version} within {timeout:.0f}s: {seen}")
@@ -140,9 +141,9 @@ def governed_switch(cfg: Settings, catalog: Catalog) -> tuple[RuleSet, tuple[Gov
     live = live_in_force(cfg)
     if live is not None and live.digest == shipped.digest:
         narrow = narrowed(shipped)
-        apply_set(narrow, LIVE, engineer, catalog, (), cfg)
+        narrowing = apply_set(narrow, LIVE, engineer, catalog, (), cfg)
         steps.append(GovernanceStep("narrowed", engineer.name, narrow.version, "alone: it only narrows"))
-        await_switch(cfg, narrow.version)
+        await_switch(cfg, narrow.version, narrowing.applied_at_ms)
     proposal = propose(shipped, engineer, catalog, cfg)
     moves = "; ".join(f"{r['event_type']} +{', +'.join(r['added'])}" for r in proposal.changes if r["added"])
     widens = any(r["widens"] for r in proposal.changes)
@@ -154,7 +155,7 @@ def governed_switch(cfg: Settings, catalog: Catalog) -> tuple[RuleSet, tuple[Gov
     applied = apply_proposal(proposal.digest, engineer, catalog, LIVE, cfg)
     signers = ", ".join(f"{s.role} {s.signer}" for s in applied.signatures)
     steps.append(GovernanceStep("applied", engineer.name, shipped.version, f"signed by {signers}"))
-    steps.extend(await_switch(cfg, shipped.version))
+    steps.extend(await_switch(cfg, shipped.version, applied.applied_at_ms))
     return shipped, tuple(steps)
 
 

@@ -119,5 +119,5 @@ def trail(entries: Iterable[Mapping[str, object]], vault_log: Path, *, who: str 
     key = field_key_of(topic) if topic else None
     if not topic or key:
         vault = query(vault_log, who=who, what=key or what, action=action, from_ms=from_ms, to_ms=to_ms)
-        rows += [{**row, "source": VAULT_SOURCE} for row in vault if not key or row["what"] == key]
+        rows += [{"minute": row["minute"], "source": VAULT_SOURCE, **row} for row in vault if not key or row["what"] == key]
     return sorted(rows, key=lambda r: (str(r["minute"]), str(r["source"]), str(r["who"]), str(r["what"])))

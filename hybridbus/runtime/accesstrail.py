@@ -26,7 +26,7 @@ CLOSE_AFTER_MS = 5_000
 ROTATED_KEEP = 5  # rotated files log4j keeps (kafka-authorizer.log.1 … .5), as in infra/local/log4j2.properties
 
 # "2026-11-30T10:02:07.123Z DEBUG Principal = User:dept-health is Allowed operation = READ from host = 127.0.0.1
-#  on resource = Topic:LITERAL:restricted.health.hospital_admission for request = FETCH with resourceRefCount = 1
+#  on resource = Topic:LITERAL:restricted.health.hospital_admission for request = Fetch with resourceRefCount = 1
 #  based on rule MatchingAcl(...)": the layout of infra/local/log4j2.properties, then StandardAuthorizer's message.
 _LINE = re.compile(
     r"^(?P<minute>\d{4}-\d\d-\d\dT\d\d:\d\d):\d\d(?:\.\d+)?Z \w+ Principal = (?P<principal>\S+) is "
@@ -46,9 +46,9 @@ class Check:
     topic: str
     operation: str  # read | describe
     outcome: str  # allowed | denied
-    principal: str = field(compare=True)  # as Kafka names it, "User:dept-health"
+    principal: str  # as Kafka names it, "User:dept-health"
     host: str = field(default="", compare=False)
-    request: str = field(default="", compare=False)  # FETCH, OFFSET_COMMIT, METADATA, LIST_OFFSETS, …
+    request: str = field(default="", compare=False)  # Fetch, OffsetCommit, Metadata, ListOffsets, … (ApiKeys names)
 
 
 def who_of(principal: str) -> str:

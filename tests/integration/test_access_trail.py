@@ -88,9 +88,8 @@ def test_a_restricted_topic_read_is_on_the_chain_with_who_and_a_count(bus: Setti
     ours = audit.accesses_between(reads, *window)
     assert any(e["operation"] == "read" and e["outcome"] == "allowed" and e["count"] > 0
                and e["principal"] == "User:dept-health" for e in ours)
-    # Grouped: one entry per principal, topic, operation, outcome and minute (a later pass only for a late line).
-    groups = [(e["minute"], e["principal"], e["topic"], e["operation"], e["outcome"]) for e in reads]
-    assert len(groups) == len(set(groups))
+    # Grouped: the subscriber's many fetches of a minute are one entry with their count, not an entry each.
+    assert max(e["count"] for e in ours) > 1, ours
     # Reads of a public topic leave nothing on the trail; nothing secret is in an entry.
     assert not [e for e in entries if e["kind"] == audit.ACCESS and e["topic"].startswith("public.")]
     assert set().union(*(e.keys() for e in reads)) <= {

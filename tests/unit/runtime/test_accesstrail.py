@@ -25,7 +25,7 @@ KEY = b"unit-test signing key (not a secret)"
 
 
 def line(second: str, principal: str = "User:dept-health", result: str = "Allowed", operation: str = "READ",
-         topic: str = "restricted.health.hospital_admission", request: str = "FETCH") -> str:
+         topic: str = "restricted.health.hospital_admission", request: str = "Fetch") -> str:
     """A line as the broker writes it with infra/local/log4j2.properties (the layout, then StandardAuthorizer's text)."""
     level = "DEBUG" if result == "Allowed" else "INFO"
     return (f"2026-11-30T{second}Z {level} Principal = {principal} is {result} operation = {operation} from host = "
@@ -39,7 +39,7 @@ def test_a_line_says_who_did_what_on_which_topic_and_the_answer() -> None:
     assert check is not None
     assert (check.minute, check.who, check.principal, check.topic, check.operation, check.outcome, check.request) == (
         "2026-11-30T10:01", "health", "User:dept-health", "restricted.health.hospital_admission", "read", "allowed",
-        "FETCH")
+        "Fetch")
     denied = parse_line(line("10:01:08.000", principal="User:dept-market", result="Denied"))
     assert denied is not None and (denied.who, denied.outcome) == ("market", "denied")
     assert parse_line(line("10:01:09.000", principal="User:svc-router", operation="DESCRIBE")).who == "router"  # type: ignore[union-attr]
@@ -51,23 +51,31 @@ def test_a_line_says_who_did_what_on_which_topic_and_the_answer() -> None:
 
 
 def test_real_broker_lines_parse() -> None:
-    """Lines captured from the local stack's private broker (Kafka 4.1.1) while a department's subscriber read."""
+    """Lines captured from the local stack's private broker (Kafka 4.1.1) while health's subscriber read its
+    admissions topic and market asked for it: allowed at DEBUG, denied at INFO."""
     lines = FIXTURE.read_text(encoding="utf-8").splitlines()
     checks = [c for c in (parse_line(raw) for raw in lines) if c is not None]
     assert len(checks) == len(lines)
-    assert {c.who for c in checks} >= {"health"}
-    assert {c.operation for c in checks} <= {"read", "describe"}
-    assert all(c.topic.split(".")[0] in ("internal", "sensitive", "restricted", "important", "_hbus") for c in checks)
+    assert {(c.who, c.operation, c.outcome, c.request) for c in checks if c.who == "health"} == {
+        ("health", "describe", "allowed", "Metadata"), ("health", "describe", "allowed", "OffsetFetch"),
+        ("health", "describe", "allowed", "ListOffsets"), ("health", "read", "allowed", "Fetch"),
+        ("health", "read", "allowed", "OffsetCommit")}
+    assert {(c.who, c.outcome) for c in checks if c.outcome == "denied"} == {("market", "denied")}
+    assert {c.who for c in checks} == {"health", "market", "router", "admin"}
+    groups = grouped(checks)
+    assert sum(g.count for g in groups) == len(lines)
+    assert {g.topic for g in groups} == {"restricted.health.hospital_admission", "internal.transport.road_closure",
+                                         "_hbus.dlq"}
 
 
 def test_a_polling_consumer_makes_one_group_a_minute() -> None:
     checks = [parse_line(line(f"10:01:{s:02d}.000")) for s in range(0, 60, 2)]
-    checks += [parse_line(line("10:01:30.000", request="OFFSET_COMMIT")), parse_line(line("10:02:00.500"))]
+    checks += [parse_line(line("10:01:30.000", request="OffsetCommit")), parse_line(line("10:02:00.500"))]
     groups = grouped(c for c in checks if c is not None)
     assert [(g.minute, g.who, g.topic, g.operation, g.count) for g in groups] == [
         ("2026-11-30T10:01", "health", "restricted.health.hospital_admission", "read", 31),
         ("2026-11-30T10:02", "health", "restricted.health.hospital_admission", "read", 1)]
-    assert groups[0].requests == ("FETCH", "OFFSET_COMMIT") and groups[0].hosts == ("127.0.0.1",)
+    assert groups[0].requests == ("Fetch", "OffsetCommit") and groups[0].hosts == ("127.0.0.1",)
 
 
 def _broker_log(state: Path, broker: str = "kafka-private") -> Path:

@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.topology import AUDIT_TOPIC, PRIVATE
-from hybridbus.adapters.vault import VaultSession
 from hybridbus.cli.audit import app as audit_cli
 from hybridbus.ops import access
 from hybridbus.ops.stack.components import vault_audit_log
@@ -43,9 +42,9 @@ def _read(dept: str, topic: str, event_id: str, timeout: float = 60) -> None:
     def keep(event: ReceivedEvent) -> None:
         seen.add(event.event_id or "")
 
-    session = VaultSession(dept)
-    with Subscriber.with_credentials(dept, session.kafka_credentials(PRIVATE), name=f"it-{uuid.uuid4().hex[:8]}",
-                                     topics=[topic], catalog=CATALOG) as subscriber:
+    # Its own Kafka login and its own Vault identity, which unwraps the data keys of the encrypted fields.
+    with Subscriber.for_department(dept, name=f"it-{uuid.uuid4().hex[:8]}", topics=[topic],
+                                   catalog=CATALOG) as subscriber:
         deadline = time.monotonic() + timeout
         while event_id not in seen and time.monotonic() < deadline:
             subscriber.run(keep, timeout=2, skip_undecodable=True)

@@ -74,7 +74,7 @@ def test_a_rotated_key_recomputes_the_whole_batch_so_that_it_never_mixes_version
     got = pseudonyms.resolve({b"a:1", b"a:2"})
     assert {key_version(p) for p in got.values()} == {"v2"}
     assert got[b"a:1"] == transit.pseudonym(b"a:1")
-    assert transit.requests[1:] == [[b"a:2"], [b"a:1", b"a:2"]]
+    assert [sorted(r) for r in transit.requests[1:]] == [[b"a:2"], [b"a:1", b"a:2"]]
 
 
 def test_a_rule_switch_and_age_forget_what_was_remembered() -> None:

@@ -63,7 +63,8 @@ class PseudonymCache:
         if version != self._version:
             # The key rotated: what the cache holds is of the old version. Start over, and compute the whole batch
             # anew so that one batch never mixes two versions.
-            log.warning("event=pseudonym_key_version_changed version=%s", version or "none")
+            if self._version:  # not at the first answer: only a rotation is news
+                log.warning("event=pseudonym_key_version_changed version=%s", version or "none")
             self._version = version
             self.clear()
             if found:

@@ -43,12 +43,11 @@ def export_refusal(event_type: EventType, grade: Grade) -> str | None:
     it may. The one answer to "may this leave?": the engine asks it before it decides to export a record or a
     view, and the boundary guard asks it again, on its own decoding, for every record it reads.
     """
+    # The grade is the event's own (high-water mark of the fields it carries), not its schema's upper bound: a
+    # public type with an optional field of a higher grade leaves when that field is empty and stays private when
+    # it is set. The field's definition is no secret (the schema is published); only a value could be.
     if grade is not Grade.PUBLIC:
         return f"{event_type.key} is {grade.id}: only public events leave"
-    if event_type.schema_grade is not Grade.PUBLIC:
-        # A type whose schema can carry non-public fields never leaves whole, even when this payload happens
-        # to leave them empty: only all-public types and derived views are shaped for export.
-        return f"{event_type.key} can carry {event_type.schema_grade.id} fields: only all-public types leave"
     return None
 
 

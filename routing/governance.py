@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from routing.grades import Grade
 from routing.rules import RuleSet, View
 
 if TYPE_CHECKING:
@@ -113,10 +114,16 @@ class Change:
         return bool(self.added or self.views_changed)
 
 
+def _grades(event_type: EventType) -> list[Grade]:
+    """Every grade an event of this type can take: a rule capped between the record's and the schema's grade (a
+    view of an inspection with a complainant's phone, say) decides for the events in between, so it is seen too."""
+    return [g for g in Grade if event_type.record_grade <= g <= event_type.schema_grade]
+
+
 def reach(ruleset: RuleSet, event_type: EventType) -> set[str]:
     """Destinations an event of this type can reach, at every grade it can take."""
     found: set[str] = set()
-    for grade in {event_type.record_grade, event_type.schema_grade}:
+    for grade in _grades(event_type):
         rule = ruleset.first_match(event_type.dept, event_type.event, grade)
         if rule is None:
             continue
@@ -127,7 +134,7 @@ def reach(ruleset: RuleSet, event_type: EventType) -> set[str]:
 
 def _views(ruleset: RuleSet, event_type: EventType) -> dict[str, View]:
     views: dict[str, View] = {}
-    for grade in {event_type.record_grade, event_type.schema_grade}:
+    for grade in _grades(event_type):
         rule = ruleset.first_match(event_type.dept, event_type.event, grade)
         views.update({v.name: v for v in (rule.derive if rule is not None else ())})
     return views

@@ -14,7 +14,7 @@ from routing.engine import GRADED, Blocked, Decision, RoutingResult
 from routing.grades import HIGHEST, Grade
 from routing.headers import is_forged_claim
 from routing.rules import Rule, RuleSet, Transform, View
-from routing.transforms import Pseudonymiser, TransformError, apply
+from routing.transforms import Pseudonymiser, TransformError, apply, pseudonym_input
 
 SOURCE = -1  # the slot of a decision that carries the event's own payload (the graded copy, direct destinations)
 
@@ -85,6 +85,7 @@ class GradePlan:
     running: tuple[ViewPlan, ...]  # the views whose transforms run per event; running[i].slot == i
     reads_payload: bool  # some running view reads a field (route() calls payload.get only then)
     forged_claims: Mapping[str, bool]  # the usual claims ("public", ...) and whether they are forgeries here
+    pseudonymised: tuple[tuple[str, Transform], ...]  # (field, transform) of every pseudonymise step that runs
     # Outputs when some views failed, by bit mask of the failed slots; filled on first need (bounded by 2**views).
     _outputs_by_failures: dict[int, tuple[PlannedOutput, ...]] = field(default_factory=dict, repr=False)
 
@@ -176,7 +177,7 @@ class PlannedResult:
 class RoutingPlan:
     """A rule set compiled for the event types of a catalog; `route` is the per-event entry point."""
 
-    __slots__ = ("_by_id", "_by_key", "_foreign", "ruleset", "types", "version")
+    __slots__ = ("_by_id", "_by_key", "_foreign", "pseudonymising", "ruleset", "types", "version")
 
     def __init__(self, ruleset: RuleSet, types: Iterable[TypePlan]) -> None:
         self.ruleset = ruleset
@@ -187,6 +188,9 @@ class RoutingPlan:
         self._by_id = {id(tp.event_type): tp for tp in self.types}
         self._by_key = {(tp.event_type.dept, tp.event_type.event, tp.version): tp for tp in self.types}
         self._foreign: dict[tuple[str, str, int], TypePlan] = {}
+        # Event types (by key) some of whose events need a keyed pseudonym: only theirs are looked at beforehand.
+        self.pseudonymising: frozenset[str] = frozenset(
+            tp.key for tp in self.types if any(gp.pseudonymised for gp in tp.by_grade))
 
     def type_plan(self, event_type: EventType) -> TypePlan:
         """The plan of `event_type`; a type the plan was not compiled for is compiled on first sight."""
@@ -199,6 +203,15 @@ class RoutingPlan:
                 return known
         found = self._foreign[key] = compile_type(event_type, self.ruleset)
         return found
+
+    def pseudonym_inputs(self, event_type: EventType, payload: Any) -> tuple[bytes, ...]:
+        """What `route` will ask its pseudonymiser for on this event (the inputs of its non-null pseudonymised
+        fields, under its grade's rule), so that a batch's pseudonyms can be computed at once, before routing."""
+        tp = self._by_id.get(id(event_type)) or self.type_plan(event_type)
+        steps = tp.by_grade[grade_of(tp, payload)].pseudonymised
+        if not steps:
+            return ()
+        return tuple(pseudonym_input(t, value) for name, t in steps if (value := payload.get(name)) is not None)
 
     def route(self, event_type: EventType, payload: Any, claimed_grade: Any = None,
               pseudonymise: Pseudonymiser | None = None) -> PlannedResult:
@@ -301,6 +314,7 @@ def _grade_plan(event_type: EventType, ruleset: RuleSet, grade: Grade, rule: Rul
         base_decisions=base_decisions, base_blocked=base_blocked, views=views, running=running,
         reads_payload=any(v.steps for v in running),
         forged_claims={claim.id: claim < grade for claim in Grade},
+        pseudonymised=tuple((name, t) for v in running for name, t, _ in v.steps if t.kind == "pseudonymise"),
     )
 
 

@@ -6,7 +6,7 @@ The grade of a transformed field is computed here, never declared: mask, general
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -72,10 +72,29 @@ def apply(transform: Transform, value: Any, pseudonymise: Pseudonymiser | None =
     if transform.kind == "pseudonymise":
         if pseudonymise is None:
             raise TransformError("no pseudonymisation key available")
-        context = (transform.arg or "default").encode()
-        result = pseudonymise(context + b":" + str(value).encode("utf-8"))
+        result = pseudonymise(pseudonym_input(transform, value))
         return result.decode() if isinstance(result, bytes) else str(result)
     raise TransformError(f"transform {transform.kind!r} produces no value")
+
+
+def pseudonym_input(transform: Transform, value: Any) -> bytes:
+    """What the keyed pseudonym of `value` is computed over: the transform's context, so that equal values under
+    two contexts (a phone as complainant, as applicant) get unrelated pseudonyms, then the value."""
+    return (transform.arg or "default").encode() + b":" + str(value).encode("utf-8")
+
+
+def pseudonyms_from(prepared: Mapping[bytes, str]) -> Pseudonymiser:
+    """A pseudonymiser that only looks up pseudonyms computed beforehand (the router's, once per batch by Vault).
+
+    A value nobody prepared fails its view (TransformError): the view is then not produced, never produced with
+    the plain value or without its pseudonym.
+    """
+    def lookup(data: bytes) -> str:
+        try:
+            return prepared[data]
+        except KeyError:
+            raise TransformError("no pseudonym was prepared for this value") from None
+    return lookup
 
 
 def mask(text: str) -> str:

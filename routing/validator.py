@@ -78,9 +78,10 @@ def _check_match(rule: Rule, catalog: Catalog, report: Report) -> list[EventType
 def _check_export(rule: Rule, event_type: EventType, report: Report) -> None:
     if not rule.to:
         return
-    # The highest grade an event this rule matches can have: the schema's, capped by the rule's grade.
+    # The highest grade an event this rule matches can have: the schema's, capped by the rule's grade. A rule capped
+    # at public may export a type with optional higher-grade fields: it matches only the events that leave them empty.
     reach = event_type.schema_grade if rule.match.grade is None else min(event_type.schema_grade, rule.match.grade)
-    if reach > Grade.PUBLIC or event_type.schema_grade > Grade.PUBLIC:
+    if reach > Grade.PUBLIC:
         report.error(rule, f"could send {event_type.key} v{event_type.version} ({event_type.schema_grade.id} by its schema) "
                            f"to {', '.join(rule.to)}: only public data may leave; derive a public view instead")
 

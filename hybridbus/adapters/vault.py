@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,6 +118,30 @@ class VaultSession:
             name=key, hash_input=base64.b64encode(data).decode(), algorithm="sha2-256", mount_point=TRANSIT_MOUNT
         )
         return str(result["data"]["hmac"])
+
+    def hmac_batch(self, inputs: Sequence[bytes], key: str = PSEUDONYM_KEY) -> list[str]:
+        """Keyed HMACs of many inputs in one Transit request (`batch_input`), in the order given.
+
+        VaultUnavailable when Vault cannot be reached; VaultError when it refuses or answers any item with an
+        error or not at all (no partial answer is ever returned: the caller has every pseudonym or none).
+        """
+        if not inputs:
+            return []
+        body = {"algorithm": "sha2-256", "batch_input": [{"input": base64.b64encode(d).decode()} for d in inputs]}
+        try:
+            self.ensure_token()
+            response = self.client.adapter.post(f"/v1/{TRANSIT_MOUNT}/hmac/{key}", json=body)
+        except (requests.ConnectionError, requests.Timeout, hvac.exceptions.VaultDown):
+            raise VaultUnavailable(f"vault at {self.cfg.vault_addr} is unreachable") from None
+        except hvac.exceptions.Forbidden:
+            raise VaultError(f"identity {self.identity!r} may not compute HMACs with Transit key {key!r}") from None
+        except hvac.exceptions.VaultError as exc:
+            raise VaultError(f"Transit refused the batch HMAC with key {key!r}: {type(exc).__name__}") from None
+        results = (response or {}).get("data", {}).get("batch_results") if isinstance(response, dict) else None
+        if not isinstance(results, list) or len(results) != len(inputs) or any(
+                not isinstance(r, dict) or not r.get("hmac") for r in results):
+            raise VaultError(f"Transit answered the batch HMAC with key {key!r} incompletely")
+        return [str(r["hmac"]) for r in results]
 
     def sign(self, data: bytes, key: str = AUDIT_SIGNING_KEY) -> str:
         """Signature made inside Vault Transit (`vault:v<N>:...`): the signing key never leaves Vault."""

@@ -72,7 +72,8 @@ def raw_records(catalog: Catalog, codec: AvroCodec, samples: Mapping[EventType, 
     """`count` records, every class in turn; `samples` holds one valid payload per event type (latest)."""
     rng = random.Random(seed)
     types = sorted(samples, key=lambda et: et.key)
-    forgeable = [et for et in types if et.schema_grade > Grade.PUBLIC]
+    # A claim of `public` is a forgery on the sample only when the type is above public whatever it carries.
+    forgeable = [et for et in types if et.record_grade > Grade.PUBLIC]
 
     def record(i: int, kind: str, expect: str, et: EventType, value: bytes | None,
                headers: list[tuple[str, bytes]] | None = None, sent_as: EventType | None = None) -> RawRecord:

@@ -1,13 +1,14 @@
 """The router's work, free of Kafka I/O: ingress records in; per batch, the records to produce, one compact audit
 record and the metric counts out. Rule sets are compiled into plans once, between batches.
 
-Per event only what depends on the event runs: decode, grade, the plan's look-up, view transforms, outputs.
+Per event only what depends on the event runs: decode, grade, the plan's look-up, view transforms, outputs. Keyed
+pseudonyms are computed per batch, before routing it: the distinct values of the batch in one call (`prepare`).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from hybridbus.adapters import metrics
 from hybridbus.adapters.codec import AvroCodec
@@ -22,10 +23,19 @@ from routing.engine import route
 from routing.grades import Grade
 from routing.plan import SOURCE, PlannedResult, RoutingPlan, compile_plan, diff_plans
 from routing.rules import RuleSet
+from routing.transforms import Pseudonymiser, pseudonyms_from
 
 COMPONENT = "router"
 _ROUTER_HEADERS = H.ROUTER_HEADERS
 SHAPES_KEPT = 10_000  # distinct event outcomes remembered between rule changes (transform errors add some)
+
+
+class PseudonymSource(Protocol):
+    """Where a batch's pseudonyms come from (`hybridbus.runtime.pseudonyms.PseudonymCache` over Vault Transit)."""
+
+    def resolve(self, inputs: set[bytes]) -> Mapping[bytes, str]: ...
+
+    def clear(self) -> None: ...
 
 
 class _Reject(Exception):
@@ -73,7 +83,8 @@ class RouterBatch:
     """What one batch of ingress records turned into. Produce `outputs` and `dlq`, then `decision_records()` to
     `_hbus.decisions` (key b"router"); after every one is acknowledged, `publish_metrics()` and commit."""
 
-    __slots__ = ("now_ms", "version", "outputs", "dlq", "decisions", "hits", "dlq_reasons", "occurred", "stamp")
+    __slots__ = ("now_ms", "version", "outputs", "dlq", "decisions", "hits", "dlq_reasons", "occurred", "stamp",
+                 "pseudonymise")
 
     def __init__(self, now_ms: int, version: str) -> None:
         self.now_ms = now_ms
@@ -86,6 +97,7 @@ class RouterBatch:
         self.occurred: list[bytes] = []  # occurred-at headers of routed events, for the latency histogram
         # The same two stamps on every output of the batch.
         self.stamp = [(H.RULES_VERSION, version.encode()), (H.ROUTED_AT, str(now_ms).encode())]
+        self.pseudonymise: Pseudonymiser | None = None  # the batch's pseudonyms, once `RouterStep.prepare` made them
 
     def __len__(self) -> int:
         return len(self.decisions)
@@ -123,10 +135,14 @@ class RouterStep:
     """
 
     def __init__(self, catalog: Catalog, codec: AvroCodec,
-                 pseudonymiser: Callable[[bytes], bytes] | None = None) -> None:
+                 pseudonymiser: Callable[[bytes], bytes] | None = None,
+                 pseudonyms: PseudonymSource | None = None) -> None:
+        """`pseudonyms` (the router's) computes a batch's pseudonyms at once in `prepare`; `pseudonymiser` is asked
+        per value (benchmarks and tests, with a local key), for batches not prepared and by the reference form."""
         self.catalog = catalog
         self.codec = codec
         self.pseudonymiser = pseudonymiser
+        self.pseudonyms = pseudonyms
         self._derived_known: set[tuple[str, int]] = set()
         # By the codec's type objects: the ingress topic and the department (as header bytes) of each.
         self._ingress: dict[int, tuple[EventType, str, bytes]] = {}
@@ -145,9 +161,34 @@ class RouterStep:
             self._know(view_type)
         self._shapes: dict[Any, _Shape] = {}
         self._plain: dict[Any, _Shape] = {}  # by grade plan: the shapes of events neither forged nor failing a view
+        # Ingress topics whose events may need a pseudonym: `prepare` decodes only these ahead of routing.
+        self._pseudonymising = frozenset(self.catalog.get(key).ingress_topic for key in plan.pseudonymising)
+        if self.pseudonyms is not None:
+            self.pseudonyms.clear()  # a new rule set starts with no pseudonym remembered
 
     def begin(self, now_ms: int) -> RouterBatch:
         return RouterBatch(now_ms, self.live.version)
+
+    def prepare(self, batch: RouterBatch, records: Iterable[tuple[str, bytes | None]]) -> None:
+        """Before `route_into`: the pseudonyms every (topic, value) of the batch will need, from one request.
+
+        Blocks while the source cannot answer (the batch waits; nothing of it is produced or committed). Only the
+        records of types with a pseudonymising view are decoded here (a second time, in `route_into`); one that
+        does not decode is left to `route_into`, which puts it in the DLQ with its reason.
+        """
+        if self.pseudonyms is None or not self._pseudonymising:
+            return
+        wanted: set[bytes] = set()
+        for topic, value in records:
+            if topic not in self._pseudonymising or value is None:
+                continue
+            try:
+                event_type, payload = self.codec.decode(value)
+                wanted.update(self._plan.pseudonym_inputs(event_type, payload))
+            except Exception:  # noqa: BLE001 - route_into rejects it with the reason; here it simply needs none
+                continue
+        if wanted:
+            batch.pseudonymise = pseudonyms_from(self.pseudonyms.resolve(wanted))
 
     def route_into(self, batch: RouterBatch, topic: str, partition: int, key: bytes | None, value: bytes | None,
                    headers: Headers | None) -> None:
@@ -169,7 +210,7 @@ class RouterStep:
             event_type, payload = self._decode_for_topic(topic, value, hdrs)
             claimed = (text(hdrs.get(H.CLAIMED_GRADE)) or text(hdrs.get(H.GRADE)) or None) \
                 if H.CLAIMED_GRADE in hdrs or H.GRADE in hdrs else None
-            result = self._plan.route(event_type, payload, claimed, self.pseudonymiser)
+            result = self._plan.route(event_type, payload, claimed, batch.pseudonymise or self.pseudonymiser)
             shape = self._plain.get(result.plan) if result.errors is None and not result.forged else None
             if shape is None:
                 shape = self._shape(result)

@@ -115,7 +115,14 @@ def test_demo_right_after_a_restart_on_a_backlog_reports_only_records_that_are_t
         assert report[place] == report["expected"][place], place
     assert set(report["public_cluster"]) == {"public.market.licence_granted", "public.transport.bus_arrival",
                                             "public.govservice.citizen_feedback_stats",
-                                            "public.govservice.permit_application_stats"}
+                                            "public.govservice.permit_application_stats",
+                                            "public.market.inspection_result", "public.market.inspection_complaints"}
+    # The inspection result's three variants, 10 each: the one naming no person is exported whole, the one with a
+    # complainant only as its pseudonymous view, the one with the inspector's ID number not at all.
+    assert report["published"]["market.inspection_result"] == 30
+    assert report["public_cluster"]["public.market.inspection_result"] == 10
+    assert report["public_cluster"]["public.market.inspection_complaints"] == 10
+    assert report["private_cluster"]["restricted.market.inspection_result"] == 10
     assert set(report["archived"]) == {t.removeprefix("public.") for t in report["public_cluster"]}
 
     # What the demo reports is what a direct read finds there, at the moment it returned.

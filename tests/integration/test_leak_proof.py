@@ -91,3 +91,43 @@ def test_no_non_public_canary_reaches_the_public_side(bus: Settings) -> None:
 
     metrics = requests.get(f"http://{bus.host}:{bus.ports.egress_metrics}/metrics", timeout=5).text
     assert "hbus_boundary_blocked_total{" in metrics
+
+
+def test_an_inspection_naming_a_person_never_reaches_the_public_side_and_one_naming_no_one_does(bus: Settings) -> None:
+    """One public event type, three variants: with its optional fields empty it is exported and archived whole; with
+    the inspector's ID number (restricted) it never leaves in any form; with a complainant's phone (sensitive) only
+    the pseudonymised view leaves. Counted on every topic of the public cluster and every new object of the bucket."""
+    from hybridbus.adapters.loaders import load_rules
+    from hybridbus.ops.arrivals import BUCKET, PUBLIC_CLUSTER, Tally, await_arrivals, expectation
+
+    catalog, ruleset = load_catalog(), load_rules()
+    et = catalog.get("market.inspection_result")
+    run = uuid.uuid4().hex[:8]
+    prefix = f"leak-inspection-{run}-"
+    tally = Tally(bus, catalog, ruleset, prefix)  # counts only what is written from now on
+    publisher = Publisher.for_department("market", catalog=catalog)
+    samples = [s for s in sample_events(catalog, SAMPLES, per_type=10, tag=run) if s.event_type is et]
+    kinds: dict[str, str] = {}
+    expected = {}
+    for n, sample in enumerate(samples):
+        event_id = publisher.publish_async(et.key, sample.payload, event_id=f"{prefix}{n:04d}", version=et.version)
+        expected[event_id] = expectation(et, sample.payload, ruleset)
+        kinds[event_id] = ("named" if sample.payload["inspector_id_number"] else
+                           "complaint" if sample.payload["complainant_phone"] else "empty")
+    assert publisher.flush(60) == 0
+    assert sorted(kinds.values()).count("named") == 10 and len(set(kinds.values())) == 3
+
+    counted = await_arrivals(tally, expected, 120)
+    assert all(a.complete for a in counted), [(a.place, a.missing) for a in counted]
+    outside = tally.copies(PUBLIC_CLUSTER) + tally.copies(BUCKET)
+    for event_id, kind in kinds.items():
+        places = sorted(at for (at, i), n in outside.items() if i == event_id and n)
+        if kind == "named":
+            assert places == [], f"{event_id} (inspector's ID number set) found outside at {places}"
+        elif kind == "empty":
+            assert places == ["market/inspection_result/", "public.market.inspection_result"]
+        else:
+            assert places == ["market/inspection_complaints/", "public.market.inspection_complaints"]
+    assert sum(a.extra_copies for a in counted) == 0
+    assert tally.scan.leaked == 0, f"non-public canaries found at {tally.scan.leaked_where}"
+    assert tally.scan.open_found > 0  # this run's public inspections were read: the scan could have failed

@@ -87,6 +87,56 @@ def test_every_event_type_lands_on_exactly_its_expected_topics(bus: Settings) ->
         assert reached[(key, PUBLIC)] == want_public, key
 
 
+def test_an_inspection_result_is_exported_only_without_a_person_and_its_complaint_view_is_pseudonymous(
+        bus: Settings) -> None:
+    catalog = load_catalog()
+    et = catalog.get("market.inspection_result")
+    views = {t.key: t for t in derived_event_types(catalog, load_rules())}
+    codec = AvroCodec(list(catalog) + list(views.values()))
+    base = load_sample(SAMPLES, et)
+    phone, other = f"139{uuid.uuid4().int % 10**8:08d}", f"138{uuid.uuid4().int % 10**8:08d}"
+    variants = {
+        "empty": base,
+        "named": {**base, "inspector_id_number": "310101198503152417"},
+        "complaint-1": {**base, "complainant_phone": phone},
+        "complaint-2": {**base, "complainant_phone": phone, "result": "责令整改"},
+        "complaint-3": {**base, "complainant_phone": other},
+    }
+    complaint = ({"sensitive.market.inspection_result", "public.market.inspection_complaints"},
+                 {"public.market.inspection_complaints"})
+    expected = {"empty": ({"public.market.inspection_result"}, {"public.market.inspection_result"}),
+                "named": ({"restricted.market.inspection_result"}, set()),
+                "complaint-1": complaint, "complaint-2": complaint, "complaint-3": complaint}
+    private_topics, public_topics = all_topics(PRIVATE), all_topics(PUBLIC)
+    since = {(PRIVATE, t): end_offsets(PRIVATE, t) for t in private_topics}
+    since.update({(PUBLIC, t): end_offsets(PUBLIC, t) for t in public_topics})
+    publisher = Publisher.for_department("market", catalog=catalog)
+    ids = {publisher.send(publisher.prepare(et.key, payload, version=et.version)).event_id.encode(): name
+           for name, payload in variants.items()}
+
+    reached = {(name, c): set() for name in variants for c in (PRIVATE, PUBLIC)}  # type: ignore[var-annotated]
+    pseudonyms: dict[str, str] = {}
+    for cluster, topics in ((PRIVATE, private_topics), (PUBLIC, public_topics)):
+        for topic in topics:
+            wanted = sum(topic in expected[n][0 if cluster == PRIVATE else 1] for n in variants)
+            found = read_after(cluster, topic, since[(cluster, topic)], lambda r: r.headers.get(H.EVENT_ID) in ids,
+                               min_records=wanted, timeout=30 if wanted else 0.5)
+            for record in found:
+                name = ids[record.headers[H.EVENT_ID]]
+                reached[(name, cluster)].add(topic)
+                assert phone.encode() not in (record.value or b"") or cluster == PRIVATE and topic.startswith("sensitive.")
+                if cluster == PUBLIC and topic == "public.market.inspection_complaints":
+                    view_type, view = codec.decode(record.value)
+                    assert view_type.key == "market.inspection_complaints" and "inspector_id_number" not in view
+                    pseudonyms[name] = view["complainant_phone"]
+    for name, (want_private, want_public) in expected.items():
+        assert reached[(name, PRIVATE)] == want_private, name
+        assert reached[(name, PUBLIC)] == want_public, name
+    # A keyed pseudonym from Vault Transit, never the value; equal values, equal pseudonyms.
+    assert all(p.startswith("vault:v") and phone not in p and other not in p for p in pseudonyms.values())
+    assert pseudonyms["complaint-1"] == pseudonyms["complaint-2"] != pseudonyms["complaint-3"]
+
+
 def test_derived_view_carries_exactly_the_transformed_fields(bus: Settings) -> None:
     catalog = load_catalog()
     views = {t.key: t for t in derived_event_types(catalog, load_rules())}
@@ -161,7 +211,7 @@ def _rules_copy(tmp_path: Path, version: str, edit=None) -> Path:  # type: ignor
     target = tmp_path / "rules"
     shutil.copytree(REPO_ROOT / "routing" / "rules", target)
     head = target / "ruleset.yaml"
-    head.write_text(head.read_text().replace('version: "2026.11.25-1"', f'version: "{version}"'))
+    head.write_text(head.read_text().replace('version: "2026.11.30-1"', f'version: "{version}"'))
     if edit:
         edit(target)
     return target

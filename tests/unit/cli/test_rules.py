@@ -37,13 +37,13 @@ def rules_copy(tmp_path: Path) -> Path:
 def test_validate_accepts_the_shipped_rules() -> None:
     result = runner.invoke(app, ["validate", str(RULES)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("rule set 2026.11.25-1: 7 rules valid (digest ")
+    assert result.stdout.startswith("rule set 2026.11.30-1: 10 rules valid (digest ")
     assert "error" not in result.output
 
 
 def test_validate_defaults_to_the_configured_rules_directory() -> None:
     result = runner.invoke(app, ["validate"])
-    assert result.exit_code == 0 and "7 rules valid" in result.stdout
+    assert result.exit_code == 0 and "10 rules valid" in result.stdout
 
 
 def test_validate_json_reports_version_digest_and_notes(rules_copy: Path) -> None:
@@ -51,7 +51,7 @@ def test_validate_json_reports_version_digest_and_notes(rules_copy: Path) -> Non
     result = runner.invoke(app, ["validate", str(rules_copy), "--json"])
     assert result.exit_code == 0
     data = json.loads(result.stdout)
-    assert data["ok"] is True and data["errors"] == [] and data["version"] == "2026.11.25-1" and len(data["digest"]) == 64
+    assert data["ok"] is True and data["errors"] == [] and data["version"] == "2026.11.30-1" and len(data["digest"]) == 64
     assert data["notes"] == ["event type police.population_stats has no rule: it goes to its graded private topic only"]
 
 
@@ -159,7 +159,7 @@ def test_explain_shows_grade_rules_considered_decisions_and_forgery(tmp_path: Pa
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["event_type"] == "govservice.citizen_feedback v1" and data["grade"] == "sensitive"
-    assert data["forged_header"] is True and data["rules_version"] == "2026.11.25-1"
+    assert data["forged_header"] is True and data["rules_version"] == "2026.11.30-1"
     assert data["grade_reasons"] == ["record govservice.citizen_feedback is sensitive"]
     why = {r["rule"]: r["why"] for r in data["rules"]}
     assert why["citizen-feedback-open-data"] == "MATCHES (first: decides)"
@@ -215,9 +215,9 @@ def test_explain_refuses_an_unreadable_event_file(tmp_path: Path, content: str, 
 def test_diff_of_the_same_rules_moves_nothing(rules_copy: Path) -> None:
     result = runner.invoke(app, ["diff", str(RULES), str(rules_copy)])
     assert result.exit_code == 0
-    assert result.stdout.strip() == "2026.11.25-1 -> 2026.11.25-1: nothing moves"
+    assert result.stdout.strip() == "2026.11.30-1 -> 2026.11.30-1: nothing moves"
     data = json.loads(runner.invoke(app, ["diff", str(RULES), str(rules_copy), "--json"]).stdout)
-    assert data == {"old": "2026.11.25-1", "new": "2026.11.25-1", "changes": [], "widens": False}
+    assert data == {"old": "2026.11.30-1", "new": "2026.11.30-1", "changes": [], "widens": False}
 
 
 def test_diff_shows_what_a_change_moves_and_exits_1(rules_copy: Path) -> None:
@@ -229,7 +229,7 @@ def test_diff_shows_what_a_change_moves_and_exits_1(rules_copy: Path) -> None:
     result = runner.invoke(app, ["diff", str(RULES), str(rules_copy), "--json"])
     assert result.exit_code == 1
     data = json.loads(result.stdout)
-    assert data["old"] == "2026.11.25-1" and data["new"] == "next"
+    assert data["old"] == "2026.11.30-1" and data["new"] == "next"
     changes = {c["event_type"]: (c["added"], c["removed"]) for c in data["changes"]}
     assert changes == {
         "govservice.citizen_feedback v1": ([], ["archive:public.govservice.citizen_feedback_stats",

@@ -114,7 +114,7 @@ def test_list_and_show_fail_on_a_broken_catalog(monkeypatch: pytest.MonkeyPatch)
 def test_check_of_the_shipped_catalog_prints_one_summary_line() -> None:
     result = runner.invoke(app, ["schemas", "check"])
     assert result.exit_code == 0, result.output
-    assert result.stdout == "8 schemas of 7 event types valid\n" and result.stderr == ""
+    assert result.stdout == "9 schemas of 8 event types valid\n" and result.stderr == ""
     assert runner.invoke(app, ["schemas", "check", str(AVRO)]).stdout == result.stdout
     assert runner.invoke(app, ["schemas", "check", str(ROOT / "schemas")]).stdout == result.stdout  # the catalog root
 

@@ -51,3 +51,20 @@ def test_unknown_field_makes_the_record_the_highest_grade(catalog: Catalog) -> N
     et = catalog.get("market.licence_granted")
     verdict = check_export(et, {**LICENCE, "id_number": "x"}, "public.market.licence_granted", "public_cloud", PUBLIC_CLOUD)
     assert not verdict.allowed and verdict.grade is Grade.IMPORTANT
+
+
+INSPECTION = {"inspection_id": "i", "credit_code": "9131", "business_name": "b", "district": "d", "inspection_type": "t",
+              "result": "合格", "inspected_on": "2026-11-24", "complainant_phone": None, "inspector_id_number": None}
+
+
+@pytest.mark.parametrize("field, grade", [(None, Grade.PUBLIC), ("complainant_phone", Grade.SENSITIVE),
+                                          ("inspector_id_number", Grade.RESTRICTED)])
+def test_a_public_type_leaves_by_the_fields_it_carries_not_by_the_fields_it_could(catalog: Catalog, field: str | None,
+                                                                                   grade: Grade) -> None:
+    et = catalog.get("market.inspection_result")
+    payload = {**INSPECTION, **({field: "set"} if field else {})}
+    verdict = check_export(et, payload, "public.market.inspection_result", "public_cloud,archive", ARCHIVE)
+    assert verdict.allowed is (grade is Grade.PUBLIC) and verdict.leak is (grade is not Grade.PUBLIC)
+    if grade is not Grade.PUBLIC:  # a refused record is quarantined as the highest grade its type can carry
+        assert verdict.reason == f"market.inspection_result is {grade.id}: only public events leave"
+        assert verdict.grade is Grade.RESTRICTED

@@ -107,7 +107,7 @@ def test_an_empty_catalog_and_bad_department_files_are_refused(tmp_path: Path) -
 
 def test_the_shipped_catalog_lookups(tmp_path: Path) -> None:
     catalog = load_catalog_dir(AVRO)
-    assert len(catalog) == 8 and "transport.bus_arrival" in catalog and "x.y" not in catalog
+    assert len(catalog) == 9 and "transport.bus_arrival" in catalog and "x.y" not in catalog
     assert [et.version for et in catalog.versions("transport.bus_arrival")] == [1, 2]
     assert catalog.get("transport.bus_arrival").version == 2
     assert [et.key for et in catalog.latest()].count("transport.bus_arrival") == 1

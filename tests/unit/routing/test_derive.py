@@ -57,7 +57,7 @@ def test_every_shipped_view_has_a_valid_avro_schema_for_every_source_version() -
             parse_schema(dict(derived.schema))
             assert derived.schema_grade is Grade.PUBLIC
             count += 1
-    assert count == 2
+    assert count == 3
 
 
 def test_computed_grades_follow_the_transforms() -> None:

@@ -46,6 +46,8 @@ SHIPPED_EXPECTATIONS = [
      ["graded:restricted.health.hospital_admission"]),
     ("police.population_stats", 1, Grade.IMPORTANT, "population-statistics-stay-private",
      ["graded:important.police.population_stats"]),
+    ("market.inspection_result", 1, Grade.PUBLIC, "inspection-results-open-data",
+     _all("public.market.inspection_result")),
 ]
 
 
@@ -147,15 +149,31 @@ def test_a_rule_that_sends_a_non_public_type_out_is_blocked(key: str) -> None:
     )
 
 
-def test_a_public_payload_of_a_type_that_can_carry_more_is_still_blocked() -> None:
-    et, payload = sample("govservice.citizen_feedback")
-    public_only = {"topic": "噪音", "district": "静安区", "submitted_at": 1}
-    forced = EventType(et.dept, et.event, et.version, et.full_name, Grade.PUBLIC, et.fields, et.schema)
-    assert effective_grade(forced, public_only) is Grade.PUBLIC
-    result = route(forced, public_only, RuleSet("bad", (Rule("leak", Match(), (PUBLIC_CLOUD,)),)))
-    assert [d.destination for d in result.decisions] == [GRADED]
-    assert result.blocked == (Blocked("leak", PUBLIC_CLOUD, "govservice.citizen_feedback can carry sensitive fields: "
-                                                       "only all-public types leave"),)
+def test_a_public_type_with_an_optional_higher_grade_field_leaves_only_when_the_field_is_empty() -> None:
+    et, payload = sample("market.inspection_result")
+    assert et.record_grade is Grade.PUBLIC and et.schema_grade is Grade.RESTRICTED
+    anyone = RuleSet("wide", (Rule("out", Match(et.dept, et.event), (PUBLIC_CLOUD, ARCHIVE)),))
+    empty = route(et, payload, anyone)
+    assert empty.grade is Grade.PUBLIC and empty.blocked == ()
+    assert dests(empty) == _all("public.market.inspection_result")
+    named = route(et, {**payload, "inspector_id_number": "310101198503152417"}, anyone)
+    assert dests(named) == ["graded:restricted.market.inspection_result"]
+    assert named.blocked == (Blocked("out", PUBLIC_CLOUD, "market.inspection_result is restricted: only public events leave"),
+                             Blocked("out", ARCHIVE, "market.inspection_result is restricted: only public events leave"))
+
+
+def test_the_shipped_inspection_rules_export_the_empty_variant_and_keep_the_others_private() -> None:
+    et, payload = sample("market.inspection_result")
+    complaint = route(et, {**payload, "complainant_phone": "13911112222"}, SHIPPED,
+                      pseudonymise=lambda data: b"p:" + data[::-1])
+    assert complaint.grade is Grade.SENSITIVE and complaint.rule_id == "inspection-complaints-pseudonymous"
+    assert dests(complaint) == sorted(["graded:sensitive.market.inspection_result",
+                                       *_all("public.market.inspection_complaints")])
+    view = complaint.decisions[1].payload
+    assert view["complainant_phone"] == "p:" + "complainant:13911112222"[::-1]
+    assert "inspection_id" not in view and "inspector_id_number" not in view
+    both = route(et, {**payload, "complainant_phone": "13911112222", "inspector_id_number": "X"}, SHIPPED)
+    assert dests(both) == ["graded:restricted.market.inspection_result"] and both.blocked == ()
 
 
 def _feedback_view(**overrides: Transform) -> View:

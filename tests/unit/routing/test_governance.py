@@ -112,6 +112,23 @@ def test_reshaping_a_view_needs_approval_even_when_nothing_new_is_reached(tmp_pa
     assert G.widens(shipped, reshaped, types)
 
 
+def test_a_view_at_a_grade_between_the_record_and_the_schema_is_a_widening(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The inspection view is decided by a rule capped at sensitive: a public record type whose schema reaches
+    # restricted. A comparison of the record's and the schema's grade alone would not see it come or go.
+    shipped, types = _shipped_and_catalog()
+    without = _edited(tmp_path, "market.yaml", "          complainant_phone: {pseudonymise: complainant}\n",
+                      "          complainant_phone: drop\n")
+    [change] = G.changes(without, shipped, types)
+    assert change.event_type == "market.inspection_result v1" and change.views_changed == ("inspection_complaints",)
+    assert G.widens(without, shipped, types)
+    private_view = _edited(tmp_path / "b", "market.yaml", "        to: [public_cloud, archive]\n\n  - id: inspection-results-naming",
+                           "        to: []\n\n  - id: inspection-results-naming")
+    [change] = G.changes(private_view, shipped, types)
+    assert change.added == ("archive:public.market.inspection_complaints",
+                            "public_cloud:public.market.inspection_complaints")
+    assert G.widens(private_view, shipped, types) and not G.widens(shipped, private_view, types)
+
+
 # --- quarantine review ----------------------------------------------------------------------------------------
 
 def test_a_quarantined_record_is_released_only_public_now_and_after_a_change() -> None:

@@ -318,9 +318,15 @@ def test_events_of_a_type_and_grade_share_the_precomputed_outputs() -> None:
 
 def test_only_types_with_fields_above_their_record_grade_are_graded_by_value() -> None:
     plan = PLANS["shipped"]
-    assert all(plan.type_plan(et).constant_grade is et.record_grade for et in CATALOG)
+    assert all(plan.type_plan(et).constant_grade is et.record_grade for et in CATALOG
+               if et.key != "market.inspection_result")
+    # The one shipped type graded by value: public, unless its optional sensitive or restricted field is set.
+    varying = [et for et in CATALOG if plan.type_plan(et).constant_grade is None]
+    assert [et.key for et in varying] == ["market.inspection_result"]
+    assert plan.type_plan(varying[0]).raising == (("inspector_id_number", Grade.RESTRICTED),
+                                                  ("complainant_phone", Grade.SENSITIVE))
     assert all(plan.type_plan(et).constant_grade is None for et in EXTRA_TYPES)
-    for et in EXTRA_TYPES:
+    for et in [*EXTRA_TYPES, *varying]:
         raising = [grade for _, grade in plan.type_plan(et).raising]
         assert raising == sorted(raising, reverse=True) and min(raising) > et.record_grade
 
@@ -396,3 +402,25 @@ def test_the_shadow_diff_is_the_per_event_comparison_when_no_transform_fails(
     if planned.errors is not None or shadow_plan.route(et, payload, None, pseudonymise).errors is not None:
         return  # documented: the static diff does not see a view blocked by one event's values
     assert _split(planned.shadow_changes(diff_plans(live_plan, shadow_plan))) == _split(expected)
+
+
+def test_pseudonym_inputs_are_what_route_asks_for_and_only_at_the_grade_whose_rule_pseudonymises() -> None:
+    from routing.transforms import pseudonyms_from
+
+    et = CATALOG.get("market.inspection_result")
+    plan = compile_plan(CATALOG, SHIPPED)
+    assert plan.pseudonymising == frozenset({"market.inspection_result"})
+    base = json.loads((ROOT / "schemas" / "samples" / "market.inspection_result.v1.json").read_text(encoding="utf-8"))
+    complaint = {**base, "complainant_phone": "13911112222"}
+    assert plan.pseudonym_inputs(et, base) == ()  # public: exported whole, no view
+    assert plan.pseudonym_inputs(et, {**complaint, "inspector_id_number": "x"}) == ()  # restricted: nothing leaves
+    assert plan.pseudonym_inputs(et, complaint) == (b"complainant:13911112222",)
+    asked: list[bytes] = []
+    planned = plan.route(et, complaint, None, lambda data: asked.append(data) or "p")  # type: ignore[func-returns-value]
+    assert asked == list(plan.pseudonym_inputs(et, complaint))
+    # Prepared pseudonyms are only looked up; a value nobody prepared blocks the view, never sends it plain.
+    prepared = plan.route(et, complaint, None, pseudonyms_from({b"complainant:13911112222": "vault:v1:abc"}))
+    assert prepared.payload_of(0)["complainant_phone"] == "vault:v1:abc"
+    unprepared = to_routing_result(plan.route(et, complaint, None, pseudonyms_from({})))
+    assert [d.topic for d in unprepared.decisions] == ["sensitive.market.inspection_result"]
+    assert {b.reason for b in unprepared.blocked} == {"view inspection_complaints: no pseudonym was prepared for this value"}

@@ -170,11 +170,12 @@ def test_rule_files_are_read_in_name_order_and_ruleset_yaml_is_not_a_rules_file(
 
 def test_the_shipped_rules_load() -> None:
     ruleset = load_ruleset_dir(RULES)
-    assert ruleset.version == "2026.11.25-1"
+    assert ruleset.version == "2026.11.30-1"
     assert [r.id for r in ruleset.rules] == [
         "permit-applications-statistic", "citizen-feedback-open-data", "hospital-admissions-stay-private",
-        "business-licences-open-data", "population-statistics-stay-private", "bus-arrivals-open-data",
-        "road-closures-stay-internal"]
+        "business-licences-open-data", "inspection-results-open-data", "inspection-complaints-pseudonymous",
+        "inspection-results-naming-officers-stay-private", "population-statistics-stay-private",
+        "bus-arrivals-open-data", "road-closures-stay-internal"]
     assert all(r.path.endswith(".yaml") and r.line > 0 for r in ruleset.rules)
 
 

@@ -86,6 +86,18 @@ def test_a_grade_cap_does_not_make_an_export_of_a_non_public_schema_valid(tmp_pa
     assert "transport.road_closure v1 (internal" in errors[0].reason
 
 
+def test_a_public_type_with_optional_higher_grade_fields_may_be_exported_only_under_a_public_cap(tmp_path: Path) -> None:
+    # The cap makes the rule match only the events that leave those fields empty: they are public, and leave.
+    capped = "rules:\n  - id: capped\n    match: {dept: market, event: inspection_result, grade: public}\n    to: [archive]\n"
+    (tmp_path / "capped").mkdir()
+    (tmp_path / "wide").mkdir()
+    assert _errors(tmp_path / "capped", capped)[0] == []
+    wide = "rules:\n  - id: wide\n    match: {dept: market, event: inspection_result}\n    to: [archive]\n"
+    errors, _ = _errors(tmp_path / "wide", wide)
+    assert [(e.rule_id, e.line) for e in errors] == [("wide", 2)]
+    assert "market.inspection_result v1 (restricted by its schema)" in errors[0].reason
+
+
 def test_a_view_must_name_every_source_field_and_only_those(tmp_path: Path) -> None:
     body = ("rules:\n  - id: r\n    match: {dept: govservice, event: citizen_feedback}\n    derive:\n      - name: fb\n"
             "        fields:\n          topic: keep\n          district: keep\n          text: drop\n          contact: drop\n"

@@ -281,3 +281,81 @@ def test_batch_metrics_reach_prometheus_once_per_batch() -> None:
     assert after[0] - before[0] == sum(r[0] == "ingress.market.licence_granted" for r in samples)
     assert after[1] - before[1] == len(batch.occurred) > 0
     assert after[2] - before[2] == batch.dlq_reasons["decode_error"]
+
+
+def inspections(codec: AvroCodec, phones: list[str | None], inspector: str | None = None) -> list[IngressRecord]:
+    """Inspection results of the shipped catalog, one per phone (None: no complaint), as the market publisher sends."""
+    et = CATALOG.get("market.inspection_result")
+    base = {"inspection_id": "SJ-1", "credit_code": "91310115MA1K4XYZ3Q", "business_name": "浦江", "district": "浦东新区",
+            "inspection_type": "投诉核查", "result": "合格", "inspected_on": "2026-11-24",
+            "complainant_phone": None, "inspector_id_number": inspector}
+    return [(et.ingress_topic, 0, f"in-{i}".encode(), codec.encode(et, {**base, "complainant_phone": phone}),
+             publisher_headers(et, f"in-{i}")) for i, phone in enumerate(phones)]
+
+
+class CountingSource:
+    """A pseudonym source that records each batch's request (the router's is Vault Transit, through a cache)."""
+
+    def __init__(self) -> None:
+        self.requests: list[set[bytes]] = []
+        self.cleared = 0
+
+    def resolve(self, inputs: set[bytes]) -> dict[bytes, str]:
+        self.requests.append(set(inputs))
+        return {data: "vault:v1:" + data.hex()[-12:] for data in inputs}
+
+    def clear(self) -> None:
+        self.cleared += 1
+
+
+def test_a_batch_gets_its_pseudonyms_from_one_request_before_it_is_routed() -> None:
+    codec, source = fresh_codec(), CountingSource()
+    step = RouterStep(CATALOG, codec, pseudonyms=source)
+    phones = ["13911112222", "13800001111", "13911112222", None, "13911112222"]
+    records = inspections(codec, phones) + sample_records(CATALOG, codec, per_type=1)
+    step.load(SHIPPED)
+    batch = step.begin(NOW_MS)
+    step.prepare(batch, [(r[0], r[3]) for r in records])
+    for record in records:
+        step.route_into(batch, *record)
+    # One request, for the distinct values only (the sample's own complaint variant among them).
+    assert len(source.requests) == 1
+    assert {b"complainant:13911112222", b"complainant:13800001111"} <= source.requests[0]
+    views = {key: codec.decode(value)[1] for topic, key, value, _, _ in batch.outputs
+             if topic == "public.market.inspection_complaints" and key.startswith(b"in-")}
+    assert sorted(views) == [b"in-0", b"in-1", b"in-2", b"in-4"]  # the one without a complaint is public itself
+    assert views[b"in-0"]["complainant_phone"] == views[b"in-2"]["complainant_phone"] == views[b"in-4"]["complainant_phone"]
+    assert views[b"in-0"]["complainant_phone"] != views[b"in-1"]["complainant_phone"]
+    assert all(v["complainant_phone"].startswith("vault:v1:") for v in views.values())
+    for topic, _, value, _, _ in batch.outputs:
+        if topic.startswith("public."):
+            assert b"13911112222" not in value and b"13800001111" not in value
+    assert batch.dlq == []
+
+
+def test_a_batch_not_prepared_never_carries_a_plain_value_nor_a_view_without_its_pseudonym() -> None:
+    codec, source = fresh_codec(), CountingSource()
+    step = RouterStep(CATALOG, codec, pseudonyms=source)
+    records = inspections(codec, ["13911112222"])
+    batch = batched(step, records, SHIPPED)  # no prepare: no pseudonym at hand
+    assert [topic for topic, *_ in batch.outputs] == ["sensitive.market.inspection_result"]
+    assert batch.dlq == [] and source.requests == []
+    decisions = [d for value in batch.decision_records() for d in decode_record(b"router", value)]
+    assert {d["verdict"] for d in decisions} == {"routed", "blocked"}
+    assert all("no pseudonym" in d["reason"] for d in decisions if d["verdict"] == "blocked")
+
+
+def test_batches_without_a_pseudonymised_value_ask_nothing_and_a_rule_switch_forgets() -> None:
+    codec, source = fresh_codec(), CountingSource()
+    step = RouterStep(CATALOG, codec, pseudonyms=source)
+    step.load(SHIPPED)
+    assert source.cleared == 2  # at start, and at this switch
+    batch = step.begin(NOW_MS)
+    records = inspections(codec, [None, "13911112222"], inspector="310101198503152417")  # restricted: no view
+    records += [r for r in sample_records(CATALOG, codec, per_type=2) if "inspection" not in r[0]]
+    step.prepare(batch, [(r[0], r[3]) for r in records])
+    assert source.requests == [] and batch.pseudonymise is None
+    for record in records:
+        step.route_into(batch, *record)
+    ours = [topic for topic, key, *_ in batch.outputs if key.startswith(b"in-")]
+    assert ours == ["restricted.market.inspection_result"] * 2

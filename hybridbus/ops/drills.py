@@ -22,15 +22,17 @@ supervisor would, and named in `restarted`.
 """
 from __future__ import annotations
 
+import json
 import platform
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from math import ceil
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -46,7 +48,8 @@ from hybridbus.ops.stack.components import brokers
 from hybridbus.ops.governance import apply_rules
 from hybridbus.runtime.rulestore import LIVE, RuleFeed
 from producers.publisher import Publisher
-from routing.catalog import Catalog
+from hybridbus.runtime.catalogstore import DEPARTMENTS_FILE
+from routing.catalog import Catalog, EventType
 from routing.rules import RuleSet
 
 SAMPLES = REPO_ROOT / "schemas" / "samples"
@@ -225,6 +228,44 @@ def _swap_rules(ctx: DrillContext) -> None:
     ctx.traffic.wait_sent(2 * FAULT_AT)
     apply_rules(shipped, LIVE, ctx.cfg)
     ctx.notes["swapped"] = [candidate.version, shipped.version]
+
+
+# --- onboarding: a catalog change mid-stream -----------------------------------------------------------
+
+ONBOARDED_EVENT = "air_quality"  # the new department's event type
+NEXT_VERSION_OF = PROBE_TYPE  # the existing type that gets a new version: public and exported, so it crosses
+
+
+def onboarding_files(in_force: Mapping[str, str], dept: str, existing: str = NEXT_VERSION_OF) -> dict[str, str]:
+    """The catalog in force (a snapshot's files) plus a department `dept` with one new public event type, and the
+    next version of `existing` with one more optional public field: what an onboarding brings."""
+    files = dict(in_force)
+    files[DEPARTMENTS_FILE] = files[DEPARTMENTS_FILE].rstrip("\n") + (
+        f"\n  - id: {dept}\n    name_zh: 新部门{dept}\n    name_en: Onboarded {dept}\n    clearance: internal\n")
+    files[f"{dept}/{ONBOARDED_EVENT}.v1.avsc"] = json.dumps({
+        "type": "record", "namespace": f"hybridbus.{dept}", "name": "AirQuality", "hbus.dept": dept,
+        "hbus.event": ONBOARDED_EVENT, "hbus.version": 1, "grade": "public",
+        "doc": "An air-quality reading of a monitoring station (空气质量监测). Open data.",
+        "fields": [{"name": "station", "type": "string", "grade": "public"},
+                   {"name": "pm25", "type": "int", "grade": "public"},
+                   {"name": "measured_at", "type": "long", "grade": "public"}]}, ensure_ascii=False, indent=2)
+    dept_of, event = existing.split(".")
+    latest = max(int(name.rsplit(".v", 1)[1].removesuffix(".avsc")) for name in files
+                 if name.startswith(f"{dept_of}/{event}.v"))
+    schema = json.loads(files[f"{dept_of}/{event}.v{latest}.avsc"])
+    version = latest + 1
+    schema["hbus.version"] = version
+    schema["fields"].append({"name": f"note_v{version}", "type": ["null", "string"], "default": None,
+                             "grade": "public", "doc": "A remark, added in this version."})
+    files[f"{dept_of}/{event}.v{version}.avsc"] = json.dumps(schema, ensure_ascii=False, indent=2)
+    return files
+
+
+def onboarded_payload(event_type: EventType, base: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """A payload of a type the onboarding made: the new type's reading, or the new version's sample plus its field."""
+    if event_type.event == ONBOARDED_EVENT:
+        return {"station": f"station-{i % 17}", "pm25": 10 + i % 90, "measured_at": 1_764_460_800_000 + i * 1000}
+    return {**base, f"note_v{event_type.version}": f"remark {i}"}
 
 
 # --- the production shape: three brokers, several workers --------------------------------------------

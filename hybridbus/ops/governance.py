@@ -13,7 +13,7 @@ from typing import Any
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings, settings
-from hybridbus.adapters.topology import CONTROL_TOPIC, PRIVATE, RULES_TOPIC
+from hybridbus.adapters.topology import CATALOG_TOPIC, CONTROL_TOPIC, PRIVATE, RULES_TOPIC
 from hybridbus.adapters.vault import PersonToken, Transit, root_client
 from hybridbus.ops.people import NotAllowed, require, sample_login
 from hybridbus.ops.stack.bootstrap import APPROVER, ENGINEER, OPERATOR
@@ -48,7 +48,7 @@ def stack_signer(cfg: Settings | None = None) -> Transit:
 def record_act(component: str, verdict: str, version: str, destination: str, reason: str, at_ms: int,
                actor: str) -> None:
     """A person's act on the audit chain: what, on which set or switch, why, when and who (from their login)."""
-    topic = CONTROL_TOPIC if component == "boundary" else RULES_TOPIC
+    topic = {"boundary": CONTROL_TOPIC, "catalog": CATALOG_TOPIC}.get(component, RULES_TOPIC)
     record_decision(DecisionRecord(component, "", "", "", "", version, destination, topic, verdict,
                                    reason[:REASON_LIMIT], at_ms, actor=actor))
 

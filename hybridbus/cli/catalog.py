@@ -36,7 +36,8 @@ def digest(as_json: bool = typer.Option(False, "--json", help="The digest and fi
 @app.command("apply")
 def apply(
     schemas: Path | None = typer.Option(None, "--schemas", help="The catalog's .avsc folder (<dept>/<event>.v<N>.avsc), "
-                                        "departments.yaml beside it (default: HBUS_SCHEMAS_DIR, schemas/avro)."),
+                                        "departments.yaml beside it, or the folder holding both avro/ and "
+                                        "departments.yaml (default: HBUS_SCHEMAS_DIR, schemas/avro)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Check and print the plan; change nothing."),
     as_json: bool = typer.Option(False, "--json", help="The plan and what was applied as JSON."),
 ) -> None:
@@ -55,6 +56,8 @@ def apply(
 
     cfg = settings()
     schemas_dir = (schemas or cfg.schemas_dir).resolve()
+    if (schemas_dir / "avro").is_dir() and (schemas_dir / "departments.yaml").is_file():
+        schemas_dir = schemas_dir / "avro"  # the folder holding both, as `hbus schemas check` takes it
     try:
         person = current(cfg)
         plan = prepare(schemas_dir, person, cfg)

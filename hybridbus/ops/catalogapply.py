@@ -169,7 +169,8 @@ def prepare(schemas_dir: Path, person: PersonToken, cfg: Settings | None = None)
     cfg = cfg or settings()
     require(person, ENGINEER)
     schemas_dir = Path(schemas_dir)
-    in_force = catalog_in_force(cfg)
+    on_topic = latest_snapshot(kafka.admin_credentials(PRIVATE, cfg))
+    in_force = on_topic or CatalogSnapshot.from_dir(cfg.schemas_dir)
     old = in_force.catalog()
     snapshot = CatalogSnapshot.from_dir(schemas_dir)
     new, errors, warnings = snapshot.check(str(schemas_dir))
@@ -182,7 +183,7 @@ def prepare(schemas_dir: Path, person: PersonToken, cfg: Settings | None = None)
     if errors:
         raise CatalogRefused(errors)
     topology = build_topology(new, derived_views(new, ruleset), {PRIVATE: cfg.private_brokers, PUBLIC: cfg.public_brokers})
-    held = observe(cfg, topology, in_force.digest)
+    held = observe(cfg, topology, on_topic.digest if on_topic is not None else "")
     return Plan(snapshot, in_force, change, ruleset, topology, tuple(plan_steps(topology, held, snapshot.digest)),
                 tuple(warnings))
 

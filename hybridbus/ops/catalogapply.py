@@ -7,7 +7,7 @@ makes the plan with the same functions `hbus stack up` bootstraps with, in order
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import groupby
 from pathlib import Path
@@ -169,14 +169,17 @@ def prepare(schemas_dir: Path, person: PersonToken, cfg: Settings | None = None)
     cfg = cfg or settings()
     require(person, ENGINEER)
     schemas_dir = Path(schemas_dir)
-    on_topic = latest_snapshot(kafka.admin_credentials(PRIVATE, cfg))
-    in_force = on_topic or CatalogSnapshot.from_dir(cfg.schemas_dir)
-    old = in_force.catalog()
     snapshot = CatalogSnapshot.from_dir(schemas_dir)
     new, errors, warnings = snapshot.check(str(schemas_dir))
     if errors or new is None:
         raise CatalogRefused(errors)
-    live = live_ruleset(person, old, cfg)
+    try:
+        on_topic = latest_snapshot(kafka.admin_credentials(PRIVATE, cfg))
+        in_force = on_topic or CatalogSnapshot.from_dir(cfg.schemas_dir)
+        old = in_force.catalog()
+        live = live_ruleset(person, old, cfg)
+    except KafkaException as exc:
+        raise ApplyStopped([], kafka_system(PRIVATE), f"reading the catalog and rules in force failed: {exc}") from None
     ruleset = live.ruleset if live is not None and live.ruleset is not None else load_rules(cfg)
     change, errors = check_change(old, new, ruleset, schema_fingerprint, str(schemas_dir),
                                   str(schemas_dir.parent / DEPARTMENTS_FILE))
@@ -240,8 +243,7 @@ def _approle_exists(client: hvac.Client, name: str) -> bool:
 _STEP_FAILURES = (HybridbusError, KafkaException, hvac.exceptions.VaultError, requests.RequestException, OSError)
 
 
-def execute(plan: Plan, person: PersonToken, cfg: Settings | None = None,
-            on_step: Callable[[Step], None] | None = None) -> list[Step]:
+def execute(plan: Plan, person: PersonToken, cfg: Settings | None = None) -> list[Step]:
     """Make every step of the plan that is not unchanged, in order: Vault, the private cluster, the public cluster,
     then the catalog put in force (processors learn types only once their topics and logins exist), then the
     act on the audit chain with `person` as the actor. Returns what was applied; ApplyStopped at a failure."""
@@ -255,9 +257,7 @@ def execute(plan: Plan, person: PersonToken, cfg: Settings | None = None,
         for (system, kind), group in groupby(todo, key=lambda s: (s.system, s.kind)):
             steps = list(group)
             for done in _make(plan, system, kind, steps, person, cfg):
-                applied.append(done)
-                if on_step is not None:
-                    on_step(done)
+                applied.append(done)  # one by one: a failure part-way says exactly what was made
     except _STEP_FAILURES as exc:
         at = next((str(s) for s in todo if s not in applied), "?")
         stopped = ApplyStopped(applied, at, _reason(exc))

@@ -48,6 +48,8 @@ def changed(plan: dict[str, Any], system: str, kind: str) -> list[str]:
 
 def test_a_new_department_is_planned_then_provisioned_then_unchanged(stack: Settings, engineer: dict[str, str],
                                                                      tmp_path: Path) -> None:
+    # `hbus stack up` put the catalog it started with in force, or an earlier apply put one there.
+    assert latest_snapshot(kafka.admin_credentials(PRIVATE, stack)) is not None
     before = catalog_in_force(stack)
     dept = f"onboard_{uuid.uuid4().hex[:6]}"
     files = onboarding_files(before.files, dept)

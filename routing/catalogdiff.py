@@ -7,7 +7,7 @@ codec's CRC-64-AVRO), so that this module decides and computes nothing it does n
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,26 +62,28 @@ def catalog_change(old: Catalog, new: Catalog) -> CatalogChange:
 
 
 def change_errors(old: Catalog, new: Catalog, fingerprint: Fingerprint, where: str = "",
-                  departments_path: str = "departments.yaml") -> list[SchemaError]:
+                  departments_path: str = "departments.yaml", views: Sequence[EventType] = ()) -> list[SchemaError]:
     """Every reason the change from `old` (in force) to `new` is refused, each naming its file.
 
-    `where` is the folder of the change's `.avsc` files, for versions that are missing from it.
+    `where` is the folder of the change's `.avsc` files, for versions that are missing from it; `views` are the
+    derived views of the rules in force, whose fingerprints a new version may not take either.
     """
     return [*_department_errors(old.departments, new.departments, departments_path),
             *_removed_or_rewritten(old, new, fingerprint, where),
             *_grade_errors(old, new),
-            *_collisions(old, new, fingerprint)]
+            *_collisions(old, new, fingerprint, views)]
 
 
 def check_change(old: Catalog, new: Catalog, ruleset: RuleSet, fingerprint: Fingerprint, where: str = "",
-                 departments_path: str = "departments.yaml") -> tuple[CatalogChange, list[SchemaError]]:
+                 departments_path: str = "departments.yaml",
+                 views: Sequence[EventType] = ()) -> tuple[CatalogChange, list[SchemaError]]:
     """The change and every reason to refuse it, the rules in force validated against the new catalog included.
 
     The rules are proved again on every change (cheap, and a new type may meet a wildcard rule); a grade that
     rises is the case where they can stop holding: a rule that exported the type would now export that field.
     """
     change = catalog_change(old, new)
-    errors = change_errors(old, new, fingerprint, where, departments_path)
+    errors = change_errors(old, new, fingerprint, where, departments_path, views)
     report = validate(ruleset, new)
     if not report.ok:
         raised = f" (grades raised: {'; '.join(map(str, change.raised))})" if change.raised else ""
@@ -199,18 +201,25 @@ def _same_grades(a: EventType, b: EventType) -> bool:
         [(f.name, f.grade, f.tagged) for f in a.fields] == [(f.name, f.grade, f.tagged) for f in b.fields]
 
 
-def _collisions(old: Catalog, new: Catalog, fingerprint: Fingerprint) -> list[SchemaError]:
-    """Two versions with one fingerprint: a record names its schema by it alone, so it could not say which it is.
-    Reported on each version the change brings (versions in force together already are not its doing)."""
-    in_force = {(t.key, t.version) for t in old}
-    by_fingerprint: dict[bytes, list[EventType]] = {}
+def _collisions(old: Catalog, new: Catalog, fingerprint: Fingerprint,
+                views: Sequence[EventType] = ()) -> list[SchemaError]:
+    """Two schemas with one fingerprint: a record names its schema by it alone, so it could not say which it is.
+    Reported on each version the change brings (versions in force together already, and the rules' derived views
+    among themselves, are not its doing)."""
+    settled = {(t.key, t.version) for t in old}
+    by_fingerprint: dict[bytes, list[tuple[EventType, bool]]] = {}
     for event_type in new:
-        by_fingerprint.setdefault(fingerprint(event_type.schema), []).append(event_type)
+        by_fingerprint.setdefault(fingerprint(event_type.schema), []).append(
+            (event_type, (event_type.key, event_type.version) in settled))
+    for view in views:
+        found = by_fingerprint.get(fingerprint(view.schema))
+        if found is not None:  # views only matter where they meet a catalog type
+            found.append((view, True))
     errors = []
     for fp, types in by_fingerprint.items():
-        for event_type in types:
-            others = [t for t in types if t is not event_type]
-            if not others or (event_type.key, event_type.version) in in_force:
+        for event_type, in_force in types:
+            others = [t for t, _ in types if t is not event_type]
+            if not others or in_force:
                 continue
             errors.append(SchemaError(
                 f"{event_type.key} v{event_type.version} has the fingerprint {fp.hex()} of "

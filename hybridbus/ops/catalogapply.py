@@ -20,7 +20,7 @@ from confluent_kafka import KafkaException
 from hybridbus.adapters import kafka
 from hybridbus.adapters.codec import schema_fingerprint
 from hybridbus.adapters.config import Settings, settings
-from hybridbus.adapters.loaders import derived_views, load_rules
+from hybridbus.adapters.loaders import derived_event_types, derived_views, load_rules
 from hybridbus.adapters.topology import PRIVATE, PUBLIC, AclSpec, Identity, Topology, build_topology
 from hybridbus.adapters.vault import PersonToken, approle_file, kafka_kv_path, root_client
 from hybridbus.ops.governance import live_ruleset, record_act
@@ -182,7 +182,7 @@ def prepare(schemas_dir: Path, person: PersonToken, cfg: Settings | None = None)
         raise ApplyStopped([], kafka_system(PRIVATE), f"reading the catalog and rules in force failed: {exc}") from None
     ruleset = live.ruleset if live is not None and live.ruleset is not None else load_rules(cfg)
     change, errors = check_change(old, new, ruleset, schema_fingerprint, str(schemas_dir),
-                                  str(schemas_dir.parent / DEPARTMENTS_FILE))
+                                  str(schemas_dir.parent / DEPARTMENTS_FILE), derived_event_types(new, ruleset))
     if errors:
         raise CatalogRefused(errors)
     topology = build_topology(new, derived_views(new, ruleset), {PRIVATE: cfg.private_brokers, PUBLIC: cfg.public_brokers})

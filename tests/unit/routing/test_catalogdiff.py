@@ -231,3 +231,17 @@ def test_distinct_schemas_whose_fingerprints_collide_are_refused() -> None:
         "change/ecology/air_quality.v1.avsc: ecology.air_quality v1 has the fingerprint "
         f"{b'same-fp!'.hex()} of market.licence_granted v1: a record names its schema by it alone; give the record "
         "another name, namespace or fields"]
+
+
+def test_a_new_type_with_the_fingerprint_of_a_derived_view_is_refused() -> None:
+    from hybridbus.adapters.loaders import derived_event_types
+
+    view = next(t for t in derived_event_types(catalog(BASE), RULES) if t.event == "citizen_feedback_stats")
+    copy = {**dict(view.schema), "hbus.dept": "ecology", "hbus.event": "feedback_stats", "hbus.version": 1,
+            "grade": "public"}
+    files = {**with_department(BASE), "ecology/feedback_stats.v1.avsc": json.dumps(copy)}
+    new = catalog(files)
+    _, errors = check_change(catalog(BASE), new, RULES, schema_fingerprint, "change", DEPARTMENTS,
+                             derived_event_types(new, RULES))
+    assert [e.path for e in errors] == ["change/ecology/feedback_stats.v1.avsc"]
+    assert "of govservice.citizen_feedback_stats v1" in str(errors[0])

@@ -130,3 +130,23 @@ def test_only_an_engineer_may_apply_a_catalog(stack: Settings, tmp_path: Path) -
     result = runner.invoke(app, ["catalog", "apply", "--schemas", str(schemas), "--dry-run"],
                            env={"HBUS_TOKEN": sample_login("wang.fang", stack).token})
     assert result.exit_code == 1 and "wang.fang is not an engineer" in result.stderr
+
+
+def test_against_a_partly_down_stack_it_stops_changes_nothing_and_a_rerun_applies(
+        stack: Settings, engineer: dict[str, str], tmp_path: Path) -> None:
+    from hybridbus.ops.stack import manager
+
+    dept = f"partly_{uuid.uuid4().hex[:6]}"
+    schemas = write_catalog_dir(onboarding_files(catalog_in_force(stack).files, dept), tmp_path)
+    ingress = f"ingress.{dept}.{ONBOARDED_EVENT}"
+    manager.component(stack, "kafka-public").process.stop()
+    try:
+        result = runner.invoke(app, ["catalog", "apply", "--schemas", str(schemas)], env=engineer)
+        assert result.exit_code == 3, result.stdout + result.stderr
+        assert "stopped at kafka-public" in result.stderr and "applied before it: nothing" in result.stderr
+        assert ingress not in list_topics(PRIVATE) and not approle_file(dept, stack).exists()
+    finally:
+        manager.up(stack, echo=lambda *_: None)
+    code, applied, out = apply_cli(schemas, engineer)
+    assert code == 0, out
+    assert applied is not None and applied["applied_by"] == "li.wei" and ingress in list_topics(PRIVATE)

@@ -64,6 +64,7 @@ TOKEN_MAX_TTL = "24h"
 TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"), *((k, "ed25519") for k in RULES_SIGNING_KEYS),
                 (BOUNDARY_KEY, "ed25519"))
 FIELD_KEY_TYPE = "aes256-gcm96"
+CATALOG_READ_TIMEOUT = 180.0
 # The grades a field can be encrypted at (a schema may opt a field in below the default threshold).
 FIELD_KEY_GRADES = tuple(g for g in Grade if g > Grade.PUBLIC)
 
@@ -400,7 +401,8 @@ def catalog_bootstrap(cfg: Settings, admin_creds: KafkaCredentials) -> None:
     """Put the catalog the stack starts with in force on `_hbus.catalog`, unless a catalog is already there (one
     `hbus catalog apply` put in force stays: a restart never takes a department back)."""
     try:
-        if latest_snapshot(admin_creds) is None:
+        # The topic may have been made a moment ago: on a busy machine its leader can take a minute to be elected.
+        if latest_snapshot(admin_creds, timeout=CATALOG_READ_TIMEOUT) is None:
             publish_snapshot(CatalogSnapshot.from_dir(cfg.schemas_dir, applied_by="hbus stack up",
                                                       applied_at_ms=int(time.time() * 1000)), admin_creds)
     except (DeliveryError, KafkaException) as exc:

@@ -285,8 +285,9 @@ def _change_catalog(ctx: DrillContext) -> None:
     with tempfile.TemporaryDirectory(prefix="hbus-catalog-") as tmp:
         plan = prepare(write_catalog_dir(files, Path(tmp)), engineer, cfg)
         applied = execute(plan, engineer, cfg)
-    made = {cluster: [s.name for s in applied if s.kind == "topic" and s.system == f"kafka-{cluster}"]
-            for cluster in (PRIVATE, PUBLIC)}
+    # The topics the change made where routed copies land (ingress topics hold what departments sent, not copies).
+    made = {cluster: [s.name for s in applied if s.kind == "topic" and s.system == f"kafka-{cluster}"
+                      and not s.name.startswith("ingress.")] for cluster in (PRIVATE, PUBLIC)}
     if ctx.tally is not None:
         ctx.tally.watch(made[PRIVATE], made[PUBLIC])
     catalog = CatalogSnapshot(files).catalog()

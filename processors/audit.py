@@ -13,6 +13,7 @@ import ctypes
 import logging
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Message, Producer
@@ -23,7 +24,8 @@ from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.adapters.vault import VaultSession
-from hybridbus.runtime.audit import CHECKPOINT, DECISION, Appended, Appender
+from hybridbus.runtime.accesstrail import authorizer_logs, trail_pass
+from hybridbus.runtime.audit import ACCESS, CHECKPOINT, DECISION, Appended, Appender
 from hybridbus.runtime.auditstore import ARCHIVE_MAX_ENTRIES, AuditArchive, RecentEntries, read_chain, resume_chain
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.decisions import decode_record
@@ -47,6 +49,7 @@ CHECKPOINT_EVERY = 5_000
 CHECKPOINT_INTERVAL = 60.0  # seconds: a quiet bus still gets its recent entries signed within a minute
 SIGNING_RETRY = 10.0  # seconds to wait before asking an unavailable Vault to sign again
 ARCHIVE_EVERY = 5.0  # seconds between archive passes while segments close; sooner once an object's worth waits
+TRAIL_EVERY = 10.0  # seconds between passes over the brokers' authorizer logs (a minute is chained once it is over)
 RECENT_ENTRIES = 2 * ARCHIVE_MAX_ENTRIES  # kept for the archive (a few hundred bytes each); further back, it reads Kafka
 
 
@@ -111,11 +114,13 @@ class ChainWriter:
         self.unconfirmed: list[bytes] = []
         self.offsets: list[int] = []  # of the unconfirmed entries: reports come in the order they were produced
         self.decisions = 0
+        self.accesses = 0
         self.checkpoints_at_ms: list[int] = []
         self.segments_closed = False
         self.unarchived = 0  # entries written since the archive last looked
         self._decisions = metrics.AUDIT_ENTRIES.labels(DECISION)
         self._checkpoints = metrics.AUDIT_ENTRIES.labels(CHECKPOINT)
+        self._accesses = metrics.AUDIT_ENTRIES.labels(ACCESS)
         self._paused = metrics.PAUSED.labels("audit", "private-kafka")
 
     def chain_batch(self, records: Iterable[tuple[int, int, bytes | None, bytes | None]]) -> None:
@@ -125,6 +130,18 @@ class ChainWriter:
             self.send(self.appender.append([(partition, offset, decode_record(key, value))]))
             if len(self.unconfirmed) >= CONFIRM_EVERY:
                 self.confirm()
+        self.confirm()
+
+    def collect_trail(self, sources: dict[str, Path]) -> None:
+        """Chain the access trail's groups of the minutes closed since the last pass; return once Kafka has them."""
+        try:
+            appended, gaps = trail_pass(self.appender, sources, int(time.time() * 1000))
+        except OSError as exc:  # a log unreadable for now: the next pass reads from the same position
+            log.warning("event=access_trail_unreadable error=%s", type(exc).__name__)
+            return
+        for source in gaps:
+            log.warning("event=access_trail_gap source=%s reason=rotated_away_unread", source)
+        self.send(appended)
         self.confirm()
 
     def sign_recent(self) -> None:
@@ -141,6 +158,7 @@ class ChainWriter:
                     self.producer.poll(0.1)
         self.unconfirmed += appended.entries
         self.decisions += appended.decisions
+        self.accesses += appended.accesses
         self.checkpoints_at_ms += appended.checkpoints_at_ms
 
     def confirm(self) -> None:
@@ -159,11 +177,12 @@ class ChainWriter:
                 self.recent.forget()  # something else wrote to the topic in between: the archive reads it there
         self.unarchived += len(self.unconfirmed)
         self._decisions.inc(self.decisions)
+        self._accesses.inc(self.accesses)
         if self.checkpoints_at_ms:
             self._checkpoints.inc(len(self.checkpoints_at_ms))
             metrics.AUDIT_LAST_CHECKPOINT.set(self.checkpoints_at_ms[-1] / 1000)
             self.segments_closed = True
-        self.unconfirmed, self.offsets, self.decisions, self.checkpoints_at_ms = [], [], 0, []
+        self.unconfirmed, self.offsets, self.decisions, self.accesses, self.checkpoints_at_ms = [], [], 0, 0, []
 
     def _delivered(self, err, msg) -> None:  # type: ignore[no-untyped-def]
         if err is not None:
@@ -209,6 +228,11 @@ def main() -> None:
     @app.timer(CHECKPOINT_INTERVAL)
     async def sign_recent() -> None:
         plane.between_batches(writer.sign_recent)
+
+    @app.timer(TRAIL_EVERY)
+    async def collect_trail() -> None:
+        # Read where this writer runs: the local stack's brokers keep their authorizer logs under its state dir.
+        plane.between_batches(lambda: writer.collect_trail(authorizer_logs(cfg.state_dir)))
 
     @app.task
     async def archive_closed() -> None:

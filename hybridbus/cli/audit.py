@@ -172,8 +172,8 @@ def event_cmd(event_id: str = typer.Argument(..., help="The event id (hbus-event
     Example: hbus audit query event 4f1c0e9a7d2b4c1e
     """
     rows = _with_time(audit.event_history(_entries(source, topic), event_id))
-    _emit(rows, ["time", "component", "verdict", "grade", "rules_version", "destination", "topic", "reason", "seq"],
-          as_json, as_csv)
+    _emit(rows, ["time", "component", "verdict", "grade", "rules_version", "destination", "topic", "reason", "actor",
+                 "seq"], as_json, as_csv)
     if not rows:
         raise fail(f"no audit entry for event {event_id}", FAILED)
 
@@ -190,17 +190,23 @@ def rules_cmd(source: str = SOURCE, topic: str = TOPIC, as_json: bool = AS_JSON,
 
 @query.command("access")
 def access_cmd(who: str | None = typer.Option(None, "--who", help="One identity, e.g. health, market, gateway."),
-               what: str | None = typer.Option(None, "--what", help="Transit key or KV path containing this text, "
-                                                                    "e.g. fields-health-restricted."),
-               action: str | None = typer.Option(None, "--action", help="decrypt, datakey, hmac or kv-read."),
-               from_: str | None = FROM, to: str | None = TO, as_json: bool = AS_JSON, as_csv: bool = AS_CSV) -> None:
-    """Who decrypted which field key, or read which secret, per minute with counts (from Vault's audit device).
+               topic: str | None = typer.Option(None, "--topic", help="One graded topic, e.g. "
+                                                "restricted.health.hospital_admission: its reads, and the decrypts "
+                                                "of the Transit key sealing its fields."),
+               what: str | None = typer.Option(None, "--what", help="Topic, Transit key or KV path containing this "
+                                                                    "text, e.g. fields-health-restricted."),
+               action: str | None = typer.Option(None, "--action", help="read or describe (brokers); decrypt, "
+                                                                        "datakey, hmac or kv-read (Vault)."),
+               from_: str | None = FROM, to: str | None = TO, source: str = SOURCE, as_json: bool = AS_JSON,
+               as_csv: bool = AS_CSV) -> None:
+    """Who read which graded topic (the brokers' authorizer, from the chain) and who decrypted which field key or
+    read which secret (Vault's audit device), per minute with counts.
 
-    Example: hbus audit query access --what fields-health-restricted --action decrypt --from 2026-11-23 --to 2026-11-30
+    Example: hbus audit query access --topic restricted.health.hospital_admission --from 2026-11-23 --to 2026-11-30
     """
-    from hybridbus.ops.access import query as access_query
+    from hybridbus.ops.access import COLUMNS, trail
     from hybridbus.ops.stack.components import vault_audit_log
 
-    rows = access_query(vault_audit_log(settings()), who=who, what=what, action=action,
-                        from_ms=_when(from_), to_ms=_when(to))
-    _emit(rows, ["minute", "who", "action", "what", "outcome", "count"], as_json, as_csv)
+    rows = trail(_entries(source, AUDIT_TOPIC), vault_audit_log(settings()), who=who, topic=topic, what=what,
+                 action=action, from_ms=_when(from_), to_ms=_when(to))
+    _emit(rows, COLUMNS, as_json, as_csv)

@@ -26,7 +26,8 @@ def drill(
 ) -> None:
     """Drive a steady stream of sample events, inject one fault, wait for recovery, then count every copy.
 
-    Reports per drill the events lost, duplicated outside (public cluster, bucket), leaked (canary scan) and
+    Reports per drill the events lost, unreadable (encrypted fields a cleared subscriber could not open, after
+    a key rotation), duplicated outside (public cluster, bucket), leaked (canary scan) and
     the recovery time. Leaves the stack, the shipped rules and the processors running.
     Exit 1 if any figure is not zero.
 
@@ -70,8 +71,8 @@ def drill(
         emit_json({"machine": machine(), "brokers": cfg.private_brokers, "events": events, "outage_s": outage,
                    "rate": rate, "drills": [r.as_dict() for r in results], "broken": broken})
     else:
-        typer.echo(table(["drill", "published", "lost", "dup outside", "leaked", "recovery s", "restarted"],
-                         [[r.name, r.published, r.lost, r.duplicated, r.leaked,
+        typer.echo(table(["drill", "published", "lost", "unreadable", "dup outside", "leaked", "recovery s", "restarted"],
+                         [[r.name, r.published, r.lost, r.unreadable, r.duplicated, r.leaked,
                            "none" if r.recovery_s is None else r.recovery_s, ",".join(r.restarted) or "-"]
                           for r in results]))
         for r in (r for r in results if not r.ok):

@@ -41,8 +41,10 @@ from confluent_kafka.admin import AdminClient
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import REPO_ROOT, Settings
+from hybridbus.adapters.fieldcrypt import FieldOpener, TransitKeyService, field_key_name, key_version, parse_envelope
 from hybridbus.adapters.loaders import load_catalog, load_rules
 from hybridbus.adapters.topology import PRIVATE, PUBLIC
+from hybridbus.adapters.vault import VaultSession
 from hybridbus.ops.arrivals import Expectation, Tally, expectation
 from hybridbus.ops.catalogapply import catalog_in_force, execute, prepare, write_catalog_dir
 from hybridbus.ops.people import sample_login
@@ -53,7 +55,9 @@ from hybridbus.ops.governance import SAMPLE_ENGINEER, apply_rules
 from hybridbus.runtime.catalogstore import DEPARTMENTS_FILE, CatalogSnapshot
 from hybridbus.runtime.rulestore import LIVE, RuleFeed
 from producers.publisher import Publisher
+from producers.subscriber import ReceivedEvent, Subscriber, cleared_topics
 from routing.catalog import Catalog, EventType
+from routing.exceptions import HybridbusError
 from routing.rules import RuleSet
 
 SAMPLES = REPO_ROOT / "schemas" / "samples"
@@ -61,6 +65,7 @@ ACK_TIMEOUT = 180.0  # the drill's publishers wait out a private broker restart 
 FAULT_AT = 1 / 3  # share of the stream published before the fault is injected
 QUIET_LIMIT = 90.0  # settling ends when copies are still missing and nothing new arrived for this long
 PROBE_TYPE = "market.licence_granted"  # public and exported: its probe must reach every place
+READBACK_QUIET = 30.0  # the read-back of encrypted fields ends when records are still missing and none came this long
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class DrillResult:
     published: int = 0
     unacknowledged: int = 0  # events the drill's publishers could not get acknowledged
     lost: int = 0
+    unreadable: int = 0  # records with an encrypted field a cleared subscriber could not open (drills that read back)
     duplicated: int = 0
     leaked: int = 0
     unexpected_outside: int = 0  # copies outside of events the rules keep private
@@ -87,12 +93,12 @@ class DrillResult:
     @property
     def ok(self) -> bool:
         return (self.published > 0 and self.recovery_s is not None and self.details.get("public_canaries_found", 0) > 0
-                and not (self.unacknowledged or self.lost or self.duplicated or self.leaked or self.unexpected_outside
-                         or self.details.get("pids_changed")))
+                and not (self.unacknowledged or self.lost or self.unreadable or self.duplicated or self.leaked
+                         or self.unexpected_outside or self.details.get("pids_changed")))
 
     def as_dict(self) -> dict:  # type: ignore[type-arg]
         return {"drill": self.name, "ok": self.ok, "published": self.published, "unacknowledged": self.unacknowledged,
-                "lost": self.lost, "duplicated_outside": self.duplicated, "leaked": self.leaked,
+                "lost": self.lost, "unreadable": self.unreadable, "duplicated_outside": self.duplicated, "leaked": self.leaked,
                 "unexpected_outside": self.unexpected_outside, "recovery_s": self.recovery_s,
                 "restarted": self.restarted, **self.details}
 
@@ -211,9 +217,11 @@ def _down(component: str, seconds: Callable[[DrillOptions], float]) -> Fault:
 
 
 def _rotate_kafka_logins(ctx: DrillContext) -> None:
-    """New SCRAM secrets for every processor login, then a rolling restart so each logs in with its new one."""
+    """The Transit keys of the encrypted fields rotated, then new SCRAM secrets for every processor login, then a
+    rolling restart so each logs in with its new one."""
     from hybridbus.ops.rotation import rotate_kafka
 
+    _rotate_field_keys(ctx)
     logins = [("router", PRIVATE), ("egress", PRIVATE), ("egress", PUBLIC), ("archiver", PRIVATE)]
     for identity, cluster in logins:
         rotate_kafka(identity, cluster)
@@ -221,6 +229,81 @@ def _rotate_kafka_logins(ctx: DrillContext) -> None:
         workers.stop(ctx.cfg, (name,))
         workers.start(ctx.cfg, (name,))
     ctx.notes["rotated"] = [f"{identity}@{cluster}" for identity, cluster in logins]
+
+
+def _rotate_field_keys(ctx: DrillContext) -> None:
+    """A new version of every Transit key sealing the stream's encrypted fields; the publishers drop their data keys
+    (as when those expire), so the rest of the stream is sealed under the new versions, the start under the old."""
+    from hybridbus.ops.rotation import rotate_transit
+
+    keys = sorted({field_key_name(s.event_type.dept, spec.grade.id)
+                   for s in ctx.traffic.events for spec in s.event_type.encrypted_fields})
+    ctx.notes["transit_rotated"] = {key: rotate_transit(key) for key in keys}
+    for publisher in ctx.traffic.publishers.values():
+        if publisher.encoder.sealer is not None:
+            publisher.encoder.sealer.forget()
+
+
+class _VersionsOpened(FieldOpener):
+    """A subscriber's opener that also remembers the Transit key versions of what it opened for the record in hand."""
+
+    def __init__(self, keys: TransitKeyService) -> None:
+        super().__init__(keys)
+        self.opened: list[tuple[str, int]] = []
+
+    def open(self, envelope: str | bytes, event_type_key: str, field_name: str) -> bytes:
+        plain = super().open(envelope, event_type_key, field_name)
+        key_name, wrapped, _ = parse_envelope(envelope)
+        self.opened.append((key_name, key_version(wrapped)))
+        return plain
+
+    def take(self) -> list[tuple[str, int]]:
+        opened, self.opened = self.opened, []
+        return opened
+
+
+class _AllRead(HybridbusError):
+    """Ends a read-back once every record looked for is in: the topics also hold other drills' records."""
+
+
+def _read_back(ctx: DrillContext, catalog: Catalog) -> dict:  # type: ignore[type-arg]
+    """Every acknowledged event of the stream that carried encrypted fields, read by a cleared subscriber of its
+    department (its own Kafka login and Vault identity): each field must open to the value sent, whichever Transit
+    key version sealed it."""
+    sent: dict[str, dict[str, dict]] = {}  # type: ignore[type-arg]  # dept -> event id -> encrypted values sent
+    topics: dict[str, set[str]] = {}
+    for i, sample in enumerate(ctx.traffic.events):
+        event_id, event_type = f"{ctx.traffic.id_prefix}{i:07d}", sample.event_type
+        values = {spec.name: sample.payload[spec.name] for spec in event_type.encrypted_fields
+                  if isinstance(sample.payload.get(spec.name), (str, bytes))}
+        readable = ctx.traffic.expected[event_id].private & set(cleared_topics(catalog, event_type.dept))
+        if values and readable and event_id in ctx.traffic.acked:
+            sent.setdefault(event_type.dept, {})[event_id] = values
+            topics.setdefault(event_type.dept, set()).update(readable)
+    opened: set[str] = set()
+    versions: dict[str, set[int]] = {}
+    for dept, events in sorted(sent.items()):
+        session = VaultSession(dept, ctx.cfg)
+        opener = _VersionsOpened(TransitKeyService(session))
+
+        def keep(event: ReceivedEvent, events: dict = events, opener: _VersionsOpened = opener) -> None:  # type: ignore[type-arg]
+            seen, values = opener.take(), events.get(event.event_id or "")
+            if values is not None and all(event.payload.get(name) == value for name, value in values.items()):
+                opened.add(str(event.event_id))
+                for key, version in seen:
+                    versions.setdefault(key, set()).add(version)
+                if set(events) <= opened:
+                    raise _AllRead(dept)
+
+        with Subscriber.with_credentials(dept, session.kafka_credentials(PRIVATE), name=f"drill-{ctx.traffic.tag}",
+                                         topics=sorted(topics[dept]), catalog=catalog, opener=opener) as subscriber:
+            try:
+                subscriber.run(keep, timeout=READBACK_QUIET, skip_undecodable=True)
+            except _AllRead:
+                pass
+    expected = sum(len(events) for events in sent.values())
+    return {"records": expected, "opened": len(opened), "unreadable": expected - len(opened),
+            "key_versions": {key: sorted(v) for key, v in sorted(versions.items())}}
 
 
 def _swap_rules(ctx: DrillContext) -> None:
@@ -440,7 +523,8 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
           _down("vault", lambda o: o.outage)),
     Drill("s3-down", "S3 down for --outage s: the archiver waits, then writes the backlog once",
           _down("s3", lambda o: o.outage)),
-    Drill("kafka-rotation", "every processor's Kafka secret rotated mid-stream, then a rolling restart",
+    Drill("kafka-rotation", "the field-encryption Transit keys and every processor's Kafka secret rotated "
+          "mid-stream, then a rolling restart; a cleared subscriber opens every encrypted field sent",
           _rotate_kafka_logins),
     Drill("rules-swap", "a rule set hot-swapped mid-stream and back: routers switch between batches",
           _swap_rules),
@@ -495,6 +579,11 @@ def run(name: str, cfg: Settings, options: DrillOptions) -> DrillResult:
         traffic.join()
         _settle(ctx, tally)
         clock.mark("settle")
+        if "transit_rotated" in ctx.notes:
+            readback = _read_back(ctx, catalog)
+            result.unreadable = readback["unreadable"]
+            ctx.notes["read_back"] = readback
+            clock.mark("read_back")
     finally:
         if not all(s.healthy for s in manager.status(cfg)):
             manager.up(cfg, echo=lambda *_: None)

@@ -15,6 +15,7 @@ from typing import Any
 GENESIS = "0" * 64
 DECISION = "decision"
 CHECKPOINT = "checkpoint"
+ACCESS = "access"  # a group of reads from the access trail (hybridbus.runtime.accesstrail)
 REASON_LIMIT = 200  # characters: a reason names a rule or a grade, never a payload value
 
 # The only decision fields an entry copies: ids, grades and verdicts. A payload never gets into the chain.
@@ -23,8 +24,11 @@ DECISION_FIELDS = ("component", "event_id", "event_type", "dept", "grade", "rule
 # Verdicts meaning "left the private cloud for the public side".
 PUBLISHED = ("exported", "archived")
 # Verdicts of the rules and secrets tools: changes to how the bus decides.
+# People's acts on what the guard quarantined (`hbus quarantine release|approve`).
+QUARANTINE_ACTS = ("quarantine_release_proposed", "quarantine_release_approved", "quarantine_released",
+                   "quarantine_release_refused")
 RULE_CHANGES = ("rules_proposed", "rules_approved", "rules_applied", "shadow_applied", "shadow_withdrawn",
-                "boundary_closed", "boundary_open")
+                "boundary_closed", "boundary_open", *QUARANTINE_ACTS)
 
 Position = tuple[int, int]  # (offset on its `_hbus.decisions` partition, index in that record's array)
 
@@ -104,6 +108,9 @@ class Chain:
     head: str = GENESIS
     positions: dict[int, Position] = field(default_factory=dict)  # per decisions partition, last chained
     since_checkpoint: int = 0
+    # Where the access trail's last stored pass read from and up to, and which of its groups is stored last:
+    # {"from": positions, "to": positions, "part": [index, of]} (see `Appender.append_access`).
+    trail: dict[str, Any] = field(default_factory=dict)
 
     def chained(self, partition: int, position: Position) -> bool:
         """True when the decision at `position` is already in the chain (a replay after a restart)."""
@@ -128,11 +135,21 @@ class Chain:
         self.since_checkpoint += 1
         return raw
 
+    def append_access(self, fields: Mapping[str, Any], trail: Mapping[str, Any], at_ms: int) -> bytes:
+        """The next entry, for one group of the access trail read in the pass `trail` describes."""
+        raw = self._link({"kind": ACCESS, **fields, "trail": dict(trail), "at_ms": at_ms})
+        self.trail = dict(trail)
+        self.since_checkpoint += 1
+        return raw
+
     def checkpoint(self, signature: str, at_ms: int) -> bytes:
         """Close the segment: `signature` is over `checkpoint_message(self.seq - 1, self.head)`."""
-        raw = self._link({"kind": CHECKPOINT, "covers": self.seq - 1, "head": self.head, "signature": signature,
-                          "positions": {str(p): list(pos) for p, pos in sorted(self.positions.items())},
-                          "at_ms": at_ms})
+        body: dict[str, Any] = {"kind": CHECKPOINT, "covers": self.seq - 1, "head": self.head, "signature": signature,
+                                "positions": {str(p): list(pos) for p, pos in sorted(self.positions.items())},
+                                "at_ms": at_ms}
+        if self.trail:  # a writer resuming from this checkpoint goes on reading the trail from here
+            body["trail"] = self.trail
+        raw = self._link(body)
         self.since_checkpoint = 0
         return raw
 
@@ -141,7 +158,11 @@ class Chain:
         self.seq, self.head = int(entry["seq"]) + 1, str(entry["hash"])
         if entry.get("kind") == CHECKPOINT:
             self.positions = {int(p): (int(pos[0]), int(pos[1])) for p, pos in entry["positions"].items()}
+            self.trail = dict(entry.get("trail") or self.trail)
             self.since_checkpoint = 0
+        elif entry.get("kind") == ACCESS:
+            self.trail = dict(entry["trail"])
+            self.since_checkpoint += 1
         else:
             partition, offset, index = entry["src"]
             self.positions[int(partition)] = (int(offset), int(index))
@@ -166,6 +187,7 @@ class Appended:
     entries: list[bytes]
     decisions: int
     checkpoints_at_ms: list[int]
+    accesses: int = 0
 
 
 class Appender:
@@ -193,6 +215,26 @@ class Appender:
                 if chain.since_checkpoint >= self.every:
                     self._checkpoint(entries, checkpoints)
         return Appended(entries, decisions, checkpoints)
+
+    def append_access(self, groups: Sequence[Mapping[str, Any]], start: Mapping[str, Any], end: Mapping[str, Any],
+                      skip: int = 0) -> Appended:
+        """Chain the groups one pass of the access trail read between positions `start` and `end`, from the
+        `skip`th on (those before it are stored already: a pass cut short by a crash, read again exactly).
+
+        Each entry names the pass and its place in it; resuming from the stored tail, the writer knows whether
+        its last pass was stored whole, and where the next one starts.
+        """
+        entries: list[bytes] = []
+        checkpoints: list[int] = []
+        now = self.now_ms()
+        for index in range(skip, len(groups)):
+            trail = {"from": dict(start), "to": dict(end), "part": [index, len(groups)]}
+            entries.append(self.chain.append_access(groups[index], trail, now))
+            if self.chain.since_checkpoint >= self.every:
+                self._checkpoint(entries, checkpoints)
+        if not groups and dict(end) != self.chain.trail.get("to"):
+            self.chain.trail = {"from": dict(start), "to": dict(end), "part": [0, 0]}  # nothing read: go on from here
+        return Appended(entries, 0, checkpoints, len(groups) - skip if groups else 0)
 
     def close(self) -> Appended:
         """A checkpoint now, if any entry waits for one (and it can be signed)."""
@@ -440,6 +482,17 @@ def segment_record(name: str, body: bytes, first: Mapping[str, Any], closing: Ma
 
 
 # --- an auditor's questions ---------------------------------------------------------------------------
+
+def accesses_between(entries: Iterable[Mapping[str, Any]], from_ms: int | None, to_ms: int | None
+                     ) -> list[Mapping[str, Any]]:
+    """Access-trail entries whose minute starts in `[from_ms, to_ms)`."""
+    def minute_ms(entry: Mapping[str, Any]) -> int:
+        moment = datetime.fromisoformat(f"{entry.get('minute', '1970-01-01T00:00')}:00+00:00")
+        return int(moment.timestamp() * 1000)
+
+    return [e for e in entries if e.get("kind") == ACCESS
+            and (from_ms is None or minute_ms(e) >= from_ms) and (to_ms is None or minute_ms(e) < to_ms)]
+
 
 def decisions_between(entries: Iterable[Mapping[str, Any]], from_ms: int | None, to_ms: int | None) -> list[Mapping[str, Any]]:
     """Decision entries whose decision time is in `[from_ms, to_ms)`."""

@@ -17,7 +17,7 @@ from routing.grades import Grade
 def guard_for(catalog: Catalog, feed: RuleFeed, destination: str, dedupe: DedupeWindow | None = None) -> GuardStep:
     """The boundary guard of `destination` with the derived view types of every rule set in force (live and
     shadow); `dedupe` is the event-id window the sink loads from what it already holds (egress), else its own."""
-    guard = GuardStep(AvroCodec.for_catalog(catalog), destination, dedupe=dedupe)
+    guard = GuardStep(AvroCodec.for_catalog(catalog), destination, dedupe=dedupe, catalog_digest=catalog.digest)
     for applied in feed.load().values():
         guard.learn(derived_event_types(catalog, applied.ruleset))
     return guard

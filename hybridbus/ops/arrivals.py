@@ -78,6 +78,16 @@ class TopicCounter:
         finally:
             consumer.close()
 
+    def watch(self, topics: Iterable[str]) -> None:
+        """Count `topics` too, from their beginning: topics made after the count began (a catalog change)."""
+        consumer = self._consumer()
+        try:
+            for topic in sorted(set(topics)):
+                for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+                    self.positions.setdefault((topic, p), 0)
+        finally:
+            consumer.close()
+
     def poll(self, timeout: float = 60.0) -> bool:
         """Read everything written since the last poll; False when the cluster cannot be read now."""
         consumer = self._consumer()
@@ -166,6 +176,11 @@ class Tally:
         self.public = TopicCounter(PUBLIC, [t for t in public_topics if not t.startswith("__")], id_prefix, cfg,
                                    self.scan)
         self.bucket = BucketCounter(cfg, id_prefix, self.scan)
+
+    def watch(self, private: Iterable[str], public: Iterable[str]) -> None:
+        """Count topics made after the count began (a catalog change mid-stream) on each cluster."""
+        self.private.watch(private)
+        self.public.watch(public)
 
     def poll(self) -> bool:
         return all([self.private.poll(), self.public.poll(), self.bucket.poll()])

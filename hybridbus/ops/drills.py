@@ -22,15 +22,19 @@ supervisor would, and named in `restarted`.
 """
 from __future__ import annotations
 
+import json
 import platform
+import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from itertools import islice
 from math import ceil
+from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
@@ -42,14 +46,17 @@ from hybridbus.adapters.loaders import load_catalog, load_rules
 from hybridbus.adapters.topology import PRIVATE, PUBLIC
 from hybridbus.adapters.vault import VaultSession
 from hybridbus.ops.arrivals import Expectation, Tally, expectation
-from hybridbus.ops.samples import SampleEvent, sample_events
+from hybridbus.ops.catalogapply import catalog_in_force, execute, prepare, write_catalog_dir
+from hybridbus.ops.people import sample_login
+from hybridbus.ops.samples import SampleEvent, load_sample, sample_events
 from hybridbus.ops.stack import health, manager, workers
 from hybridbus.ops.stack.components import brokers
-from hybridbus.ops.governance import apply_rules
+from hybridbus.ops.governance import SAMPLE_ENGINEER, apply_rules
+from hybridbus.runtime.catalogstore import DEPARTMENTS_FILE, CatalogSnapshot
 from hybridbus.runtime.rulestore import LIVE, RuleFeed
 from producers.publisher import Publisher
 from producers.subscriber import ReceivedEvent, Subscriber, cleared_topics
-from routing.catalog import Catalog
+from routing.catalog import Catalog, EventType
 from routing.exceptions import HybridbusError
 from routing.rules import RuleSet
 
@@ -87,7 +94,7 @@ class DrillResult:
     def ok(self) -> bool:
         return (self.published > 0 and self.recovery_s is not None and self.details.get("public_canaries_found", 0) > 0
                 and not (self.unacknowledged or self.lost or self.unreadable or self.duplicated or self.leaked
-                         or self.unexpected_outside))
+                         or self.unexpected_outside or self.details.get("pids_changed")))
 
     def as_dict(self) -> dict:  # type: ignore[type-arg]
         return {"drill": self.name, "ok": self.ok, "published": self.published, "unacknowledged": self.unacknowledged,
@@ -171,6 +178,7 @@ class DrillContext:
     workers: tuple[str, ...] = workers.PROCESSORS  # every worker that should be running (a supervisor's list)
     restarted: list[str] = field(default_factory=list)
     notes: dict = field(default_factory=dict)  # type: ignore[type-arg]
+    tally: Tally | None = None  # the count, for a fault that makes topics the count must read too
 
 
 Fault = Callable[[DrillContext], None]
@@ -183,6 +191,7 @@ class Drill:
     inject: Fault  # returns when the fault has ended (process restarted, component back, change applied)
     brokers: int = 1  # the private cluster the drill is made for: 3 is production's shape, and it needs three
     workers: tuple[tuple[str, int], ...] = ()  # (processor, workers) running before the fault, beyond one each
+    same_processes: bool = False  # the drill fails when any worker's pid changed (a change without restarts)
 
     def worker_names(self) -> tuple[str, ...]:
         """Every worker the drill starts with: one of each processor, more where the drill asks."""
@@ -309,6 +318,87 @@ def _swap_rules(ctx: DrillContext) -> None:
     ctx.traffic.wait_sent(2 * FAULT_AT)
     apply_rules(shipped, LIVE, ctx.cfg)
     ctx.notes["swapped"] = [candidate.version, shipped.version]
+
+
+# --- onboarding: a catalog change mid-stream -----------------------------------------------------------
+
+ONBOARDED_EVENT = "air_quality"  # the new department's event type
+NEXT_VERSION_OF = PROBE_TYPE  # the existing type that gets a new version: public and exported, so it crosses
+
+
+def onboarding_files(in_force: Mapping[str, str], dept: str, existing: str = NEXT_VERSION_OF) -> dict[str, str]:
+    """The catalog in force (a snapshot's files) plus a department `dept` with one new public event type, and the
+    next version of `existing` with one more optional public field: what an onboarding brings."""
+    files = dict(in_force)
+    files[DEPARTMENTS_FILE] = files[DEPARTMENTS_FILE].rstrip("\n") + (
+        f"\n  - id: {dept}\n    name_zh: 新部门{dept}\n    name_en: Onboarded {dept}\n    clearance: internal\n")
+    files[f"{dept}/{ONBOARDED_EVENT}.v1.avsc"] = json.dumps({
+        "type": "record", "namespace": f"hybridbus.{dept}", "name": "AirQuality", "hbus.dept": dept,
+        "hbus.event": ONBOARDED_EVENT, "hbus.version": 1, "grade": "public",
+        "doc": "An air-quality reading of a monitoring station (空气质量监测). Open data.",
+        "fields": [{"name": "station", "type": "string", "grade": "public"},
+                   {"name": "pm25", "type": "int", "grade": "public"},
+                   {"name": "measured_at", "type": "long", "grade": "public"}]}, ensure_ascii=False, indent=2)
+    dept_of, event = existing.split(".")
+    latest = max(int(name.rsplit(".v", 1)[1].removesuffix(".avsc")) for name in files
+                 if name.startswith(f"{dept_of}/{event}.v"))
+    schema = json.loads(files[f"{dept_of}/{event}.v{latest}.avsc"])
+    version = latest + 1
+    schema["hbus.version"] = version
+    schema["fields"].append({"name": f"note_v{version}", "type": ["null", "string"], "default": None,
+                             "grade": "public", "doc": "A remark, added in this version."})
+    files[f"{dept_of}/{event}.v{version}.avsc"] = json.dumps(schema, ensure_ascii=False, indent=2)
+    return files
+
+
+def onboarded_payload(event_type: EventType, base: Mapping[str, Any], i: int) -> dict[str, Any]:
+    """A payload of a type the onboarding made: the new type's reading, or the new version's sample plus its field."""
+    if event_type.event == ONBOARDED_EVENT:
+        return {"station": f"station-{i % 17}", "pm25": 10 + i % 90, "measured_at": 1_764_460_800_000 + i * 1000}
+    return {**base, f"note_v{event_type.version}": f"remark {i}"}
+
+
+def _change_catalog(ctx: DrillContext) -> None:
+    """`hbus catalog apply` mid-stream, as the sample engineer: a new department with a new event type and a new
+    version of an exported type; then events of both, published at the stream's rate beside it, and counted."""
+    cfg, traffic = ctx.cfg, ctx.traffic
+    dept = f"drill_{traffic.tag}"
+    files = onboarding_files(catalog_in_force(cfg).files, dept)
+    engineer = sample_login(SAMPLE_ENGINEER, cfg)
+    with tempfile.TemporaryDirectory(prefix="hbus-catalog-") as tmp:
+        plan = prepare(write_catalog_dir(files, Path(tmp)), engineer, cfg)
+        applied = execute(plan, engineer, cfg)
+    # The topics the change made where routed copies land (ingress topics hold what departments sent, not copies).
+    made = {cluster: [s.name for s in applied if s.kind == "topic" and s.system == f"kafka-{cluster}"
+                      and not s.name.startswith("ingress.")] for cluster in (PRIVATE, PUBLIC)}
+    if ctx.tally is not None:
+        ctx.tally.watch(made[PRIVATE], made[PUBLIC])
+    catalog = CatalogSnapshot(files).catalog()
+    new_types = [catalog.get(key, version) for key, version in plan.change.new_versions]
+    ctx.notes["catalog_change"] = {"department": dept, "new_versions": [f"{t.key} v{t.version}" for t in new_types],
+                                   "made": len(applied), "digest": plan.snapshot.digest[:19]}
+    base = load_sample(SAMPLES, catalog.get(NEXT_VERSION_OF, 1))
+    publishers = {d: Publisher.for_department(d, catalog=catalog, ack_timeout=ACK_TIMEOUT)
+                  for d in sorted({t.dept for t in new_types})}
+    per_type = max(20, traffic.options.events // 20)
+    started = time.monotonic()
+    for i in range(per_type * len(new_types)):
+        event_type = new_types[i % len(new_types)]
+        payload = onboarded_payload(event_type, base, i)
+        event_id = f"{traffic.id_prefix}new-{i:07d}"
+        traffic.expected[event_id] = expectation(event_type, payload, traffic.ruleset)
+        publishers[event_type.dept].publish_async(
+            event_type.key, payload, event_id=event_id, version=event_type.version,
+            on_delivery=lambda _d, error, event_id=event_id: (traffic.failed if error else traffic.acked).add(event_id))
+        if i % 200 == 0:
+            for publisher in publishers.values():
+                publisher.poll(0)
+            ahead = started + (i + 1) / traffic.options.rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+    for publisher in publishers.values():
+        publisher.flush(ACK_TIMEOUT)
+    ctx.notes["catalog_change"]["published"] = per_type * len(new_types)
 
 
 # --- the production shape: three brokers, several workers --------------------------------------------
@@ -438,6 +528,8 @@ DRILLS: dict[str, Drill] = {d.name: d for d in (
           _rotate_kafka_logins),
     Drill("rules-swap", "a rule set hot-swapped mid-stream and back: routers switch between batches",
           _swap_rules),
+    Drill("catalog-change", "a new department, event type and version applied mid-stream (hbus catalog apply): "
+          "routed, exported and counted, no processor restarted", _change_catalog, same_processes=True),
     Drill("broker-kill", "kill -9 of the private broker leading most ingress partitions: leaders move, acks=all "
           "writes go on, it rejoins", _kill_busiest_broker, brokers=3),
     Drill("rolling-restart", "every private broker restarted in turn, each once the cluster is in sync again",
@@ -470,8 +562,9 @@ def run(name: str, cfg: Settings, options: DrillOptions) -> DrillResult:
     catalog, ruleset = load_catalog(cfg), load_rules(cfg)
     traffic = Traffic(catalog, ruleset, options, uuid.uuid4().hex[:8])
     tally = Tally(cfg, catalog, ruleset, traffic.id_prefix)
-    ctx = DrillContext(cfg, options, traffic, drill.worker_names())
+    ctx = DrillContext(cfg, options, traffic, drill.worker_names(), tally=tally)
     result = DrillResult(name)
+    pids = _pids(cfg, ctx.workers)
     clock.mark("prepare")
     try:
         traffic.start()
@@ -501,6 +594,9 @@ def run(name: str, cfg: Settings, options: DrillOptions) -> DrillResult:
         if extra:
             workers.stop(cfg, extra)
     _count(result, traffic, tally)
+    if drill.same_processes:
+        now = _pids(cfg, ctx.workers)
+        result.details["pids_changed"] = sorted(n for n in pids if now.get(n) != pids[n])
     report = tally.scan
     result.leaked = report.leaked
     result.restarted = ctx.restarted
@@ -546,6 +642,10 @@ def _prepare(cfg: Settings, names: tuple[str, ...] = workers.PROCESSORS) -> None
                 and proc.pid_file.stat().st_mtime < applied_s:
             proc.stop(timeout=20)
     workers.start(cfg, names)
+
+
+def _pids(cfg: Settings, names: tuple[str, ...]) -> dict[str, int | None]:
+    return {s.name: s.pid for s in workers.status(cfg, names)}
 
 
 def _revive(ctx: DrillContext) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings, settings
-from hybridbus.adapters.topology import CONTROL_TOPIC, PRIVATE, RULES_TOPIC
+from hybridbus.adapters.topology import CATALOG_TOPIC, CONTROL_TOPIC, PRIVATE, RULES_TOPIC
 from hybridbus.adapters.vault import PersonToken, Transit, root_client
 from hybridbus.ops.people import NotAllowed, require, sample_login
 from hybridbus.ops.stack.bootstrap import APPROVER, ENGINEER, OPERATOR
@@ -50,7 +50,7 @@ def record_act(component: str, verdict: str, version: str, destination: str, rea
                grade: str = "") -> None:
     """A person's act on the audit chain: what, on which set, switch or record, why, when and who (from their
     login). An act on one event (a quarantine release) names it, so `hbus audit query event ID` shows it too."""
-    topic = topic or (CONTROL_TOPIC if component == "boundary" else RULES_TOPIC)
+    topic = topic or {"boundary": CONTROL_TOPIC, "catalog": CATALOG_TOPIC}.get(component, RULES_TOPIC)
     record_decision(DecisionRecord(component, event_id, event_type, dept, grade, version, destination, topic, verdict,
                                    reason[:REASON_LIMIT], at_ms, actor=actor))
 

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import TopicPartition
+
+from hybridbus.adapters import kafka
+from hybridbus.adapters.exceptions import DeliveryError
+from hybridbus.adapters.producer import BatchProducer
+from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.adapters.topology import CATALOG_TOPIC, PRIVATE
 from routing.catalog import Catalog
 from routing.exceptions import SchemaError
 from routing.sources import SourceFile
@@ -19,6 +29,8 @@ from routing.sources import SourceFile
 CATALOG_KEY = b"catalog"  # one record in force: the newest under this key
 FORMAT = 1
 DEPARTMENTS_FILE = "departments.yaml"
+
+log = logging.getLogger("hbus.catalog")
 
 
 class SnapshotError(SchemaError):
@@ -85,3 +97,39 @@ class CatalogSnapshot:
         if snapshot.digest != raw.get("digest"):
             raise SnapshotError("catalog record's files do not match its digest")
         return snapshot
+
+
+def latest_snapshot(creds: KafkaCredentials, timeout: float = 30.0) -> CatalogSnapshot | None:
+    """The catalog in force: the newest snapshot on `_hbus.catalog` that reads back (None when there is none).
+
+    A record that does not decode is skipped with a warning: it never was a catalog anyone could follow.
+    """
+    consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-catalog-read-{uuid.uuid4().hex[:8]}")
+    try:
+        high = kafka.end_offset(consumer, CATALOG_TOPIC, 0, timeout)
+        consumer.assign([TopicPartition(CATALOG_TOPIC, 0, 0)])
+        newest: CatalogSnapshot | None = None
+        position, deadline = 0, time.monotonic() + timeout
+        while position < high:
+            if time.monotonic() > deadline:
+                raise DeliveryError(CATALOG_TOPIC, f"read {position} of {high} records within {timeout:.0f} s")
+            for msg in consumer.consume(100, timeout=0.5):
+                if msg.error():
+                    continue
+                position = msg.offset() + 1
+                if msg.key() != CATALOG_KEY or msg.value() is None:
+                    continue
+                try:
+                    newest = CatalogSnapshot.decode(msg.value())
+                except SnapshotError as exc:
+                    log.warning("event=catalog_record_skipped offset=%d reason=%s", msg.offset(), exc)
+        return newest
+    finally:
+        consumer.close()
+
+
+def publish_snapshot(snapshot: CatalogSnapshot, creds: KafkaCredentials) -> None:
+    """Put `snapshot` in force on `_hbus.catalog`; DeliveryError when the broker does not acknowledge it."""
+    outputs = BatchProducer.connect(PRIVATE, creds, "catalog", **{"message.timeout.ms": 30_000})
+    outputs.send(CATALOG_TOPIC, CATALOG_KEY, snapshot.encode())
+    outputs.confirm()

@@ -14,6 +14,7 @@ import requests
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import (
     AclBinding,
+    AclBindingFilter,
     AdminClient,
     AclOperation,
     AclPermissionType,
@@ -27,6 +28,7 @@ from confluent_kafka.admin import (
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings
+from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.fieldcrypt import field_key_name
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.secrets import (
@@ -37,7 +39,7 @@ from hybridbus.adapters.secrets import (
     read_private,
     write_private,
 )
-from hybridbus.adapters.topology import Identity, Topology
+from hybridbus.adapters.topology import AclSpec, Identity, TopicSpec, Topology
 from hybridbus.adapters.vault import (
     AUDIT_SIGNING_KEY,
     BOUNDARY_KEY,
@@ -50,6 +52,7 @@ from hybridbus.adapters.vault import (
     s3_kv_path,
 )
 from hybridbus.ops.stack.exceptions import StackError
+from hybridbus.runtime.catalogstore import CatalogSnapshot, latest_snapshot, publish_snapshot
 from routing.grades import Grade
 
 RULE_FOLLOWERS = ("router", "egress", "archiver")
@@ -61,6 +64,7 @@ TOKEN_MAX_TTL = "24h"
 TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"), *((k, "ed25519") for k in RULES_SIGNING_KEYS),
                 (BOUNDARY_KEY, "ed25519"))
 FIELD_KEY_TYPE = "aes256-gcm96"
+CATALOG_READ_TIMEOUT = 180.0
 # The grades a field can be encrypted at (a schema may opt a field in below the default threshold).
 FIELD_KEY_GRADES = tuple(g for g in Grade if g > Grade.PUBLIC)
 
@@ -211,26 +215,47 @@ def vault_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology) -> N
     if "approle/" not in client.sys.list_auth_methods()["data"]:
         client.sys.enable_auth_method("approle")
     for key, key_type in transit_keys(topology):
-        try:
-            client.secrets.transit.read_key(name=key, mount_point=TRANSIT_MOUNT)
-        except hvac.exceptions.InvalidPath:
-            body = {"type": key_type, **({"key_size": 32} if key_type == "hmac" else {})}
-            client.adapter.post(f"/v1/{TRANSIT_MOUNT}/keys/{key}", json=body)
+        ensure_transit_key(client, key, key_type)
     for identity in topology.identities:
-        policy = role_name(identity)
-        client.sys.create_or_update_policy(name=policy, policy=policy_for(identity))
-        client.auth.approle.create_or_update_approle(
-            role_name=policy, token_policies=[policy], token_ttl=TOKEN_TTL, token_max_ttl=TOKEN_MAX_TTL,
-            secret_id_ttl="0", token_type="service",
-        )
-        role_file = approle_file(identity.name, cfg)
-        if not role_file.exists():
-            role_id = client.auth.approle.read_role_id(role_name=policy)["data"]["role_id"]
-            secret_id = client.auth.approle.generate_secret_id(role_name=policy)["data"]["secret_id"]
-            write_private(role_file, {"role_id": role_id, "secret_id": secret_id})
-        if identity.kind == "department" and not kv_exists(client, f"gateway/{identity.name}"):
-            kv_put(client, f"gateway/{identity.name}", {"token": new_password(32)})
+        provision_identity(client, cfg, identity)
     people_bootstrap(client, cfg)
+
+
+def transit_key_exists(client: hvac.Client, key: str) -> bool:
+    try:
+        client.secrets.transit.read_key(name=key, mount_point=TRANSIT_MOUNT)
+        return True
+    except hvac.exceptions.InvalidPath:
+        return False
+
+
+def ensure_transit_key(client: hvac.Client, key: str, key_type: str) -> None:
+    """Create a Transit key unless it exists: an existing key is never replaced (what it sealed stays readable)."""
+    if not transit_key_exists(client, key):
+        body = {"type": key_type, **({"key_size": 32} if key_type == "hmac" else {})}
+        client.adapter.post(f"/v1/{TRANSIT_MOUNT}/keys/{key}", json=body)
+
+
+def provision_identity(client: hvac.Client, cfg: Settings, identity: Identity) -> None:
+    """An identity's policy and AppRole as the model says, its login (role id, secret id) handed over once through
+    the state dir, and a department's gateway token in KV. Idempotent: nothing it made before is replaced."""
+    policy = role_name(identity)
+    client.sys.create_or_update_policy(name=policy, policy=policy_for(identity))
+    client.auth.approle.create_or_update_approle(
+        role_name=policy, token_policies=[policy], token_ttl=TOKEN_TTL, token_max_ttl=TOKEN_MAX_TTL,
+        secret_id_ttl="0", token_type="service",
+    )
+    role_file = approle_file(identity.name, cfg)
+    if not role_file.exists():
+        role_id = client.auth.approle.read_role_id(role_name=policy)["data"]["role_id"]
+        secret_id = client.auth.approle.generate_secret_id(role_name=policy)["data"]["secret_id"]
+        write_private(role_file, {"role_id": role_id, "secret_id": secret_id})
+    if identity.kind == "department" and not kv_exists(client, gateway_kv_path(identity.name)):
+        kv_put(client, gateway_kv_path(identity.name), {"token": new_password(32)})
+
+
+def gateway_kv_path(dept: str) -> str:
+    return f"gateway/{dept}"
 
 
 def kv_exists(client: hvac.Client, path: str) -> bool:
@@ -309,30 +334,86 @@ _RES = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
 _PAT = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
 
 
+def kafka_admin(cfg: Settings, cluster: str, admin_creds: KafkaCredentials) -> AdminClient:
+    return AdminClient(kafka.client_config(cluster, admin_creds, cfg))
+
+
 def kafka_bootstrap(client: hvac.Client, cfg: Settings, topology: Topology, cluster: str,
                     admin_creds: KafkaCredentials) -> None:
-    admin = AdminClient(kafka.client_config(cluster, admin_creds, cfg))
+    admin = kafka_admin(cfg, cluster, admin_creds)
+    create_scram_users(admin, client, [i for i in topology.identities if cluster in i.clusters], cluster)
+    existing = set(admin.list_topics(timeout=10).topics)
+    create_topics(admin, [t for t in topology.topics_on(cluster) if t.name not in existing], cluster)
+    create_acls(admin, topology.acls_on(cluster), cluster)
+
+
+def create_scram_users(admin: AdminClient, client: hvac.Client, identities: Iterable[Identity], cluster: str) -> None:
+    """Each identity's SCRAM login on `cluster`, its password generated once and kept in Vault KV."""
     upserts = []
-    for identity in topology.identities:
-        if cluster not in identity.clusters:
-            continue
+    for identity in identities:
         path = kafka_kv_path(cluster, identity.name)
         if not kv_exists(client, path):
             kv_put(client, path, {"username": identity.principal, "password": new_password()})
         creds = kv_get(client, path)
         upserts.append(UserScramCredentialUpsertion(
             creds["username"], ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), creds["password"].encode()))
-    _wait_all(admin.alter_user_scram_credentials(upserts), "creating SCRAM users", cluster)
+    if upserts:
+        _wait_all(admin.alter_user_scram_credentials(upserts), "creating SCRAM users", cluster)
 
-    existing = set(admin.list_topics(timeout=10).topics)
+
+def create_topics(admin: AdminClient, topics: Iterable[TopicSpec], cluster: str) -> None:
     new = [NewTopic(t.name, num_partitions=t.partitions, replication_factor=t.replication_factor, config=dict(t.config))
-           for t in topology.topics_on(cluster) if t.name not in existing]
+           for t in topics]
     if new:
         _wait_all(admin.create_topics(new, operation_timeout=30), "creating topics", cluster, ignore="TOPIC_ALREADY_EXISTS")
+
+
+def create_acls(admin: AdminClient, acls: Iterable[AclSpec], cluster: str) -> None:
     bindings = [AclBinding(_RES[a.resource], a.name, _PAT[a.pattern], a.principal, "*", _OPS[a.operation],
-                           AclPermissionType.ALLOW) for a in topology.acls_on(cluster)]
+                           AclPermissionType.ALLOW) for a in acls]
     if bindings:
         _wait_all(admin.create_acls(bindings), "creating ACLs", cluster)
+
+
+def existing_acls(admin: AdminClient, cluster: str) -> set[AclSpec]:
+    """The ALLOW entries `cluster` holds, in the model's terms (entries the model has no words for are left out)."""
+    ops, res, pat = ({v: k for k, v in m.items()} for m in (_OPS, _RES, _PAT))
+    query = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None, AclOperation.ANY,
+                             AclPermissionType.ALLOW)
+    try:
+        bindings = admin.describe_acls(query, request_timeout=30).result(timeout=60)
+    except KafkaException as exc:
+        raise StackError(f"kafka-{cluster}", f"reading ACLs failed: {exc.args[0]}") from None
+    return {AclSpec(cluster, b.principal, res[b.restype], b.name, pat[b.resource_pattern_type], ops[b.operation])
+            for b in bindings if b.restype in res and b.resource_pattern_type in pat and b.operation in ops}
+
+
+def scram_users(admin: AdminClient, cluster: str) -> set[str]:
+    """The users that have a SCRAM login on `cluster`."""
+    try:
+        found = admin.describe_user_scram_credentials(request_timeout=30).result(timeout=60)
+    except KafkaException as exc:
+        raise StackError(f"kafka-{cluster}", f"reading SCRAM users failed: {exc.args[0]}") from None
+    return set(found)
+
+
+def topic_names(admin: AdminClient, cluster: str) -> set[str]:
+    try:
+        return set(admin.list_topics(timeout=10).topics)
+    except KafkaException as exc:
+        raise StackError(f"kafka-{cluster}", f"listing topics failed: {exc.args[0]}") from None
+
+
+def catalog_bootstrap(cfg: Settings, admin_creds: KafkaCredentials) -> None:
+    """Put the catalog the stack starts with in force on `_hbus.catalog`, unless a catalog is already there (one
+    `hbus catalog apply` put in force stays: a restart never takes a department back)."""
+    try:
+        # The topic may have been made a moment ago: on a busy machine its leader can take a minute to be elected.
+        if latest_snapshot(admin_creds, timeout=CATALOG_READ_TIMEOUT) is None:
+            publish_snapshot(CatalogSnapshot.from_dir(cfg.schemas_dir, applied_by="hbus stack up",
+                                                      applied_at_ms=int(time.time() * 1000)), admin_creds)
+    except (DeliveryError, KafkaException) as exc:
+        raise StackError("kafka-private", f"putting the catalog in force failed: {exc}") from None
 
 
 def _wait_all(futures: dict | list, what: str, cluster: str, ignore: str | None = None) -> None:  # type: ignore[type-arg]

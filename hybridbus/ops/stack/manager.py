@@ -95,6 +95,7 @@ def up(cfg: Settings, echo=print, private_brokers: int | None = None,  # type: i
         for cluster in (PRIVATE, PUBLIC):
             first = brokers(cfg, cluster)[0]
             bootstrap.kafka_bootstrap(client, cfg, topology, cluster, first.admin_credentials())
+        bootstrap.catalog_bootstrap(cfg, brokers(cfg, PRIVATE)[0].admin_credentials())
         for component in rest:
             _start(component, started)
     except StackError:

@@ -12,15 +12,16 @@ from collections import defaultdict
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from hybridbus.adapters import metrics
-from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.archive import Archive, ArchivedRecord, day_of
+from hybridbus.runtime.catalogfeed import CatalogFeed, from_files
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
-from hybridbus.runtime.guarded import guard_for, public_sources, view_follower
+from hybridbus.runtime.guarded import PUBLIC_PATTERN, FollowedGuard
+from hybridbus.runtime.holdback import HoldBack
 from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import RuleFeed
 from routing.boundary import ARCHIVE
@@ -37,14 +38,18 @@ def main() -> None:
     creds = kafka_login(vault, "archiver", PRIVATE)
     archive = Archive(s3_client(cfg, vault.s3_credentials()), cfg.open_data_bucket)
     metrics.secret_read("archiver", "s3")
-    catalog = load_catalog(cfg)
-    feed = RuleFeed(creds, RuleCheck(vault, "archiver", catalog))
-    guard = guard_for(catalog, feed, ARCHIVE)  # its own event-id window: a router replay is archived once
+    catalogs = CatalogFeed(creds, "archiver", lambda: from_files(cfg))
+    catalog = catalogs.load().catalog
+    check = RuleCheck(vault, "archiver", catalog)
+    feed = RuleFeed(creds, check)
+    followed = FollowedGuard(catalog, feed.load(), ARCHIVE)  # its own event-id window: a replay is archived once
+    guard = followed.guard
     boundary = BoundaryGate(creds, vault, "archiver")
 
     app = make_app("archiver", creds, cfg)
     private = BatchProducer.connect(PRIVATE, creds, "archiver")
-    sources = public_sources(catalog, guard)
+    # A record of a version or view the catalog in force does not know yet waits for it, within the bound.
+    holdback = HoldBack(lambda fingerprint: guard.codec.knows(fingerprint), cfg.unknown_schema_hold_s)
 
     def refresh_credentials() -> None:
         """After a rotation the key in use is retired at the next one: take the current key from Vault."""
@@ -97,9 +102,11 @@ def main() -> None:
         private.confirm()
         batch.publish_metrics(archived_ms)
 
-    plane = DataPlane(app, "archiver", creds, sources, archive_public, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
-    serve(app, "archiver", vault, feed, view_follower(plane, guard, catalog), creds, sources,
-          cfg.ports.archiver_metrics, cfg.host)
+    plane = DataPlane(app, "archiver", creds, [PUBLIC_PATTERN], archive_public, batch_size=BATCH_SIZE,
+                      within=BATCH_WITHIN, holdback=holdback)
+
+    serve(app, "archiver", vault, feed, followed.on_rules(plane), creds, [PUBLIC_PATTERN],
+          cfg.ports.archiver_metrics, cfg.host, catalogs, followed.on_catalog(plane, check))
 
 
 if __name__ == "__main__":

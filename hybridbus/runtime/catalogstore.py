@@ -12,6 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hybridbus.adapters.producer import BatchProducer
+from hybridbus.adapters.secrets import KafkaCredentials
+from hybridbus.adapters.topology import CATALOG_TOPIC, PRIVATE
 from routing.catalog import Catalog
 from routing.exceptions import SchemaError
 from routing.sources import SourceFile
@@ -85,3 +88,11 @@ class CatalogSnapshot:
         if snapshot.digest != raw.get("digest"):
             raise SnapshotError("catalog record's files do not match its digest")
         return snapshot
+
+
+def publish_snapshot(snapshot: CatalogSnapshot, creds: KafkaCredentials) -> None:
+    """Put `snapshot` on `_hbus.catalog` under `CATALOG_KEY`; processors check it and follow it between batches.
+    Refused or not acknowledged within 30 s: DeliveryError naming the topic and the broker's reason."""
+    outputs = BatchProducer.connect(PRIVATE, creds, "catalog", **{"message.timeout.ms": 30_000})
+    outputs.send(CATALOG_TOPIC, CATALOG_KEY, snapshot.encode())
+    outputs.confirm()

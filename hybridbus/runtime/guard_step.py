@@ -219,6 +219,17 @@ class GuardStep:
                 self.codec.add(event_type)
                 self._derived[ident] = event_type
 
+    def use_codec(self, codec: AvroCodec, derived: Iterable[EventType]) -> None:
+        """Judge with `codec` (a new catalog's) from the next batch on, with `derived`, the views of the new catalog
+        and the rule sets in force; views learnt before stay known, as their records may still be on the way."""
+        earlier = list(self._derived.values())
+        self.codec, self._derived = codec, {}
+        self._known.clear()
+        self.learn(earlier)
+        for event_type in derived:  # the new catalog's form of a view replaces the one learnt before
+            codec.add(event_type)
+            self._derived[(event_type.key, event_type.version)] = event_type
+
     def derived_types(self) -> list[EventType]:
         return list(self._derived.values())
 

@@ -254,21 +254,25 @@ class DataPlane(Service):  # type: ignore[misc]
         if self._uncommitted:
             self._commit(consumer)
         self._uncommitted.clear()  # a commit that failed here is replayed by the next owner
-        if self.holdback is not None:  # the next owner starts at the committed offset, before anything held
-            paused = [tp for tp in partitions if (tp.topic, tp.partition) in self.holdback.held]
-            if paused:
-                try:  # a pause can outlive the assignment: if the partition comes back, it must flow
-                    consumer.resume(paused)
-                except KafkaException:
-                    pass
-            self.holdback.forget([(tp.topic, tp.partition) for tp in partitions])
+        self._release(consumer, partitions)  # the next owner starts at the committed offset, before anything held
 
     def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The partitions may already be another member's: committing for them is refused, and forgotten.
         self._uncommitted.clear()
         self._assigned = set()
-        if self.holdback is not None:
-            self.holdback.forget()
+        self._release(consumer, partitions)
+
+    def _release(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Forget what was held of partitions this worker gives up."""
+        if self.holdback is None:
+            return
+        paused = [tp for tp in partitions if (tp.topic, tp.partition) in self.holdback.held]
+        if paused:
+            try:  # a pause can outlive the assignment: if the partition comes back here, it must flow
+                consumer.resume(paused)
+            except KafkaException:
+                pass
+        self.holdback.forget([(tp.topic, tp.partition) for tp in partitions])
 
 
 def _fail(what: str) -> None:

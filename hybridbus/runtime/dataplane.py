@@ -181,13 +181,14 @@ class DataPlane(Service):  # type: ignore[misc]
     def _hold_back(self, consumer: Consumer, messages: list[Message]) -> list[Message]:
         """The batch without what must wait for the catalog; the partitions newly held are paused."""
         assert self.holdback is not None
-        kept, newly, counted = self.holdback.split(messages)
-        for (topic, partition), offset in newly:
+        kept, newly, first = self.holdback.split(messages)
+        for (topic, partition), _offset in newly:
             consumer.pause([TopicPartition(topic, partition)])
+        for (topic, partition), offset in first:  # logged once per record, not at every try
             log.warning("event=held_back component=%s topic=%s partition=%d offset=%d reason=unknown_fingerprint",
                         self.component, topic, partition, offset)
-        if counted:
-            metrics.HELD_BACK.labels(self.component).inc(counted)
+        if first:
+            metrics.HELD_BACK.labels(self.component).inc(len(first))
         if newly:
             metrics.HELD_BACK_PARTITIONS.labels(self.component).set(len(self.holdback.held))
         return kept
@@ -203,8 +204,7 @@ class DataPlane(Service):  # type: ignore[misc]
             except KafkaException as exc:
                 # The hold-back sees the partition come back past the offset and holds it again: nothing skipped.
                 log.warning("event=seek_failed component=%s topic=%s partition=%d error=%s", self.component, topic,
-                            partition, exc.args[0].name() if exc.args and hasattr(exc.args[0], "name") else
-                            type(exc).__name__)
+                            partition, _error_name(exc))
         if due:
             metrics.HELD_BACK_PARTITIONS.labels(self.component).set(len(self.holdback.held))
 
@@ -235,7 +235,7 @@ class DataPlane(Service):  # type: ignore[misc]
             # Outputs are acknowledged: at worst the next owner replays them (the private side may hold a copy
             # twice; egress and the archiver remove repeats across the boundary).
             log.warning("event=commit_failed component=%s partitions=%d error=%s", self.component, len(offsets),
-                        exc.args[0].name() if exc.args and hasattr(exc.args[0], "name") else type(exc).__name__)
+                        _error_name(exc))
             return False
         self._uncommitted.clear()
         return True
@@ -273,6 +273,10 @@ class DataPlane(Service):  # type: ignore[misc]
             except KafkaException:
                 pass
         self.holdback.forget([(tp.topic, tp.partition) for tp in partitions])
+
+
+def _error_name(exc: KafkaException) -> str:
+    return exc.args[0].name() if exc.args and hasattr(exc.args[0], "name") else type(exc).__name__
 
 
 def _fail(what: str) -> None:

@@ -43,8 +43,9 @@ class HoldBack:
         self._first_seen: dict[bytes, float] = {}  # unknown fingerprint -> when first seen
         self._counted: dict[TopicPartitionKey, int] = {}  # the held record already counted per partition
 
-    def split(self, messages: Sequence[Any]) -> tuple[list[Any], list[tuple[TopicPartitionKey, int]], int]:
-        """(the records to handle now, the partitions newly held with their offsets, records newly held).
+    def split(self, messages: Sequence[Any]
+              ) -> tuple[list[Any], list[tuple[TopicPartitionKey, int]], list[tuple[TopicPartitionKey, int]]]:
+        """(the records to handle now, the partitions to pause with their offsets, those held there the first time).
 
         Records of a partition that is held, or not yet back at the offset it was rewound to, are left out: the
         consumer returns them again once the partition is resumed at that offset.
@@ -52,7 +53,7 @@ class HoldBack:
         now = self.clock()
         kept: list[Any] = []
         newly: list[tuple[TopicPartitionKey, int]] = []
-        counted = 0
+        first: list[tuple[TopicPartitionKey, int]] = []
         for msg in messages:
             tp = (msg.topic(), msg.partition())
             offset = msg.offset()
@@ -73,10 +74,10 @@ class HoldBack:
                 newly.append((tp, offset))
                 if self._counted.get(tp) != offset:
                     self._counted[tp] = offset
-                    counted += 1
+                    first.append((tp, offset))
                 continue
             kept.append(msg)
-        return kept, newly, counted
+        return kept, newly, first
 
     def due(self) -> list[tuple[TopicPartitionKey, int]]:
         """The held partitions to try again now: the plane resumes each and seeks it to its offset."""

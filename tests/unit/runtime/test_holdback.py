@@ -36,9 +36,9 @@ def offsets(records: list[FakeMessage]) -> list[tuple[int, int]]:
 
 def test_a_partition_is_held_from_its_first_unknown_record_on_and_the_others_flow() -> None:
     hb, _ = holdback({KNOWN})
-    kept, newly, counted = hb.split([rec(0, 1), rec(0, 2, NEW), rec(1, 7), rec(0, 3), rec(1, 8)])
+    kept, newly, first = hb.split([rec(0, 1), rec(0, 2, NEW), rec(1, 7), rec(0, 3), rec(1, 8)])
     assert offsets(kept) == [(0, 1), (1, 7), (1, 8)]  # nothing of partition 0 after the unknown one
-    assert newly == [(("ingress.market.x", 0), 2)] and counted == 1
+    assert newly == first == [(("ingress.market.x", 0), 2)]
     assert hb.held == {("ingress.market.x", 0): 2}
 
 
@@ -59,8 +59,8 @@ def test_a_held_partition_is_tried_again_and_flows_once_the_catalog_knows_the_fi
     assert hb.split([rec(0, 4)])[0] == []
     clock.now += 1
     assert hb.due() == [(("ingress.market.x", 0), 2)]
-    kept, newly, counted = hb.split([rec(0, 2, NEW)])  # still unknown: held again, not counted twice
-    assert kept == [] and newly == [(("ingress.market.x", 0), 2)] and counted == 0
+    kept, newly, first = hb.split([rec(0, 2, NEW)])  # still unknown: held again, not counted twice
+    assert kept == [] and newly == [(("ingress.market.x", 0), 2)] and first == []
     known.add(NEW)  # the catalog caught up
     hb.retry_now()
     assert hb.due() == [(("ingress.market.x", 0), 2)]

@@ -44,11 +44,21 @@ def catalog_digests(cfg: Settings) -> dict[str, set[str]]:
     return found
 
 
-def held_back(cfg: Settings) -> float:
-    """Records the router has held back so far (`hbus_held_back_total`)."""
+def router_count(cfg: Settings, series: str) -> float:
+    """A counter of the router's /metrics page (0 before its first count)."""
     text = requests.get(workers.metrics_url(cfg, "router"), timeout=5).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith('hbus_held_back_total{component="router"}'))
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " "))
+
+
+def held_back(cfg: Settings) -> float:
+    return router_count(cfg, 'hbus_held_back_total{component="router"}')
+
+
+def wait_until(condition, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return bool(condition())
 
 
 def wait_for_digest(cfg: Settings, digest: str, timeout: float = 20.0) -> None:
@@ -68,6 +78,13 @@ def provision(cfg: Settings, schemas: Path) -> None:
     client = vault_init_and_unseal(cfg)
     for cluster in (PRIVATE, PUBLIC):
         kafka_bootstrap(client, cfg, topology, cluster, kafka.admin_credentials(cluster, cfg))
+
+
+def new_topic_ends(cluster: str, topic: str) -> dict[int, int]:
+    """End offsets of a topic just created (its metadata may take a moment to reach every broker)."""
+    ends: dict[int, int] = {}
+    assert wait_until(lambda: bool(ends.update(end_offsets(cluster, topic)) or ends))
+    return ends
 
 
 def rules_with_notices(tmp_path: Path) -> Path:
@@ -95,7 +112,7 @@ def test_a_new_type_and_version_go_live_without_restart_and_an_early_record_is_h
     provision(bus, schemas)
     dlq_since = end_offsets(PRIVATE, DLQ_TOPIC)
     licences_private, licences_public = end_offsets(PRIVATE, LICENCE_TOPIC), end_offsets(PUBLIC, LICENCE_TOPIC)
-    notices_private, notices_public = end_offsets(PRIVATE, NOTICE_TOPIC), end_offsets(PUBLIC, NOTICE_TOPIC)
+    notices_private, notices_public = new_topic_ends(PRIVATE, NOTICE_TOPIC), new_topic_ends(PUBLIC, NOTICE_TOPIC)
     # The department's client is already on the new catalog (its files); the processors are not yet.
     publisher = Publisher.for_department("market", catalog=changed)
     try:
@@ -103,10 +120,7 @@ def test_a_new_type_and_version_go_live_without_restart_and_an_early_record_is_h
         early = publisher.publish("market.licence_granted", {**LICENCE, "registered_capital_band": "100-500万"},
                                   version=2).event_id
         # The router has seen it and holds it (the tests' bound is 10 s): not routed, not in the DLQ.
-        deadline = time.monotonic() + 5
-        while held_back(bus) <= held and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert held_back(bus) > held
+        assert wait_until(lambda: held_back(bus) > held, timeout=5)
         assert read_after(PRIVATE, DLQ_TOPIC, dlq_since, by_event_id(early), timeout=0.5) == []
 
         publish_snapshot(snapshot, admin)
@@ -114,6 +128,15 @@ def test_a_new_type_and_version_go_live_without_restart_and_an_early_record_is_h
         assert routed.headers[H.GRADE] == b"public"
         assert read_after(PUBLIC, LICENCE_TOPIC, licences_public, by_event_id(early))  # egress knows v2 too
         wait_for_digest(bus, snapshot.digest)
+
+        # A record on the topic that is no catalog is refused: counted, and the catalog in force stays.
+        refused = 'hbus_catalog_refused_total{component="router",reason="undecodable"}'
+        before = router_count(bus, refused)
+        raw = kafka.producer(PRIVATE, admin)
+        raw.produce(CATALOG_TOPIC, b"not a catalog", key=CATALOG_KEY)
+        assert raw.flush(20) == 0
+        assert wait_until(lambda: router_count(bus, refused) > before)
+        assert all(d == {snapshot.digest} for d in catalog_digests(bus).values())
 
         # The new type's rule needs the new catalog to validate against: applied as the engineer would, after it.
         changed_cfg = bus.model_copy(update={"schemas_dir": schemas})
@@ -132,7 +155,7 @@ def test_a_new_type_and_version_go_live_without_restart_and_an_early_record_is_h
         publisher.flush(10)
         apply_rules(load_rules(bus), LIVE, bus)
         # A tombstone: the schema files are in force again, so a later change of the files is not hidden by this one.
-        producer = kafka.producer(PRIVATE, admin)
-        producer.produce(CATALOG_TOPIC, None, key=CATALOG_KEY)
-        assert producer.flush(20) == 0
+        tombstone = kafka.producer(PRIVATE, admin)
+        tombstone.produce(CATALOG_TOPIC, None, key=CATALOG_KEY)
+        assert tombstone.flush(20) == 0
     wait_for_digest(bus, CatalogSnapshot.from_dir(SCHEMAS).digest)

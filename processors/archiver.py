@@ -8,10 +8,13 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from hybridbus.adapters import metrics
+from hybridbus.adapters.loaders import public_event_types
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
@@ -59,18 +62,12 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - Vault away too: keep the key we have and retry later
             log.warning("event=vault_unavailable error=%s", type(exc).__name__)
 
-    def write(event_type, day, partition, records) -> None:  # type: ignore[no-untyped-def]
-        """Write one batch, waiting out an S3 outage; skip what an earlier attempt already wrote."""
+    def with_s3(action: Callable[[], None]) -> None:
+        """Run one S3 action, waiting out an outage: retried, never skipped."""
         delay = 0.5
         while True:
             try:
-                todo = archive.unarchived(event_type, day, partition, records)
-                if todo:
-                    key, size = archive.put_batch(event_type, day, partition, todo)
-                    metrics.ARCHIVE_OBJECTS.labels(event_type.dept, event_type.key).inc()
-                    metrics.ARCHIVE_BYTES.labels(event_type.dept, event_type.key).inc(size)
-                    metrics.EVENTS_OUT.labels("archiver", event_type.dept, event_type.key, Grade.PUBLIC.id, "archive").inc(len(todo))
-                    metrics.LAST_ARCHIVE.set(time.time())
+                action()
                 metrics.PAUSED.labels("archiver", "s3").set(0)
                 return
             except Exception as exc:  # noqa: BLE001 - S3 down or refusing: wait and retry, never skip
@@ -79,6 +76,27 @@ def main() -> None:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 refresh_credentials()
+
+    def write(event_type, day, partition, records) -> None:  # type: ignore[no-untyped-def]
+        """Write one batch (its type's schema first, if new); skip what an earlier attempt already wrote."""
+        def attempt() -> None:
+            todo = archive.unarchived(event_type, day, partition, records)
+            if todo:
+                key, size = archive.put_batch(event_type, day, partition, todo)
+                metrics.ARCHIVE_OBJECTS.labels(event_type.dept, event_type.key).inc()
+                metrics.ARCHIVE_BYTES.labels(event_type.dept, event_type.key).inc(size)
+                metrics.EVENTS_OUT.labels("archiver", event_type.dept, event_type.key, Grade.PUBLIC.id, "archive").inc(len(todo))
+                metrics.LAST_ARCHIVE.set(time.time())
+        with_s3(attempt)
+
+    def shelve_schemas() -> None:
+        """Public consumers decode by fingerprint: the schema of every type that can reach the public side, views
+        included, goes under `_schemas/` of the bucket at start and whenever the guard learns new views."""
+        def attempt() -> None:
+            written = archive.ensure_schemas(public_event_types(followed.catalog, guard.derived_types()))
+            if written:
+                log.warning("event=schemas_published count=%d", len(written))  # rare, and the logs run at WARNING
+        with_s3(attempt)
 
     def archive_public(messages: list[Message]) -> None:
         boundary.hold()  # emergency stop: while closed this batch waits here, unsent and uncommitted
@@ -104,9 +122,19 @@ def main() -> None:
 
     plane = DataPlane(app, "archiver", creds, [PUBLIC_PATTERN], archive_public, batch_size=BATCH_SIZE,
                       within=BATCH_WITHIN, holdback=holdback)
+    plane.between_batches(shelve_schemas)  # in the data-plane thread, before its first batch
+    follow_views, follow_catalog = followed.on_rules(plane), followed.on_catalog(plane, check)
 
-    serve(app, "archiver", vault, feed, followed.on_rules(plane), creds, [PUBLIC_PATTERN],
-          cfg.ports.archiver_metrics, cfg.host, catalogs, followed.on_catalog(plane, check))
+    def follow(updates: dict[str, Any]) -> None:
+        follow_views(updates)
+        plane.between_batches(shelve_schemas)  # queued after the guard learns the views, before the next batch
+
+    def switch(in_force: Any) -> None:
+        follow_catalog(in_force)
+        plane.between_batches(shelve_schemas)  # the new catalog's types too, before a record of them is archived
+
+    serve(app, "archiver", vault, feed, follow, creds, [PUBLIC_PATTERN], cfg.ports.archiver_metrics, cfg.host,
+          catalogs, switch)
 
 
 if __name__ == "__main__":

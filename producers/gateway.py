@@ -35,6 +35,10 @@ from routing.catalog import Catalog, EventType
 log = logging.getLogger("hybridbus.producers.gateway")
 
 RETRY_AFTER_SECONDS = 5
+ASYNCAPI_PATH = "/asyncapi.json"
+ASYNCAPI_NOTE = (" The topics behind this gateway, as your department sees them (what it publishes, what it may "
+                 "read, every Avro schema with its grades), are described as AsyncAPI 3.0 at `GET /asyncapi.json` "
+                 "(same bearer token), or by `hbus catalog asyncapi --dept <dept>`.")
 _BODY_OVERHEAD = 64 * 1024  # room for the JSON envelope around a payload of the full size limit
 
 REQUESTS = Counter("hbus_gateway_requests_total", "Requests to the ingest gateway, by outcome.",
@@ -146,15 +150,21 @@ def _responses() -> dict[int | str, dict[str, Any]]:
 
 
 def create_app(publisher: Publisher, tokens: TokenStore, *, event_types: list[str] | None = None,
-               max_bytes: int = DEFAULT_MAX_BYTES, ack_timeout: float = 10.0) -> FastAPI:
-    """The gateway app around a gateway publisher (`dept=None`) and the department tokens."""
+               max_bytes: int = DEFAULT_MAX_BYTES, ack_timeout: float = 10.0,
+               asyncapi: Callable[[str], Mapping[str, Any]] | None = None) -> FastAPI:
+    """The gateway app around a gateway publisher (`dept=None`) and the department tokens.
+
+    `asyncapi` (optional) makes a department's AsyncAPI document; with it the app serves `GET /asyncapi.json` to
+    a department's bearer token (its own view only) and its OpenAPI links there.
+    """
     if publisher.dept is not None:
         raise ProducerError("the gateway publishes with its own identity (Publisher.for_gateway)")
     max_body = max_bytes + _BODY_OVERHEAD
     known = event_types or sorted(et.key for et in publisher.encoder.catalog.latest())
     app = FastAPI(title="hybridbus ingest gateway", version="1",
                   description="Publish department events onto the bus over HTTP. "
-                              "Authenticate with `Authorization: Bearer <department token>`.")
+                              "Authenticate with `Authorization: Bearer <department token>`."
+                              + (ASYNCAPI_NOTE if asyncapi is not None else ""))
     request_body = {
         "required": True,
         "content": {"application/json": {"schema": EventIn.model_json_schema(ref_template="#/components/schemas/{model}")}},
@@ -167,6 +177,15 @@ def create_app(publisher: Publisher, tokens: TokenStore, *, event_types: list[st
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> PlainTextResponse:
         return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+
+    if asyncapi is not None:
+        @app.get(ASYNCAPI_PATH, include_in_schema=False)
+        async def asyncapi_document(request: Request) -> JSONResponse:
+            dept = _authenticate(request, tokens)
+            if dept is None:
+                return _problem(401, "a department bearer token is required",
+                                headers={"WWW-Authenticate": 'Bearer realm="hybridbus"'})
+            return JSONResponse(await run_in_threadpool(asyncapi, dept))
 
     @app.post(
         "/v1/events/{event_type}",
@@ -239,11 +258,11 @@ def create_app(publisher: Publisher, tokens: TokenStore, *, event_types: list[st
         return answer(JSONResponse({"event_id": delivery.event_id}, status_code=202))
 
     app.openapi_schema = None
-    _complete_openapi(app, publisher.encoder.catalog, known)
+    _complete_openapi(app, publisher.encoder.catalog, known, linked=asyncapi is not None)
     return app
 
 
-def _complete_openapi(app: FastAPI, catalog: Catalog, event_types: list[str]) -> None:
+def _complete_openapi(app: FastAPI, catalog: Catalog, event_types: list[str], linked: bool = False) -> None:
     """Document one path per event type, with the JSON form of its Avro schema as the payload.
 
     The route itself is generic and reads the body by hand (for the size limit), so FastAPI cannot infer
@@ -267,6 +286,8 @@ def _complete_openapi(app: FastAPI, catalog: Catalog, event_types: list[str]) ->
             schema["paths"][f"/v1/events/{key}"] = {"post": operation}
         components = schema.setdefault("components", {})
         components.setdefault("securitySchemes", {})["bearer"] = {"type": "http", "scheme": "bearer"}
+        if linked:
+            schema["externalDocs"] = {"description": ASYNCAPI_NOTE.strip(), "url": ASYNCAPI_PATH}
         app.openapi_schema = schema
         return schema
 
@@ -367,18 +388,21 @@ def _field_path(name: str) -> str:
     return f"payload.{name}" if name and name not in {"event_id", "trace_id"} else name
 
 
-def build_app(*, ack_timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES) -> FastAPI:
+def build_app(*, ack_timeout: float = 10.0, max_bytes: int = DEFAULT_MAX_BYTES,
+              asyncapi: Callable[[str], Mapping[str, Any]] | None = None) -> FastAPI:
     """The gateway as run by `hbus gateway`: Kafka identity and department tokens both from Vault."""
     publisher = Publisher.for_gateway(max_bytes=max_bytes, ack_timeout=ack_timeout)
     secret_read("gateway", "kafka-private")
     departments = sorted(publisher.encoder.catalog.departments)
-    return create_app(publisher, TokenStore.from_vault(departments), max_bytes=max_bytes, ack_timeout=ack_timeout)
+    return create_app(publisher, TokenStore.from_vault(departments), max_bytes=max_bytes, ack_timeout=ack_timeout,
+                      asyncapi=asyncapi)
 
 
-def serve(port: int | None = None, host: str = "127.0.0.1", *, ack_timeout: float = 10.0) -> None:
+def serve(port: int | None = None, host: str = "127.0.0.1", *, ack_timeout: float = 10.0,
+          asyncapi: Callable[[str], Mapping[str, Any]] | None = None) -> None:
     import uvicorn
 
     from hybridbus.adapters.config import settings
 
-    app = build_app(ack_timeout=ack_timeout)
+    app = build_app(ack_timeout=ack_timeout, asyncapi=asyncapi)
     uvicorn.run(app, host=host, port=port or settings().ports.gateway, log_level="warning", access_log=False)

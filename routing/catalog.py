@@ -4,6 +4,7 @@ Pure: it is handed the `.avsc` files' bytes (read by `hybridbus.adapters.loaders
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -210,6 +211,14 @@ class Catalog:
 
     def __len__(self) -> int:
         return sum(len(v) for v in self._types.values())
+
+    @cached_property
+    def digest(self) -> str:
+        """sha256 of every schema and department clearance: two guards with the same digest grade alike (the
+        quarantine stamps it, so a release can tell whether the catalog changed since)."""
+        body = {"types": [dict(et.schema) for et in self],
+                "departments": {d.id: d.clearance.id for d in self.departments.values()}}
+        return hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode()).hexdigest()
 
 
 def departments_from_source(source: SourceFile) -> dict[str, Department]:

@@ -149,3 +149,59 @@ def changes(old: RuleSet, new: RuleSet, event_types: Iterable[EventType]) -> lis
 def widens(old: RuleSet, new: RuleSet, event_types: Iterable[EventType]) -> bool:
     """Whether `new` needs an approver besides its proposer to replace `old` (a narrowing does not)."""
     return any(change.widens for change in changes(old, new, event_types))
+
+
+# --- quarantine review: a record the boundary guard kept back goes out only on its second look -----------------
+
+# Why a quarantined record is not released (the reason of a `quarantine_release_refused` act).
+STILL_NOT_PUBLIC = "still_not_public"  # the guard, re-run under today's catalog and rules, still refuses it
+NO_CHANGE_SINCE = "no_change_since"  # neither the catalog nor the rules changed since it was quarantined
+ALREADY_RELEASED = "already_released"
+NOT_PROPOSED = "not_proposed"  # an approval with no release proposed by someone else first
+# A person without the step's duty is refused as WRONG_ROLE (operators propose, approvers approve).
+RELEASE_REFUSALS = (STILL_NOT_PUBLIC, NO_CHANGE_SINCE, ALREADY_RELEASED, NOT_PROPOSED, SAME_PERSON, BAD_SIGNATURE,
+                    WRONG_ROLE)
+
+
+def release_statement(record_digest: str, event_id: str, proposed_at_ms: int, signer: str) -> bytes:
+    """What an operator signs to put a quarantined record up for release: these exact bytes, by digest."""
+    return _canonical({"act": "quarantine-release", "digest": record_digest, "event_id": event_id,
+                       "proposed_at_ms": proposed_at_ms, "signer": signer})
+
+
+def release_approval_statement(record_digest: str, event_id: str, signer: str) -> bytes:
+    """What an approver signs to release it (the record's digest covers its topic, key, value and headers)."""
+    return _canonical({"act": "quarantine-approve", "digest": record_digest, "event_id": event_id, "signer": signer})
+
+
+def release_refusal(public_now: bool, quarantined_at_ms: int, catalogs_then: Sequence[str], catalog_now: str,
+                    rules_applied_at_ms: int | None) -> str | None:
+    """Whether a quarantined record may go back through the guard, or why not.
+
+    `public_now`: the guard, re-run under the current catalog and rules, grades it `public` (on its type's public
+    topic). `catalogs_then`: the catalog digests the guards stamped on its quarantined copies ("" when unknown);
+    the catalog counts as changed only when every copy was judged under another catalog than today's. The rules
+    count as changed when the live set was applied after the last copy was quarantined. Fail closed: no stamp
+    and no newer rules, no release.
+    """
+    if not public_now:
+        return STILL_NOT_PUBLIC
+    catalog_changed = bool(catalogs_then) and all(then and then != catalog_now for then in catalogs_then)
+    rules_changed = rules_applied_at_ms is not None and rules_applied_at_ms > quarantined_at_ms
+    if not (catalog_changed or rules_changed):
+        return NO_CHANGE_SINCE
+    return None
+
+
+def approval_refusal(proposer: str, approver: str, proposal_signature_valid: bool, released: bool) -> str | None:
+    """Why `approver` may not release a record `proposer` put up (None: they may). Two people, the first one's
+    signature confirmed by Vault, and once only."""
+    if released:
+        return ALREADY_RELEASED
+    if not proposer:
+        return NOT_PROPOSED
+    if not proposal_signature_valid:
+        return BAD_SIGNATURE
+    if proposer == approver:
+        return SAME_PERSON
+    return None

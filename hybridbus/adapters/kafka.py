@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections.abc import Iterator
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from hybridbus.adapters.config import Settings, settings
@@ -77,6 +79,31 @@ def end_offset(consumer: Consumer, topic: str, partition: int, timeout: float) -
             if time.monotonic() >= deadline:
                 raise
             time.sleep(0.5)
+
+
+def read_all(cluster: str, creds: KafkaCredentials, topic: str, group: str, timeout: float = 60.0,
+             max_records: int | None = None) -> Iterator[Message]:
+    """Every record of `topic` (all partitions, from the earliest kept) up to the end offsets seen at the start,
+    for the tools that review a whole topic (`hbus dlq`, `hbus quarantine`); within `timeout` seconds."""
+    reader = consumer(cluster, creds, group=f"{group}-{uuid.uuid4().hex[:8]}")
+    try:
+        partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10) for p in partitions}
+        todo = {p: high for p, (low, high) in ends.items() if high > low}
+        reader.assign([TopicPartition(topic, p, ends[p][0]) for p in todo])
+        seen, deadline = 0, time.monotonic() + timeout
+        while todo and time.monotonic() < deadline:
+            for msg in reader.consume(500, timeout=1.0):
+                if msg.error():
+                    continue
+                if msg.offset() + 1 >= todo.get(msg.partition(), 0):
+                    todo.pop(msg.partition(), None)
+                yield msg
+                seen += 1
+                if max_records is not None and seen >= max_records:
+                    return
+    finally:
+        reader.close()
 
 
 def admin(cluster: str, creds: KafkaCredentials, **overrides: Any) -> AdminClient:

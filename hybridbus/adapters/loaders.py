@@ -4,7 +4,7 @@ The catalog and the rules stay pure in `routing`; this is only where their files
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from hybridbus.adapters.config import Settings, settings
@@ -12,6 +12,7 @@ from hybridbus.adapters.topology import PRIVATE, PUBLIC, Topology, build_topolog
 from routing.catalog import Catalog, Department, EventType, departments_from_source
 from routing.derive import derive_event_type
 from routing.exceptions import SchemaError
+from routing.grades import Grade
 from routing.rules import RULESET_FILE, Rule, RuleSet, rules_from_source, ruleset_from_sources
 from routing.sources import SourceFile
 
@@ -76,6 +77,12 @@ def derived_event_types(catalog: Catalog, ruleset: RuleSet | None) -> list[Event
         for rule in ruleset.candidates(source.dept, source.event):
             result.extend(derive_event_type(source, view) for view in rule.derive)
     return result
+
+
+def public_event_types(catalog: Catalog, derived: Iterable[EventType]) -> list[EventType]:
+    """Every type whose records can reach the public side: each version of each type graded `public` as a record,
+    and the `derived` view types (from `derived_event_types`, or the ones a guard has learnt)."""
+    return [t for t in catalog if t.record_grade is Grade.PUBLIC] + list(derived)
 
 
 def derived_views(catalog: Catalog, ruleset: RuleSet) -> list[tuple[str, str]]:

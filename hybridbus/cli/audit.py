@@ -172,8 +172,8 @@ def event_cmd(event_id: str = typer.Argument(..., help="The event id (hbus-event
     Example: hbus audit query event 4f1c0e9a7d2b4c1e
     """
     rows = _with_time(audit.event_history(_entries(source, topic), event_id))
-    _emit(rows, ["time", "component", "verdict", "grade", "rules_version", "destination", "topic", "reason", "seq"],
-          as_json, as_csv)
+    _emit(rows, ["time", "component", "verdict", "grade", "rules_version", "destination", "topic", "reason", "actor",
+                 "seq"], as_json, as_csv)
     if not rows:
         raise fail(f"no audit entry for event {event_id}", FAILED)
 

@@ -21,7 +21,7 @@ from routing.exceptions import HybridbusError
 app = typer.Typer(help="Benchmark hybridbus against kafka-producer-perf-test, a raw pipe and MirrorMaker 2.\n\n"
                   "Example: hbus stack up && hbus bench --quick   (or: hbus bench step, hbus bench client)")
 
-QUICK = {"events": 3_000, "runs": 1, "latency_seconds": 3.0}
+QUICK = {"events": 3_000, "runs": 1, "latency_seconds": 3.0, "latency_rate": 0.0}
 
 
 @app.callback(invoke_without_command=True)
@@ -31,6 +31,7 @@ def bench(
     events: int = typer.Option(200_000, help="Events per configuration run (full run: at least 200,000)."),
     runs: int = typer.Option(3, help="Runs of each configuration; the table shows median and min–max."),
     latency_seconds: float = typer.Option(20.0, help="Length of each paced latency run."),
+    latency_rate: float = typer.Option(2_000.0, help="Events/s of the fixed-rate latency runs (0: none)."),
     results_dir: Path = typer.Option(REPO_ROOT / "bench" / "results", help="Where the JSON and Markdown go."),
     shape: bool = typer.Option(False, "--shape", help="Only the end-to-end path (events/s, p50/p99) and router "
                                "workers 1 → 2 → 3 with their CPU, on the running stack's cluster (RF 1 on one "
@@ -45,7 +46,7 @@ def bench(
     from hybridbus.ops.bench import report
     from hybridbus.ops.bench.runner import Bench, Options
 
-    options = Options(**QUICK) if quick else Options(events, runs, latency_seconds)
+    options = Options(**QUICK) if quick else Options(events, runs, latency_seconds, latency_rate=latency_rate)
     if shape:
         _shape(options, results_dir)
         return

@@ -217,9 +217,10 @@ def gateway(
            http://127.0.0.1:19180/v1/events/market.licence_granted
     """
     from hybridbus.adapters.vault import VaultUnavailable
+    from hybridbus.ops.asyncapi import asyncapi_for
     from producers.gateway import serve
 
     try:
-        serve(port, ack_timeout=ack_timeout)
+        serve(port, ack_timeout=ack_timeout, asyncapi=lambda dept: asyncapi_for(dept=dept))
     except (VaultUnavailable, FileNotFoundError) as exc:
         raise fail(f"cannot start the gateway: {exc}", UNAVAILABLE) from None

@@ -64,6 +64,8 @@ def run(per_type: int, wait: float, as_json: bool) -> None:
         emit_json(data)
     else:
         published = result.published
+        if result.governance:
+            typer.echo("rule set, with four eyes:\n" + "\n".join(f"  {step.line()}" for step in result.governance) + "\n")
         typer.echo(f"rule set {result.rules_version}: published {sum(published.values())} events of "
                    f"{len(published)} types in {result.publish_seconds:.1f}s\n")
         if not result.behind:
@@ -93,10 +95,12 @@ def demo(
 ) -> None:
     """Run the bus end to end on the local stack and show where every event went.
 
-    Applies the shipped rules, starts router, egress and archiver, publishes a burst of every department's
-    events (with planted canaries), waits until each of them is on every private topic, public-cluster topic
-    and archive folder the rules send it to, counts them there, then scans the whole public cluster and bucket
-    for leaks.
+    Starts router, egress and archiver, puts the shipped rules in force as people do (the sample engineer
+    proposes, the sample approver approves what widens, the engineer applies, every router switches: shown as a
+    few lines; when the shipped set is in force already, the engineer first narrows it alone), publishes a burst
+    of every department's events (with planted canaries), waits until each of them is on every private topic,
+    public-cluster topic and archive folder the rules send it to, counts them there, then scans the whole public
+    cluster and bucket for leaks.
 
     Exit 1 if a non-public canary is found on the public side, or the demo's records were copied out twice;
     exit 3 if some of them had not arrived within --wait seconds (the message names the place behind and how

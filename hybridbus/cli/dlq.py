@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import typer
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import Message
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.topology import DECISIONS_TOPIC, DLQ_TOPIC, PRIVATE
@@ -29,26 +28,7 @@ DLQ_HEADERS = {H.DLQ_REASON, H.SOURCE_TOPIC, "hbus-source-partition"}
 
 
 def _records(max_records: int | None = None) -> Iterator[Message]:
-    creds = kafka.admin_credentials(PRIVATE)
-    consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-dlq-cli-{uuid.uuid4().hex[:8]}")
-    try:
-        partitions = consumer.list_topics(DLQ_TOPIC, timeout=10).topics[DLQ_TOPIC].partitions
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(DLQ_TOPIC, p), timeout=10) for p in partitions}
-        todo = {p: high for p, (low, high) in ends.items() if high > low}
-        consumer.assign([TopicPartition(DLQ_TOPIC, p, ends[p][0]) for p in todo])
-        seen, deadline = 0, time.monotonic() + 60
-        while todo and time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=1.0):
-                if msg.error():
-                    continue
-                if msg.offset() + 1 >= todo.get(msg.partition(), 0):
-                    todo.pop(msg.partition(), None)
-                yield msg
-                seen += 1
-                if max_records is not None and seen >= max_records:
-                    return
-    finally:
-        consumer.close()
+    return kafka.read_all(PRIVATE, kafka.admin_credentials(PRIVATE), DLQ_TOPIC, "hbus-dlq-cli", max_records=max_records)
 
 
 def _header(msg: Message, name: str) -> str:

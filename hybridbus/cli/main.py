@@ -18,6 +18,7 @@ from hybridbus.cli import (
     infra,
     login,
     processors,
+    quarantine,
     rules,
     schemas,
     secrets,
@@ -44,6 +45,7 @@ app.add_typer(audit.app, name="audit")
 app.add_typer(infra.app, name="infra")
 app.add_typer(bench.app, name="bench")
 app.add_typer(boundary.app, name="boundary")
+app.add_typer(quarantine.app, name="quarantine")
 app.command("drill")(drill.drill)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)

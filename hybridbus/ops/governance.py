@@ -46,10 +46,12 @@ def stack_signer(cfg: Settings | None = None) -> Transit:
 
 
 def record_act(component: str, verdict: str, version: str, destination: str, reason: str, at_ms: int,
-               actor: str) -> None:
-    """A person's act on the audit chain: what, on which set or switch, why, when and who (from their login)."""
-    topic = CONTROL_TOPIC if component == "boundary" else RULES_TOPIC
-    record_decision(DecisionRecord(component, "", "", "", "", version, destination, topic, verdict,
+               actor: str, *, topic: str | None = None, event_id: str = "", event_type: str = "", dept: str = "",
+               grade: str = "") -> None:
+    """A person's act on the audit chain: what, on which set, switch or record, why, when and who (from their
+    login). An act on one event (a quarantine release) names it, so `hbus audit query event ID` shows it too."""
+    topic = topic or (CONTROL_TOPIC if component == "boundary" else RULES_TOPIC)
+    record_decision(DecisionRecord(component, event_id, event_type, dept, grade, version, destination, topic, verdict,
                                    reason[:REASON_LIMIT], at_ms, actor=actor))
 
 

@@ -1,4 +1,5 @@
-"""The open-data archive on S3: Avro object container files with deterministic names, and a daily manifest.
+"""The open-data archive on S3: Avro object container files with deterministic names, a daily manifest, and the
+schema of every type that reaches the public side under `_schemas/<fingerprint>.avsc`.
 
 A batch covers one partition's offsets `first..last`; its object name says so, so a retry rewrites the same
 object and a restart can tell what is already archived.
@@ -9,16 +10,18 @@ import hashlib
 import io
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 from fastavro import parse_schema, writer
 
+from hybridbus.adapters.codec import schema_fingerprint
 from routing.catalog import EventType
 
 OFFSET_WIDTH = 12
+SCHEMAS_PREFIX = "_schemas/"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,17 @@ def object_prefix(event_type: EventType, day: str, partition: int, first: int) -
 
 def last_offset_of(key: str) -> int:
     return int(key.rsplit("-", 1)[1].removesuffix(".avro"))
+
+
+def schema_key(event_type: EventType) -> str:
+    """Where a public consumer finds the writer schema of a record: by the 8 fingerprint bytes its single-object
+    header carries (bytes 2 to 10, CRC-64-AVRO little-endian), in hex as they stand on the wire."""
+    return f"{SCHEMAS_PREFIX}{schema_fingerprint(event_type.schema).hex()}.avsc"
+
+
+def schema_document(event_type: EventType) -> bytes:
+    """The schema file as the catalog (or the rule, for a derived view) writes it, grades included."""
+    return json.dumps(event_type.schema, ensure_ascii=False, indent=1).encode("utf-8")
 
 
 def day_of(epoch_ms: int) -> str:
@@ -70,6 +84,42 @@ class Archive:
     def __init__(self, s3, bucket: str) -> None:  # type: ignore[no-untyped-def]
         self.s3 = s3
         self.bucket = bucket
+        self._shelved: set[str] | None = None  # the `_schemas/` keys known to be there: listed once, then kept
+        self._schema_keys: dict[int, tuple[EventType, str]] = {}  # by id: a fingerprint is computed once per type
+
+    def ensure_schemas(self, event_types: Iterable[EventType]) -> list[str]:
+        """Put the schema of each type that `_schemas/` does not hold yet; the keys written.
+
+        The prefix is listed on the first call only; after that a call for types already there sends no request.
+        Writing the same key twice (two workers) writes the same bytes.
+        """
+        wanted: dict[str, EventType] = {}
+        for event_type in event_types:
+            known = self._schema_keys.get(id(event_type))
+            if known is None or known[0] is not event_type:
+                known = self._schema_keys[id(event_type)] = (event_type, schema_key(event_type))
+            wanted.setdefault(known[1], event_type)
+        if self._shelved is None:
+            self._shelved = self._listed(SCHEMAS_PREFIX)
+        written = []
+        for key, event_type in wanted.items():
+            if key not in self._shelved:
+                self.s3.put_object(Bucket=self.bucket, Key=key, Body=schema_document(event_type),
+                                   ContentType="application/json")
+                self._shelved.add(key)
+                written.append(key)
+        return written
+
+    def _listed(self, prefix: str) -> set[str]:
+        """Every key under `prefix`, page after page."""
+        keys: set[str] = set()
+        more: dict[str, str] = {}
+        while True:
+            page = self.s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix, **more)
+            keys.update(o["Key"] for o in page.get("Contents", []))
+            if not page.get("IsTruncated"):
+                return keys
+            more = {"ContinuationToken": page["NextContinuationToken"]}
 
     def existing_last(self, event_type: EventType, day: str, partition: int, first: int) -> int | None:
         """If a batch starting at `first` is already archived, its last offset."""
@@ -93,6 +143,7 @@ class Archive:
         return todo
 
     def put_batch(self, event_type: EventType, day: str, partition: int, records: Sequence[ArchivedRecord]) -> tuple[str, int]:
+        self.ensure_schemas([event_type])  # the schema is there before the first record of its type
         body = container_bytes(event_type, records)
         key = object_name(event_type, day, partition, records[0].offset, records[-1].offset)
         self.s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType="application/avro")

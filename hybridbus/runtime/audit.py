@@ -23,8 +23,11 @@ DECISION_FIELDS = ("component", "event_id", "event_type", "dept", "grade", "rule
 # Verdicts meaning "left the private cloud for the public side".
 PUBLISHED = ("exported", "archived")
 # Verdicts of the rules and secrets tools: changes to how the bus decides.
+# People's acts on what the guard quarantined (`hbus quarantine release|approve`).
+QUARANTINE_ACTS = ("quarantine_release_proposed", "quarantine_release_approved", "quarantine_released",
+                   "quarantine_release_refused")
 RULE_CHANGES = ("rules_proposed", "rules_approved", "rules_applied", "shadow_applied", "shadow_withdrawn",
-                "boundary_closed", "boundary_open")
+                "boundary_closed", "boundary_open", *QUARANTINE_ACTS)
 
 Position = tuple[int, int]  # (offset on its `_hbus.decisions` partition, index in that record's array)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -17,7 +17,19 @@ from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.exceptions import CodecError
 from hybridbus.adapters.topology import QUARANTINE_TOPIC
 from hybridbus.runtime.decisions import DecisionBatch, DecisionRecord, Template
-from hybridbus.runtime.records import Headers, Record, event_id_of, header, header_map, quarantine_headers, text
+from hybridbus.runtime.records import (
+    CATALOG_DIGEST,
+    QUARANTINE_GRADE,
+    QUARANTINED_BY,
+    SOURCE_PARTITION,
+    Headers,
+    Record,
+    event_id_of,
+    header,
+    header_map,
+    quarantine_headers,
+    text,
+)
 from routing import headers as H
 from routing.boundary import ARCHIVE, PUBLIC_CLOUD, Verdict, check_export
 from routing.catalog import EventType
@@ -128,8 +140,9 @@ class GuardOutcome:
         return DecisionRecord(component, self.event_id, self.type_key(topic), self.dept, self.grade.id,
                               header(headers, H.RULES_VERSION), destination, topic, verdict, reason, now_ms)
 
-    def quarantine_headers(self, headers: Headers | None, source_topic: str) -> list[tuple[str, bytes]]:
-        return quarantine_headers(headers, self.reason, source_topic)
+    def quarantine_headers(self, headers: Headers | None, source_topic: str,
+                           stamp: Sequence[tuple[str, bytes]] = ()) -> list[tuple[str, bytes]]:
+        return quarantine_headers(headers, self.reason, source_topic, stamp)
 
 
 def judge(codec: AvroCodec, topic: str, value: bytes | None, destinations: str,
@@ -201,10 +214,11 @@ class GuardStep:
     """The one boundary guard of a destination (`public_cloud` for egress, `archive` for the archiver)."""
 
     def __init__(self, codec: AvroCodec, destination: str, derived: Iterable[EventType] = (),
-                 dedupe: DedupeWindow | None = None) -> None:
+                 dedupe: DedupeWindow | None = None, catalog_digest: str = "") -> None:
         self.codec = codec
         self.destination = destination
         self.role = ROLES[destination]
+        self._set_digest(catalog_digest)
         self.dedupe = dedupe if dedupe is not None else DedupeWindow()
         self.log = logging.getLogger(f"hbus.{self.role.component}")
         self._derived: dict[tuple[str, int], EventType] = {}
@@ -219,11 +233,17 @@ class GuardStep:
                 self.codec.add(event_type)
                 self._derived[ident] = event_type
 
-    def use_codec(self, codec: AvroCodec, derived: Iterable[EventType]) -> None:
+    def _set_digest(self, catalog_digest: str) -> None:
+        self.catalog_digest = catalog_digest  # of the catalog `codec` knows: stamped on what it quarantines
+        self._stamp = [(QUARANTINED_BY, self.role.component.encode())] + (
+            [(CATALOG_DIGEST, catalog_digest.encode())] if catalog_digest else [])
+
+    def use_codec(self, codec: AvroCodec, derived: Iterable[EventType], catalog_digest: str = "") -> None:
         """Judge with `codec` (a new catalog's) from the next batch on, with `derived`, the views of the new catalog
         and the rule sets in force; views learnt before stay known, as their records may still be on the way."""
         earlier = list(self._derived.values())
         self.codec, self._derived = codec, {}
+        self._set_digest(catalog_digest)
         self._known.clear()
         self.learn(earlier)
         for event_type in derived:  # the new catalog's form of a view replaces the one learnt before
@@ -257,7 +277,7 @@ class GuardStep:
             labels = (self.role.component, outcome.dept, outcome.type_key(topic))
             batch.events_in[labels] = batch.events_in.get(labels, 0) + 1
             if outcome.leak:
-                self._quarantine(batch, topic, key, value, headers, outcome)
+                self._quarantine(batch, topic, partition, key, value, headers, outcome)
             else:
                 batch.not_wanted += 1
             return None
@@ -291,11 +311,16 @@ class GuardStep:
         out = (role.component, dept, key, Grade.PUBLIC.id, self.destination) if role.counts_out else None
         return _Known(event_type, decisions, (role.component, dept, key), out)
 
-    def _quarantine(self, batch: GuardBatch, topic: str, key: bytes | None, value: bytes | None,
+    def quarantine_stamp(self, partition: int, grade: Grade) -> list[tuple[str, bytes]]:
+        """What a quarantined copy carries for its review: whence exactly, which guard, what grade, which catalog."""
+        return [(SOURCE_PARTITION, str(partition).encode()), (QUARANTINE_GRADE, grade.id.encode()), *self._stamp]
+
+    def _quarantine(self, batch: GuardBatch, topic: str, partition: int, key: bytes | None, value: bytes | None,
                     headers: Headers | None, outcome: GuardOutcome) -> None:
         role, grade = self.role, outcome.grade.id
         type_key = outcome.type_key(topic)
-        batch.quarantined.append((QUARANTINE_TOPIC, key, value, None, outcome.quarantine_headers(headers, topic)))
+        batch.quarantined.append((QUARANTINE_TOPIC, key, value, None, outcome.quarantine_headers(
+            headers, topic, self.quarantine_stamp(partition, outcome.grade))))
         version = header(headers, H.RULES_VERSION)
         batch.decisions.rows.append((outcome.event_id, ((type_key, outcome.dept, grade, version, self.destination,
                                                          QUARANTINE_TOPIC, "quarantined", outcome.reason),)))

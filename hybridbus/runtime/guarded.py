@@ -29,7 +29,8 @@ class FollowedGuard:
                  dedupe: DedupeWindow | None = None) -> None:
         self.catalog = catalog
         self.rulesets: dict[str, RuleSet | None] = {role: a.ruleset for role, a in applied.items()}
-        self.guard = GuardStep(AvroCodec.for_catalog(catalog), destination, dedupe=dedupe)
+        self.guard = GuardStep(AvroCodec.for_catalog(catalog), destination, dedupe=dedupe,
+                               catalog_digest=catalog.digest)
         self.guard.learn(self._views())
 
     def _views(self) -> list[Any]:
@@ -41,7 +42,7 @@ class FollowedGuard:
 
     def use_catalog(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self.guard.use_codec(AvroCodec.for_catalog(catalog), self._views())
+        self.guard.use_codec(AvroCodec.for_catalog(catalog), self._views(), catalog.digest)
 
     def on_rules(self, plane: Any) -> Callable[[dict[str, Any]], None]:
         """The rule feed's callback: the guard learns new view types between two batches of the data plane."""

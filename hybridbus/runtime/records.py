@@ -16,6 +16,13 @@ Headers = Sequence[tuple[str, bytes]]
 Record = tuple[str, "bytes | None", "bytes | None", "int | None", list[tuple[str, bytes]]]
 
 SOURCE_PARTITION = "hbus-source-partition"
+# Stamped on a quarantined copy by the guard that kept it, for its review (`hbus quarantine`): which guard, the
+# grade it found and the digest of the catalog it judged under (a release needs a change since).
+QUARANTINED_BY = "hbus-quarantined-by"
+QUARANTINE_GRADE = "hbus-quarantine-grade"
+CATALOG_DIGEST = "hbus-catalog-digest"
+QUARANTINE_HEADERS = frozenset({H.DLQ_REASON, H.SOURCE_TOPIC, SOURCE_PARTITION, QUARANTINED_BY, QUARANTINE_GRADE,
+                                CATALOG_DIGEST})
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ def dlq_record(topic: str, partition: int, key: bytes | None, value: bytes | Non
     return (DLQ_TOPIC, key, value or b"", None, out_headers)
 
 
-def quarantine_headers(headers: Headers | None, reason: str, source_topic: str) -> list[tuple[str, bytes]]:
-    """The headers of a record the boundary guard keeps on the private side: its own, and why and whence."""
-    return list(headers or []) + [(H.DLQ_REASON, reason.encode()), (H.SOURCE_TOPIC, source_topic.encode())]
+def quarantine_headers(headers: Headers | None, reason: str, source_topic: str,
+                       stamp: Sequence[tuple[str, bytes]] = ()) -> list[tuple[str, bytes]]:
+    """The headers of a record the boundary guard keeps on the private side: its own, why and whence, and the
+    guard's `stamp` (see QUARANTINED_BY)."""
+    return list(headers or []) + [(H.DLQ_REASON, reason.encode()), (H.SOURCE_TOPIC, source_topic.encode()), *stamp]

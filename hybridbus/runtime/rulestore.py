@@ -95,7 +95,9 @@ class Follower:
         refusals older than the set in force were counted when they arrived.
         """
         if self._check is None:
-            return {r.role: r for r in records}
+            followed = {r.role: r for r in records}
+            self.in_force.update(followed)
+            return followed
         queued, self._pending = self._pending, {}
         for record in records:
             queued.setdefault(record.role, []).append(record)
@@ -137,6 +139,11 @@ class RuleFeed:
                    if msg.value() is not None and _slot(msg.key())]
         return self._follower.follow([r for r in records if r is not None])
 
+    @property
+    def in_force(self) -> dict[str, AppliedRuleSet]:
+        """The set followed per role so far (after `load`: the sets the processors are in force with)."""
+        return dict(self._follower.in_force)
+
     def close(self) -> None:
         self._reader.close()
 
@@ -146,9 +153,11 @@ def _slot(key: bytes | None) -> bool:
     return key is not None and key.decode(errors="replace") in SLOTS
 
 
-def latest_records(creds: KafkaCredentials, prefix: str, timeout: float = 10.0) -> dict[str, bytes]:
-    """The newest value of every key of `_hbus.rules` starting with `prefix`, as stored (read to the end)."""
-    reader = CompactedReader.connect(creds, RULES_TOPIC, "hbus-rulefeed")
+def latest_records(creds: KafkaCredentials, prefix: str, timeout: float = 10.0,
+                   topic: str = RULES_TOPIC) -> dict[str, bytes]:
+    """The newest value of every key of a compacted one-partition topic (`_hbus.rules`, `_hbus.control`)
+    starting with `prefix`, as stored (read to the end)."""
+    reader = CompactedReader.connect(creds, topic, "hbus-rulefeed")
     try:
         found: dict[str, bytes] = {}
         for msg in reader.load(timeout):
@@ -160,9 +169,9 @@ def latest_records(creds: KafkaCredentials, prefix: str, timeout: float = 10.0) 
         reader.close()
 
 
-def write_raw(key: str, value: bytes, creds: KafkaCredentials) -> None:
+def write_raw(key: str, value: bytes, creds: KafkaCredentials, topic: str = RULES_TOPIC) -> None:
     outputs = BatchProducer.connect(PRIVATE, creds, "rules", **{"message.timeout.ms": 30_000})
-    outputs.send(RULES_TOPIC, key.encode(), value)
+    outputs.send(topic, key.encode(), value)
     outputs.confirm()
 
 

@@ -300,6 +300,11 @@ def test_every_identity_can_do_exactly_what_the_model_allows(stack: Settings, to
     signers = {key: {c.identity for c in cells if c.system == "vault" and c.target == f"{TRANSIT_MOUNT}/sign/{key}"
                      and c.observed == ALLOWED} for key in RULES_SIGNING_KEYS}
     assert signers == {RULES_SIGNING_KEYS[0]: {"li.wei"}, RULES_SIGNING_KEYS[1]: {"zhang.min"}}, signers
+    # The operators' key: only operators sign (the emergency stop, a quarantine release proposed); the guards verify
+    # a reopening, and approvers verify the operator's proposal before they release a quarantined record.
+    boundary = {op: {c.identity for c in cells if c.system == "vault" and c.observed == ALLOWED
+                     and c.target == f"{TRANSIT_MOUNT}/{op}/{BOUNDARY_KEY}"} for op in ("sign", "verify")}
+    assert boundary == {"sign": {"wang.fang", "zhao.lei"}, "verify": {"egress", "archiver", "zhang.min"}}, boundary
 
 
 def _kafka_login(root: hvac.Client, identity: Identity, cluster: str) -> KafkaCredentials:

@@ -1,6 +1,7 @@
-"""`hbus demo` on a bus that is behind: started right after the processors restart on a backlog, it waits for
-its own records and reports only counts that are really there; with egress stopped it names the public
-cluster as behind and exits non-zero within its bound."""
+"""`hbus demo` on a bus that is behind: started right after the processors restart on a backlog, it puts the rule
+set in force through a proposal, an approval and the routers' switch, waits for its own records and reports only
+counts that are really there; with egress stopped it names the public cluster as behind and exits non-zero within
+its bound."""
 from __future__ import annotations
 
 import io
@@ -101,6 +102,14 @@ def test_demo_right_after_a_restart_on_a_backlog_reports_only_records_that_are_t
     # It had to wait: the backlog was still being worked off when it looked first.
     assert "waiting for the demo's records" in result.stderr
     assert report["complete"] and report["behind"] == [] and report["extra_copies_outside"] == 0
+    # The rule set came into force with four eyes: the shipped set was live (the bus fixture), so the engineer
+    # narrowed it alone, then proposed the shipped set, a second person approved the widening, and every router
+    # reported the switch on its /metrics.
+    acts = [(s["act"], s["by"]) for s in report["governance"]]
+    assert acts[:4] == [("narrowed", "li.wei"), ("proposed", "li.wei"), ("approved", "zhang.min"), ("applied", "li.wei")]
+    assert ("switched", "router") in acts[4:] and all(a == "switched" for a, _ in acts[4:])
+    assert {s["version"] for s in report["governance"][1:]} == {report["rules_version"]}
+    assert "widens" in report["governance"][1]["detail"] and "approver zhang.min" in report["governance"][3]["detail"]
     assert report["leak_scan"]["leaked"] == 0
     for place in ("private_cluster", "public_cluster", "archived"):
         assert report[place] == report["expected"][place], place

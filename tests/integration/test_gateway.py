@@ -16,9 +16,11 @@ from schemathesis import GenerationMode
 
 from hybridbus.adapters.config import Settings
 from hybridbus.adapters.vault import KV_MOUNT, root_client
+from hybridbus.ops.asyncapi import asyncapi_for
 from producers.gateway import TokenStore, build_app, create_app
 from producers.publisher import Publisher
 from tests.integration.test_publisher import CATALOG, assert_round_trip, sample_cases
+from tests.unit.ops.test_asyncapi import assert_valid
 
 
 def department_token(dept: str) -> str:
@@ -37,7 +39,8 @@ def _free_port() -> int:
 def gateway_url(stack: Settings) -> Iterator[str]:
     """The real gateway (Vault tokens, gateway Kafka identity) served by uvicorn in a thread."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(), host="127.0.0.1", port=port, log_level="warning"))
+    app = build_app(asyncapi=lambda dept: asyncapi_for(dept=dept))  # as `hbus gateway` builds it
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -78,6 +81,16 @@ def test_gateway_refuses_bad_tokens_other_departments_and_bad_fields(gateway_url
     assert huge.status_code == 413
     assert httpx.get(f"{gateway_url}/healthz").status_code == 200
     assert "hbus_gateway_requests_total" in httpx.get(f"{gateway_url}/metrics").text
+
+
+def test_a_department_reads_its_asyncapi_document_from_the_gateway_its_openapi_links_to(gateway_url: str) -> None:
+    openapi = httpx.get(f"{gateway_url}/openapi.json").json()
+    link = f"{gateway_url}{openapi['externalDocs']['url']}"
+    assert httpx.get(link).status_code == 401
+    document = httpx.get(link, headers={"Authorization": f"Bearer {department_token('market')}"}).json()
+    assert_valid(document)
+    assert "ingress.market.licence_granted" in document["channels"]
+    assert not any(topic.startswith("ingress.") and ".market." not in topic for topic in document["channels"])
 
 
 def test_gateway_answers_503_with_retry_after_when_kafka_does_not_ack(stack: Settings) -> None:

@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
@@ -31,6 +30,7 @@ from hybridbus.ops.bench import client as client_bench
 from hybridbus.ops.bench import step as step_bench
 from hybridbus.ops.bench.probes import OffsetCounter, Span, await_records, group_lag
 from hybridbus.ops.bench.workload import Expected, Workload, new_run_tag
+from hybridbus.ops.demo import ensure_live_ruleset
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.process import ManagedProcess
 from routing import headers as H
@@ -42,10 +42,10 @@ MIRROR_TOPICS = ("bench", "mm2-", "heartbeats")  # what a MirrorMaker 2 run leav
 SETTLE_TIMEOUT = 600.0  # seconds for the processors to catch up between runs
 SECOND_ROUTER = "bench-router-2"
 
-PERF, CLIENT, RAW, MIRROR, ROUTER, ROUTER2, E2E, LATENCY = (
+PERF, CLIENT, RAW, MIRROR, ROUTER, ROUTER2, E2E, LATENCY, LATENCY_FIXED = (
     "kafka-producer-perf-test", "client-publish", "raw-pipe", "mirror-maker-2", "router", "router-2-workers",
-    "end-to-end", "end-to-end-latency")
-CONFIGS = (PERF, CLIENT, RAW, MIRROR, ROUTER, ROUTER2, E2E, LATENCY)
+    "end-to-end", "end-to-end-latency", "end-to-end-latency-fixed")
+CONFIGS = (PERF, CLIENT, RAW, MIRROR, ROUTER, ROUTER2, E2E, LATENCY, LATENCY_FIXED)
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class Options:
     runs: int = 3
     latency_seconds: float = 20.0
     latency_share: float = 0.5  # of the end-to-end maximum rate
+    latency_rate: float = 2_000.0  # events/s of the fixed-rate latency runs (0: none), the rate a target names
 
     @property
     def timeout(self) -> float:
@@ -87,7 +88,8 @@ class Bench:
         self.cfg, self.options, self.progress = cfg, options, progress
         self.catalog = load_catalog(cfg)
         self.workload = Workload(self.catalog)
-        self.expected: Expected = self.workload.expected(options.events, load_rules(cfg))
+        # The shipped set, signed, in force: the expected outputs are those of the set the router follows.
+        self.expected: Expected = self.workload.expected(options.events, ensure_live_ruleset(cfg))
         self.admin = {c: kafka.admin(c, kafka.admin_credentials(c, cfg)) for c in (PRIVATE, PUBLIC)}
         # hybridbus.adapters.kafka's producer settings (linger 5 ms), as a department's publisher sends them.
         self.producer = kafka.producer(PRIVATE, kafka.admin_credentials(PRIVATE, cfg), **{"batch.num.messages": 10_000})
@@ -116,6 +118,7 @@ class Bench:
                 self._end_to_end(i)
             for i in range(self.options.runs):
                 self._latency(i)
+            self._fixed_latency()
             workers.stop(self.cfg, ("egress",))
             for i in range(self.options.runs):
                 self._raw_pipe_then_router(i)
@@ -200,12 +203,20 @@ class Bench:
         self.results[E2E].append(Figures.from_span(span, n, self.expected.public_total))
         self._settle()
 
-    def _latency(self, i: int) -> None:
-        """Paced traffic at a share of the end-to-end maximum; latency from occurred-at to arrival on the public side."""
-        rate = self.options.latency_share * statistics.median(f.events_per_s for f in self.results[E2E])
+    def _fixed_latency(self) -> None:
+        """The paced runs at the fixed rate a latency target is stated for (none when `latency_rate` is 0)."""
+        if self.options.latency_rate > 0:
+            for i in range(self.options.runs):
+                self._latency(i, LATENCY_FIXED, self.options.latency_rate)
+
+    def _latency(self, i: int, config: str = LATENCY, rate: float | None = None) -> None:
+        """Paced traffic at `rate` (default: a share of the end-to-end maximum); latency from occurred-at to arrival
+        on the public side."""
+        if rate is None:
+            rate = self.options.latency_share * statistics.median(f.events_per_s for f in self.results[E2E])
         count = max(100, int(rate * self.options.latency_seconds))
         expected = self.workload.expected(count, load_rules(self.cfg)).public_total
-        label = self._label(LATENCY, i)
+        label = self._label(config, i)
         tag = new_run_tag()
         with _ArrivalWatch(self.egress_sources, tag) as watch:
             sender = threading.Thread(target=self.workload.produce, args=(self.producer, count, tag),
@@ -221,7 +232,7 @@ class Bench:
         if len(latencies) < expected:
             raise TimeoutError(f"{label}: only {len(latencies)} of {expected} public records arrived")
         routed = sorted(watch.routed_ms)
-        self.results[LATENCY].append(Figures(rate, extra={
+        self.results[config].append(Figures(rate, extra={
             "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99), "max_ms": latencies[-1],
             "routed_p50_ms": _percentile(routed, 50), "routed_p99_ms": _percentile(routed, 99)}))
         self._settle()
@@ -363,7 +374,7 @@ class _ArrivalWatch:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
         self._consumer.close()

@@ -13,7 +13,7 @@ from typing import Any
 
 from hybridbus.adapters.config import Settings
 from hybridbus.ops.bench.report import machine
-from hybridbus.ops.bench.runner import E2E, LATENCY, Bench, Figures, Options, Progress
+from hybridbus.ops.bench.runner import E2E, LATENCY, LATENCY_FIXED, Bench, Figures, Options, Progress
 from hybridbus.ops.stack import workers
 
 ROUTER_WORKERS = (1, 2, 3)
@@ -33,7 +33,9 @@ def run(cfg: Settings, options: Options, progress: Progress,
             bench._end_to_end(i)  # noqa: SLF001
         for i in range(options.runs):
             bench._latency(i)  # noqa: SLF001
-        results[E2E], results[LATENCY] = bench.results[E2E], bench.results[LATENCY]
+        bench._fixed_latency()  # noqa: SLF001
+        for name in (E2E, LATENCY, LATENCY_FIXED):
+            results[name] = bench.results[name]
         workers.stop(cfg, ("egress",))
         for count in router_workers:
             names = workers.worker_names("router", count)

@@ -157,7 +157,12 @@ def person_policy_name(role: str) -> str:
 
 def person_policy(role: str) -> str:
     """Each duty may do only its own act: engineers propose (sign as proposer), approvers approve, operators stop
-    and start what leaves, auditors verify the audit trail's signatures. Nobody reads a service's secret."""
+    and start what leaves and put quarantined records up for release, auditors verify the audit trail's
+    signatures. Nobody reads a service's secret.
+
+    Releasing a quarantined record takes an operator (who watches the quarantine and proposes, signing with the
+    operators' key) and an approver (who already approves what widens what leaves, and approves the release with
+    the approvers' key after checking the operator's signature: hence the approvers' `verify` of that key)."""
     def may(op: str, key: str) -> str:
         return f'path "{TRANSIT_MOUNT}/{op}/{key}" {{ capabilities = ["update"] }}'
 
@@ -171,6 +176,8 @@ def person_policy(role: str) -> str:
         rules.extend(may("verify", key) for key in RULES_SIGNING_KEYS)
     if role == OPERATOR:
         rules.append(may("sign", BOUNDARY_KEY))
+    if role == APPROVER:
+        rules.append(may("verify", BOUNDARY_KEY))  # the operator's signature on a quarantine release proposal
     if role == AUDITOR:
         rules.append(may("verify", AUDIT_SIGNING_KEY))
     return "\n".join(rules) + "\n"

@@ -94,3 +94,35 @@ def test_an_archive_behind_is_named_by_event_type() -> None:
                       ScanReport())
     assert cli_demo.behind_message(late) == ("after 15s the demo's records have not all arrived — open-data bucket: "
                                              "5 of 20 missing (market.licence_granted 5)")
+
+
+def test_the_governance_part_is_a_few_lines_before_the_counts_and_in_the_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from hybridbus.ops.demo import GovernanceStep
+
+    steps = (GovernanceStep("proposed", "li.wei", "v1", "digest 3f9a1c2e7b4d, widens: needs a second person"),
+             GovernanceStep("approved", "zhang.min", "v1", "digest 3f9a1c2e7b4d"),
+             GovernanceStep("applied", "li.wei", "v1", "signed by proposer li.wei, approver zhang.min"),
+             GovernanceStep("switched", "router", "v1", "hbus_rules_info after 1.2s"))
+    monkeypatch.setattr(cli_demo, "run_demo", lambda *_a, **_k: replace(result(20), governance=steps))
+    outcome = runner.invoke(app, ["demo"])
+    assert outcome.exit_code == 0
+    head = outcome.stdout.split("published")[0]
+    assert "li.wei proposed v1: digest 3f9a1c2e7b4d" in head and "zhang.min approved v1" in head
+    assert "router switched to v1: hbus_rules_info after 1.2s" in head
+    report = json.loads(runner.invoke(app, ["demo", "--json"]).stdout)
+    assert [s["act"] for s in report["governance"]] == ["proposed", "approved", "applied", "switched"]
+
+
+def test_the_demo_narrowing_drops_the_public_cloud_from_one_rule_only() -> None:
+    from hybridbus.adapters.loaders import load_rules
+    from hybridbus.adapters.loaders import load_catalog
+    from hybridbus.ops.demo import narrowed
+    from routing import governance as G
+
+    shipped, catalog = load_rules(), load_catalog()
+    narrow = narrowed(shipped)
+    assert narrow.version == f"{shipped.version}-demo-narrowed" and narrow.digest != shipped.digest
+    assert not G.widens(shipped, narrow, catalog) and G.widens(narrow, shipped, catalog)
+    assert sum(a != b for a, b in zip(shipped.rules, narrow.rules)) == 1

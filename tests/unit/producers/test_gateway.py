@@ -139,3 +139,25 @@ def test_without_a_data_key_the_gateway_answers_503_and_sends_nothing() -> None:
                          json={"payload": _admission()})
     assert response.status_code == 503 and response.headers["retry-after"] == "5"
     assert "could not be sealed" in response.json()["detail"] and producer.sent == []
+
+
+def test_a_department_gets_its_own_asyncapi_document_and_the_openapi_links_to_it() -> None:
+    asked: list[str] = []
+
+    def document(dept: str) -> dict[str, str]:
+        asked.append(dept)
+        return {"asyncapi": "3.0.0", "for": dept}
+
+    publisher = Publisher(None, FakeProducer("ack"), EventEncoder(CATALOG), ack_timeout=0.3)
+    http = TestClient(create_app(publisher, TokenStore.static(TOKENS), ack_timeout=0.3, asyncapi=document))
+    assert http.get("/asyncapi.json", headers=MARKET).json() == {"asyncapi": "3.0.0", "for": "market"}
+    assert http.get("/asyncapi.json").status_code == 401
+    assert http.get("/asyncapi.json", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert asked == ["market"]
+    openapi = http.get("/openapi.json").json()
+    assert openapi["externalDocs"]["url"] == "/asyncapi.json" and "AsyncAPI" in openapi["info"]["description"]
+    assert "/asyncapi.json" not in openapi["paths"]
+    # Without a document maker there is neither the route nor the link.
+    plain, _ = client()
+    assert plain.get("/asyncapi.json", headers=MARKET).status_code == 404
+    assert "externalDocs" not in plain.get("/openapi.json").json()

@@ -110,3 +110,36 @@ def test_reshaping_a_view_needs_approval_even_when_nothing_new_is_reached(tmp_pa
     [change] = G.changes(shipped, reshaped, types)
     assert change.added == () and change.removed == () and change.views_changed == ("permit_application_stats",)
     assert G.widens(shipped, reshaped, types)
+
+
+# --- quarantine review ----------------------------------------------------------------------------------------
+
+def test_a_quarantined_record_is_released_only_public_now_and_after_a_change() -> None:
+    # Public now, judged under another catalog then: the catalog changed since.
+    assert G.release_refusal(True, 100, ["old"], "new", None) is None
+    # Public now, the live rules applied after it was quarantined.
+    assert G.release_refusal(True, 100, ["same"], "same", 101) is None
+    # Still not public: whatever changed.
+    assert G.release_refusal(False, 100, ["old"], "new", 101) == G.STILL_NOT_PUBLIC
+    # Public now, but nothing changed: rules older, catalog the same (or not stamped: fail closed).
+    assert G.release_refusal(True, 100, ["same"], "same", 100) == G.NO_CHANGE_SINCE
+    assert G.release_refusal(True, 100, [""], "new", None) == G.NO_CHANGE_SINCE
+    assert G.release_refusal(True, 100, [], "new", 99) == G.NO_CHANGE_SINCE
+    # One guard's copy judged under today's catalog already: the catalog did not change for that copy.
+    assert G.release_refusal(True, 100, ["old", "new"], "new", None) == G.NO_CHANGE_SINCE
+
+
+def test_a_release_takes_a_second_person_whose_proposal_vault_confirms() -> None:
+    assert G.approval_refusal("wang.fang", "zhang.min", True, False) is None
+    assert G.approval_refusal("wang.fang", "wang.fang", True, False) == G.SAME_PERSON
+    assert G.approval_refusal("", "zhang.min", True, False) == G.NOT_PROPOSED
+    assert G.approval_refusal("wang.fang", "zhang.min", False, False) == G.BAD_SIGNATURE
+    assert G.approval_refusal("wang.fang", "zhang.min", True, True) == G.ALREADY_RELEASED
+
+
+def test_release_statements_bind_the_record_the_act_and_the_person() -> None:
+    base = G.release_statement("d", "e1", 1, "wang.fang")
+    others = {G.release_statement("x", "e1", 1, "wang.fang"), G.release_statement("d", "e2", 1, "wang.fang"),
+              G.release_statement("d", "e1", 2, "wang.fang"), G.release_statement("d", "e1", 1, "zhao.lei"),
+              G.release_approval_statement("d", "e1", "wang.fang"), G.boundary_statement("open", "", 1, "wang.fang")}
+    assert base not in others and len(others) == 6

@@ -33,7 +33,6 @@ from routing.plan import (
 from routing.rules import (
     ARCHIVE,
     DESTINATIONS,
-    GENERALISE_KINDS,
     PUBLIC_CLOUD,
     Match,
     Rule,
@@ -42,6 +41,7 @@ from routing.rules import (
     View,
 )
 from routing.transforms import KNOWN_DISTRICTS, Pseudonymiser
+from tests.unit.routing.strategies import transforms
 
 ROOT = Path(__file__).resolve().parents[3]
 CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
@@ -121,10 +121,6 @@ VARIANTS = {
 PLANS = {name: compile_plan(TYPES, ruleset) for name, ruleset in VARIANTS.items()}
 
 
-transforms = st.one_of(
-    st.sampled_from([Transform("keep"), Transform("drop"), Transform("mask"), Transform("pseudonymise", "k")]),
-    st.sampled_from(GENERALISE_KINDS).map(lambda kind: Transform("generalise", kind)),
-)
 
 
 @st.composite

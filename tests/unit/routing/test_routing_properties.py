@@ -12,7 +12,8 @@ from hybridbus.adapters.loaders import load_catalog_dir, load_ruleset_dir
 from routing.catalog import EventType, effective_grade
 from routing.engine import route
 from routing.grades import Grade
-from routing.rules import DESTINATIONS, GENERALISE_KINDS, Match, Rule, RuleSet, Transform, View
+from routing.rules import DESTINATIONS, Match, Rule, RuleSet, View
+from tests.unit.routing.strategies import transforms
 
 ROOT = Path(__file__).resolve().parents[3]
 CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
@@ -42,10 +43,6 @@ def events(draw: st.DrawFn) -> tuple[EventType, dict[str, Any]]:
     return event_type, payload
 
 
-transforms = st.one_of(
-    st.sampled_from([Transform("keep"), Transform("drop"), Transform("mask"), Transform("pseudonymise", "k")]),
-    st.sampled_from(GENERALISE_KINDS).map(lambda kind: Transform("generalise", kind)),
-)
 
 
 @st.composite

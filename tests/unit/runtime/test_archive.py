@@ -9,10 +9,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import avro.datafile
+import avro.io
+import avro.schema
 from fastavro import reader
 
+from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.loaders import load_catalog_dir
-from hybridbus.runtime.archive import Archive, ArchivedRecord, container_bytes, day_of, object_name
+from hybridbus.runtime.archive import Archive, ArchivedRecord, container_bytes, day_of, object_name, schema_key
 
 ROOT = Path(__file__).resolve().parents[3]
 CATALOG = load_catalog_dir(ROOT / "schemas" / "avro")
@@ -90,3 +94,39 @@ def test_the_daily_manifest_counts_every_object_once_even_when_one_is_rewritten(
     archive.put_batch(LICENCE, DAY, 0, _records(0, 9))  # a retry after a crash between object and manifest
     manifest = json.loads(bucket.objects["market/licence_granted/v1/dt=2026-11-30/_manifest.json"])
     assert manifest["records"] == 15 and len(manifest["objects"]) == 2
+
+
+class CountingBucket(Bucket):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists = 0
+
+    def list_objects_v2(self, Bucket: str, Prefix: str) -> dict[str, Any]:  # noqa: N803
+        self.lists += 1
+        return super().list_objects_v2(Bucket, Prefix)
+
+
+def test_the_schema_of_a_type_is_in_the_bucket_before_its_first_object_and_decodes_it_with_apache_avro() -> None:
+    bucket = CountingBucket()
+    key, _ = Archive(bucket, "open").put_batch(LICENCE, DAY, 0, _records(0, 2))
+    schema_at = schema_key(LICENCE)
+    assert bucket.puts.index(schema_at) < bucket.puts.index(key)
+    # What a public consumer does: the 8 fingerprint bytes of a record's header, as hex, name the schema file.
+    fingerprint = AvroCodec.for_catalog(CATALOG).encode(LICENCE, _records(0, 0)[0].payload)[2:10]
+    assert schema_at == f"_schemas/{fingerprint.hex()}.avsc"
+    parsed = avro.schema.parse(bucket.objects[schema_at].decode("utf-8"))
+    assert parsed.fingerprint()[::-1] == fingerprint  # Apache Avro's own CRC-64-AVRO, the wire's byte order
+    with avro.datafile.DataFileReader(io.BytesIO(bucket.objects[key]), avro.io.DatumReader(None, parsed)) as records:
+        assert list(records) == [r.payload for r in _records(0, 2)]
+
+
+def test_schemas_are_listed_once_written_once_and_a_known_one_costs_no_request() -> None:
+    bucket = CountingBucket()
+    types = [t for t in CATALOG if t.record_grade.id == "public"]
+    bucket.objects[schema_key(types[0])] = b"already there"
+    archive = Archive(bucket, "open")
+    written = archive.ensure_schemas(types)
+    assert written == [schema_key(t) for t in types[1:]] and bucket.objects[schema_key(types[0])] == b"already there"
+    assert bucket.lists == 1
+    assert archive.ensure_schemas(types) == [] and bucket.lists == 1 and len(bucket.puts) == len(types) - 1
+    assert all(json.loads(bucket.objects[schema_key(t)]) == t.schema for t in types[1:])

@@ -14,6 +14,7 @@ from hybridbus.adapters.loaders import derived_event_types
 from hybridbus.adapters.topology import QUARANTINE_TOPIC
 from hybridbus.runtime.decisions import decode_record
 from hybridbus.runtime.guard_step import DedupeWindow, GuardBatch, GuardStep
+from hybridbus.runtime.records import CATALOG_DIGEST, QUARANTINE_GRADE, QUARANTINED_BY, SOURCE_PARTITION
 from hybridbus.runtime.router_step import RouterStep
 from routing import headers as H
 from routing.boundary import ARCHIVE, PUBLIC_CLOUD
@@ -98,7 +99,10 @@ def reference(records: list[Public], destination: str) -> tuple[list[Any], list[
                 counts[(metrics.EVENTS_OUT, labels)] += 1
             decisions.append(verdict.decision(component, destination, topic, verdict_name, headers, NOW_MS).__dict__)
         elif verdict.leak:
-            quarantined.append((QUARANTINE_TOPIC, key, value, None, verdict.quarantine_headers(headers, topic)))
+            # The stamp for the quarantine's review: whence exactly, what grade, which guard.
+            stamp = [(SOURCE_PARTITION, str(partition).encode()), (QUARANTINE_GRADE, verdict.grade.id.encode()),
+                     (QUARANTINED_BY, component.encode())]
+            quarantined.append((QUARANTINE_TOPIC, key, value, None, verdict.quarantine_headers(headers, topic, stamp)))
             labels = (component, verdict.dept, verdict.type_key(topic), verdict.grade.id)
             counts[(metrics.BOUNDARY_BLOCKED, labels)] += 1
             decision = verdict.decision(component, destination, QUARANTINE_TOPIC, "quarantined", headers,
@@ -147,13 +151,24 @@ def test_a_record_that_is_not_public_is_quarantined_with_its_reason() -> None:
     assert not batch.allowed
     (topic, key, value, partition, headers), = batch.quarantined
     assert (topic, key, value, partition) == (QUARANTINE_TOPIC, sensitive[3], sensitive[4], None)
-    assert headers[:-2] == sensitive[5]
-    assert headers[-2][0] == H.DLQ_REASON and b"only public events leave" in headers[-2][1]
-    assert headers[-1] == (H.SOURCE_TOPIC, b"public.govservice.citizen_feedback_stats")
+    assert headers[:-5] == sensitive[5]
+    assert headers[-5][0] == H.DLQ_REASON and b"only public events leave" in headers[-5][1]
+    assert headers[-4:] == [(H.SOURCE_TOPIC, b"public.govservice.citizen_feedback_stats"), (SOURCE_PARTITION, b"2"),
+                            (QUARANTINE_GRADE, b"sensitive"), (QUARANTINED_BY, b"archiver")]
     decision, = [d for v in batch.decision_records() for d in decode_record(b"archiver", v)]
     assert (decision["verdict"], decision["topic"], decision["grade"]) == ("quarantined", QUARANTINE_TOPIC, "sensitive")
     assert batch.counts()[metrics.BOUNDARY_BLOCKED] == {
         ("archiver", "govservice", "govservice.citizen_feedback", "sensitive"): 1}
+
+
+def test_a_guard_given_its_catalog_digest_stamps_it_on_what_it_quarantines() -> None:
+    _, private = routed()
+    sensitive = next(r for r in private if r[0] == "sensitive.govservice.citizen_feedback")
+    guard = GuardStep(fresh_codec(), PUBLIC_CLOUD, derived_event_types(CATALOG, SHIPPED), catalog_digest=CATALOG.digest)
+    batch = run(guard, [("public.govservice.citizen_feedback_stats", 1, 7, sensitive[3], sensitive[4], sensitive[5])])
+    (_, _, _, _, headers), = batch.quarantined
+    assert headers[-2:] == [(QUARANTINED_BY, b"egress"), (CATALOG_DIGEST, CATALOG.digest.encode())]
+    assert guard.catalog_digest == CATALOG.digest and len(CATALOG.digest) == 64
 
 
 def test_the_destinations_header_only_narrows() -> None:

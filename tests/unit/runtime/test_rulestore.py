@@ -44,3 +44,13 @@ def test_load_waits_for_a_new_leader(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_load_gives_up_at_its_timeout() -> None:
     with pytest.raises(KafkaException):
         _feed(_LeaderMoving(refusals=10_000)).load(timeout=0.2)
+
+
+def test_a_feed_without_a_check_keeps_what_it_followed_in_force() -> None:
+    """Tools that only look (no signature check) still know which set is live, and since when."""
+    from hybridbus.runtime.rulestore import LIVE, AppliedRuleSet
+
+    follower = rulestore.Follower(None)
+    first, second = (AppliedRuleSet(LIVE, None, "li.wei", at, "d") for at in (1, 2))
+    assert follower.follow([first, second]) == {LIVE: second}
+    assert follower.follow([]) == {} and follower.in_force == {LIVE: second}

@@ -14,15 +14,17 @@ from typing import Any
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from hybridbus.adapters import metrics
-from hybridbus.adapters.loaders import load_catalog, public_event_types
+from hybridbus.adapters.loaders import public_event_types
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.archive import Archive, ArchivedRecord, day_of
+from hybridbus.runtime.catalogfeed import CatalogFeed, from_files
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
-from hybridbus.runtime.guarded import guard_for, public_sources, view_follower
+from hybridbus.runtime.guarded import PUBLIC_PATTERN, FollowedGuard
+from hybridbus.runtime.holdback import HoldBack
 from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import RuleFeed
 from routing.boundary import ARCHIVE
@@ -39,14 +41,18 @@ def main() -> None:
     creds = kafka_login(vault, "archiver", PRIVATE)
     archive = Archive(s3_client(cfg, vault.s3_credentials()), cfg.open_data_bucket)
     metrics.secret_read("archiver", "s3")
-    catalog = load_catalog(cfg)
-    feed = RuleFeed(creds, RuleCheck(vault, "archiver", catalog))
-    guard = guard_for(catalog, feed, ARCHIVE)  # its own event-id window: a router replay is archived once
+    catalogs = CatalogFeed(creds, "archiver", lambda: from_files(cfg))
+    catalog = catalogs.load().catalog
+    check = RuleCheck(vault, "archiver", catalog)
+    feed = RuleFeed(creds, check)
+    followed = FollowedGuard(catalog, feed.load(), ARCHIVE)  # its own event-id window: a replay is archived once
+    guard = followed.guard
     boundary = BoundaryGate(creds, vault, "archiver")
 
     app = make_app("archiver", creds, cfg)
     private = BatchProducer.connect(PRIVATE, creds, "archiver")
-    sources = public_sources(catalog, guard)
+    # A record of a version or view the catalog in force does not know yet waits for it, within the bound.
+    holdback = HoldBack(lambda fingerprint: guard.codec.knows(fingerprint), cfg.unknown_schema_hold_s)
 
     def refresh_credentials() -> None:
         """After a rotation the key in use is retired at the next one: take the current key from Vault."""
@@ -87,7 +93,7 @@ def main() -> None:
         """Public consumers decode by fingerprint: the schema of every type that can reach the public side, views
         included, goes under `_schemas/` of the bucket at start and whenever the guard learns new views."""
         def attempt() -> None:
-            written = archive.ensure_schemas(public_event_types(catalog, guard.derived_types()))
+            written = archive.ensure_schemas(public_event_types(followed.catalog, guard.derived_types()))
             if written:
                 log.warning("event=schemas_published count=%d", len(written))  # rare, and the logs run at WARNING
         with_s3(attempt)
@@ -114,15 +120,21 @@ def main() -> None:
         private.confirm()
         batch.publish_metrics(archived_ms)
 
-    plane = DataPlane(app, "archiver", creds, sources, archive_public, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
+    plane = DataPlane(app, "archiver", creds, [PUBLIC_PATTERN], archive_public, batch_size=BATCH_SIZE,
+                      within=BATCH_WITHIN, holdback=holdback)
     plane.between_batches(shelve_schemas)  # in the data-plane thread, before its first batch
-    follow_views = view_follower(plane, guard, catalog)
+    follow_views, follow_catalog = followed.on_rules(plane), followed.on_catalog(plane, check)
 
     def follow(updates: dict[str, Any]) -> None:
         follow_views(updates)
         plane.between_batches(shelve_schemas)  # queued after the guard learns the views, before the next batch
 
-    serve(app, "archiver", vault, feed, follow, creds, sources, cfg.ports.archiver_metrics, cfg.host)
+    def switch(in_force: Any) -> None:
+        follow_catalog(in_force)
+        plane.between_batches(shelve_schemas)  # the new catalog's types too, before a record of them is archived
+
+    serve(app, "archiver", vault, feed, follow, creds, [PUBLIC_PATTERN], cfg.ports.archiver_metrics, cfg.host,
+          catalogs, switch)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,15 @@ from collections.abc import Iterable
 from confluent_kafka import Message, TopicPartition
 
 from hybridbus.adapters import kafka
-from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC
+from hybridbus.runtime.catalogfeed import CatalogFeed, from_files
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.guard_step import DEDUPE_WINDOW, DedupeWindow, Passed
-from hybridbus.runtime.guarded import guard_for, public_sources, view_follower
+from hybridbus.runtime.guarded import PUBLIC_PATTERN, FollowedGuard
+from hybridbus.runtime.holdback import HoldBack
 from hybridbus.runtime.records import event_id_of, header_map
 from hybridbus.runtime.rulesigning import RuleCheck
 from hybridbus.runtime.rulestore import RuleFeed
@@ -112,16 +113,20 @@ class PublicSide:
 def main() -> None:
     cfg, vault = login("egress")
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
-    catalog = load_catalog(cfg)
-    feed = RuleFeed(private_creds, RuleCheck(vault, "egress", catalog))
+    catalogs = CatalogFeed(private_creds, "egress", lambda: from_files(cfg))
+    catalog = catalogs.load().catalog
+    check = RuleCheck(vault, "egress", catalog)
+    feed = RuleFeed(private_creds, check)
     recent = DedupeWindow()
-    guard = guard_for(catalog, feed, PUBLIC_CLOUD, recent)
+    followed = FollowedGuard(catalog, feed.load(), PUBLIC_CLOUD, recent)
+    guard = followed.guard
     public = PublicSide(public_creds, recent)
     boundary = BoundaryGate(private_creds, vault, "egress")
 
     app = make_app("egress", private_creds, cfg)
     private = BatchProducer.connect(PRIVATE, private_creds, "egress")
-    sources = public_sources(catalog, guard)
+    # A record of a version or view the catalog in force does not know yet waits for it, within the bound.
+    holdback = HoldBack(lambda fingerprint: guard.codec.knows(fingerprint), cfg.unknown_schema_hold_s)
 
     def export(messages: list[Message]) -> None:
         boundary.hold()  # emergency stop: while closed this batch waits here, unsent and uncommitted
@@ -139,10 +144,11 @@ def main() -> None:
         private.confirm()
         batch.publish_metrics()
 
-    plane = DataPlane(app, "egress", private_creds, sources, export, batch_size=BATCH_SIZE, within=BATCH_WITHIN,
-                      on_assign=public.forget)
-    serve(app, "egress", vault, feed, view_follower(plane, guard, catalog), private_creds, sources,
-          cfg.ports.egress_metrics, cfg.host)
+    plane = DataPlane(app, "egress", private_creds, [PUBLIC_PATTERN], export, batch_size=BATCH_SIZE,
+                      within=BATCH_WITHIN, holdback=holdback, on_assign=public.forget)
+
+    serve(app, "egress", vault, feed, followed.on_rules(plane), private_creds, [PUBLIC_PATTERN],
+          cfg.ports.egress_metrics, cfg.host, catalogs, followed.on_catalog(plane, check))
 
 
 if __name__ == "__main__":

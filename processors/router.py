@@ -1,5 +1,5 @@
 """The router (Faust worker, confluent-kafka data plane): consumes `ingress.*`, grades every event by its schema
-and applies the live rule set.
+and applies the live rule set, under the catalog in force (`_hbus.catalog`, followed without a restart).
 
 Outputs are produced without awaiting each one; a batch's offsets are committed only after every output of the
 batch is acknowledged by Kafka, so a crash replays and never skips. Keyed pseudonyms come from Vault Transit once
@@ -15,11 +15,12 @@ from confluent_kafka import Message
 
 from hybridbus.adapters import metrics
 from hybridbus.adapters.codec import AvroCodec
-from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
+from hybridbus.runtime.catalogfeed import CatalogFeed, CatalogInForce, from_files
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.holdback import HoldBack
 from hybridbus.runtime.pseudonyms import PseudonymCache
 from hybridbus.runtime.router_step import RouterStep
 from hybridbus.runtime.rulesigning import RuleCheck
@@ -30,6 +31,7 @@ log = logging.getLogger("hbus.router")
 
 BATCH_SIZE = 1000
 BATCH_WITHIN = 0.02  # seconds: bounds the latency a quiet stream adds
+INGRESS_PATTERN = r"^ingress\..*"  # every ingress topic, those of types added after the start too
 
 
 @dataclass
@@ -55,12 +57,19 @@ class RulesInForce:
         if self.shadow is not None:
             metrics.RULES_VERSION.labels("router", SHADOW, self.shadow.version).set(1)
 
+    def use_catalog(self, in_force: CatalogInForce) -> None:
+        """Route under a new catalog from the next batch on: its codec, and the sets compiled for it again."""
+        self.step.use_catalog(in_force.catalog, AvroCodec.for_catalog(in_force.catalog))
+        log.warning("event=catalog_switched digest=%s", in_force.digest)
+
 
 def main() -> None:
     cfg, vault = login("router")
     creds = kafka_login(vault, "router", PRIVATE)
-    catalog = load_catalog(cfg)
-    feed = RuleFeed(creds, RuleCheck(vault, "router", catalog))
+    catalogs = CatalogFeed(creds, "router", lambda: from_files(cfg))
+    catalog = catalogs.load().catalog
+    check = RuleCheck(vault, "router", catalog)
+    feed = RuleFeed(creds, check)
     applied = feed.load()
     step = RouterStep(catalog, AvroCodec.for_catalog(catalog), pseudonyms=PseudonymCache(vault.hmac_batch))
     rules = RulesInForce(step, RuleSet.empty())
@@ -68,7 +77,9 @@ def main() -> None:
 
     app = make_app("router", creds, cfg)
     outputs = BatchProducer.connect(PRIVATE, creds, "router")
-    ingress = sorted({t.ingress_topic for t in catalog.latest()})
+    # A record of a version the catalog in force does not know yet waits for the catalog, within the bound.
+    holdback = HoldBack(lambda fingerprint: step.codec.knows(fingerprint), cfg.unknown_schema_hold_s)
+    step.unknown_waited = holdback.waited_s
 
     def route_batch(messages: list[Message]) -> None:
         batch = step.begin(int(time.time() * 1000))  # under the sets loaded before this batch, all of it
@@ -83,12 +94,18 @@ def main() -> None:
         outputs.confirm()
         batch.publish_metrics()
 
-    plane = DataPlane(app, "router", creds, ingress, route_batch, batch_size=BATCH_SIZE, within=BATCH_WITHIN)
+    plane = DataPlane(app, "router", creds, [INGRESS_PATTERN], route_batch, batch_size=BATCH_SIZE,
+                      within=BATCH_WITHIN, holdback=holdback)
+
+    def on_catalog(in_force: CatalogInForce) -> None:
+        check.event_types = tuple(in_force.catalog)  # a widening is judged on the catalog in force
+        plane.between_batches(lambda: rules.use_catalog(in_force))
+
     # Every DLQ reason's series exists from the start, so an alert's increase() sees the first bad record too.
     for reason in ("empty", "unknown_schema", "decode_error", "wrong_topic", "wrong_department", "routing_error"):
         metrics.DLQ.labels("router", reason)
     serve(app, "router", vault, feed, lambda updates: plane.between_batches(lambda: rules.apply(updates)), creds,
-          ingress, cfg.ports.router_metrics, cfg.host)
+          [INGRESS_PATTERN], cfg.ports.router_metrics, cfg.host, catalogs, on_catalog)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,13 @@ class _Entry:
     checks: tuple[_FieldCheck, ...] | None  # None when a field's type is beyond the exact check: validate() decides
 
 
+def header_fingerprint(data: bytes | None) -> bytes | None:
+    """The fingerprint a record names in a well-formed single-object header, or None (not one: garbage)."""
+    if data is None or len(data) < HEADER_SIZE or data[:2] != MARKER:
+        return None
+    return bytes(data[2:HEADER_SIZE])
+
+
 def schema_fingerprint(schema: Mapping[str, Any]) -> bytes:
     """The 8-byte little-endian CRC-64-AVRO fingerprint of the schema's Parsing Canonical Form."""
     canonical = to_parsing_canonical_form(parse_schema(dict(schema), _write_hint=False))
@@ -85,6 +92,10 @@ class AvroCodec:
         if entry is None:
             raise UnknownSchemaError(f"{event_type.key} v{event_type.version} is not known to this codec")
         return entry
+
+    def knows(self, fingerprint: bytes) -> bool:
+        """True when records of this 8-byte fingerprint decode here (a catalog type or a view added)."""
+        return fingerprint in self._by_fingerprint
 
     def fingerprint(self, event_type: EventType) -> bytes:
         return self._entry(event_type).prefix[2:]

@@ -100,6 +100,10 @@ class Settings(BaseModel):
     s3_endpoint: str | None = None
     open_data_bucket: str = "hbus-open-data"
     audit_bucket: str = "hbus-audit"
+    # How long a processor holds back a record whose schema fingerprint its catalog does not know yet (a producer
+    # ahead of the catalog on `_hbus.catalog`) before it gives the record up as unknown (`HBUS_UNKNOWN_SCHEMA_HOLD_S`).
+    unknown_schema_hold_s: float = Field(
+        default_factory=lambda: float(os.environ.get("HBUS_UNKNOWN_SCHEMA_HOLD_S") or 120.0))
 
     def model_post_init(self, __context: object) -> None:
         recorded = recorded_brokers(self.state_dir)

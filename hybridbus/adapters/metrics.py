@@ -55,6 +55,15 @@ FIELD_DECRYPT_FAILURES = Counter(
     ["dept", "event_type", "reason"],
 )
 PAUSED = Gauge("hbus_paused", "1 while a processor waits for a dependency.", ["component", "dependency"])
+CATALOG_INFO = Gauge("hbus_catalog_info", "Catalog in force (value 1): its digest, and whether it came from "
+                     "_hbus.catalog (topic) or the schema files (files).", ["component", "digest", "source"])
+CATALOG_REFUSED = Counter("hbus_catalog_refused_total", "Catalog snapshots on _hbus.catalog a processor refused "
+                          "(undecodable, or failing the catalog checks); the catalog in force stayed.",
+                          ["component", "reason"])
+HELD_BACK = Counter("hbus_held_back_total", "Records held back (not handled, not committed past) because their "
+                    "schema fingerprint was not yet in the processor's catalog, each counted once.", ["component"])
+HELD_BACK_PARTITIONS = Gauge("hbus_held_back_partitions", "Partitions waiting at a record of a schema fingerprint "
+                             "not yet known.", ["component"])
 
 
 # Label children looked up once per process: `labels()` takes a lock and checks its arguments on every call, which

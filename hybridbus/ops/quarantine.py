@@ -25,7 +25,7 @@ from hybridbus.ops.governance import record_act
 from hybridbus.ops.people import NotAllowed, require
 from hybridbus.ops.stack.bootstrap import APPROVER, OPERATOR
 from hybridbus.runtime.guard_step import GuardStep
-from hybridbus.runtime.guarded import guard_for
+from hybridbus.runtime.guarded import FollowedGuard
 from hybridbus.runtime.records import (
     CATALOG_DIGEST,
     QUARANTINE_GRADE,
@@ -233,7 +233,7 @@ def second_look(entry: Entry, check: RuleCheck | None, cfg: Settings) -> Assessm
     catalog = load_catalog(cfg)
     feed = RuleFeed(kafka.admin_credentials(PRIVATE, cfg), check)
     try:
-        guard = guard_for(catalog, feed, PUBLIC_CLOUD)
+        guard = FollowedGuard(catalog, feed.load(), PUBLIC_CLOUD).guard
         live = feed.in_force.get(LIVE)
     finally:
         feed.close()

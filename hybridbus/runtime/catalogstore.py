@@ -9,19 +9,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import TopicPartition
-
-from hybridbus.adapters import kafka
-from hybridbus.adapters.exceptions import DeliveryError
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import CATALOG_TOPIC, PRIVATE
+from hybridbus.runtime.compacted import CompactedReader
 from routing.catalog import Catalog
 from routing.exceptions import SchemaError
 from routing.sources import SourceFile
@@ -100,36 +95,26 @@ class CatalogSnapshot:
 
 
 def latest_snapshot(creds: KafkaCredentials, timeout: float = 30.0) -> CatalogSnapshot | None:
-    """The catalog in force: the newest snapshot on `_hbus.catalog` that reads back (None when there is none).
-
-    A record that does not decode is skipped with a warning: it never was a catalog anyone could follow.
-    """
-    consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-catalog-read-{uuid.uuid4().hex[:8]}")
+    """The catalog in force on `_hbus.catalog`, as processors take it: the newest record that reads back; None when
+    there is none, or when the newest is a tombstone (the schema files are in force then)."""
+    reader = CompactedReader.connect(creds, CATALOG_TOPIC, "hbus-catalog-read")
     try:
-        high = kafka.end_offset(consumer, CATALOG_TOPIC, 0, timeout)
-        consumer.assign([TopicPartition(CATALOG_TOPIC, 0, 0)])
-        newest: CatalogSnapshot | None = None
-        position, deadline = 0, time.monotonic() + timeout
-        while position < high:
-            if time.monotonic() > deadline:
-                raise DeliveryError(CATALOG_TOPIC, f"read {position} of {high} records within {timeout:.0f} s")
-            for msg in consumer.consume(100, timeout=0.5):
-                if msg.error():
-                    continue
-                position = msg.offset() + 1
-                if msg.key() != CATALOG_KEY or msg.value() is None:
-                    continue
-                try:
-                    newest = CatalogSnapshot.decode(msg.value())
-                except SnapshotError as exc:
-                    log.warning("event=catalog_record_skipped offset=%d reason=%s", msg.offset(), exc)
-        return newest
+        values = [msg.value() for msg in reader.load(timeout, to_end=True) if msg.key() == CATALOG_KEY]
     finally:
-        consumer.close()
+        reader.close()
+    for value in reversed(values):
+        if value is None:
+            return None
+        try:
+            return CatalogSnapshot.decode(value)
+        except SnapshotError as exc:  # never a catalog anyone could follow: the one before it is in force
+            log.warning("event=catalog_record_skipped reason=%s", exc)
+    return None
 
 
 def publish_snapshot(snapshot: CatalogSnapshot, creds: KafkaCredentials) -> None:
-    """Put `snapshot` in force on `_hbus.catalog`; DeliveryError when the broker does not acknowledge it."""
+    """Put `snapshot` on `_hbus.catalog` under `CATALOG_KEY`; processors check it and follow it between batches.
+    Refused or not acknowledged within 30 s: DeliveryError naming the topic and the broker's reason."""
     outputs = BatchProducer.connect(PRIVATE, creds, "catalog", **{"message.timeout.ms": 30_000})
     outputs.send(CATALOG_TOPIC, CATALOG_KEY, snapshot.encode())
     outputs.confirm()

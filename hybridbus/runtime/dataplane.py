@@ -6,12 +6,15 @@ costs far more CPU than the per-event budget (README, "The data plane"), so the 
 
 How a batch goes, all in the one data-plane thread:
 
-1. run what the control plane queued with `between_batches` (a new rule set, new derived views), so a batch is
-   never handled under a mix of two;
+1. run what the control plane queued with `between_batches` (a new rule set, a new catalog, new derived views), so
+   a batch is never handled under a mix of two;
 2. `consume(num_messages=batch_size, timeout=within)`;
-3. `handler(messages)`: the processor's plain, blocking function; it returns only once every output of the batch
+3. with a `HoldBack`: leave out, per partition, everything from the first record whose schema fingerprint the
+   catalog in force does not know yet (the partition is paused and sought back to it, tried again shortly and at
+   once after a catalog switch: nothing after it is handled or committed until it is, so order holds);
+4. `handler(messages)`: the processor's plain, blocking function; it returns only once every output of the batch
    is acknowledged (its `BatchProducer.confirm()`, an S3 write);
-4. commit, per partition, the offset after the batch's last message of that partition, synchronously.
+5. commit, per partition, the offset after the batch's last message of that partition, synchronously.
 
 Rebalances cannot cut into a batch: librdkafka calls the assign/revoke callbacks only from inside `consume()`, in
 this thread, so when one runs every message handed out before was handled and committed (a commit that failed
@@ -39,9 +42,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from faust.app.base import BootStrategy
 from mode import Service
 
-from hybridbus.adapters import kafka
+from hybridbus.adapters import kafka, metrics
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import PRIVATE
+from hybridbus.runtime.holdback import HoldBack
 
 log = logging.getLogger("hbus.dataplane")
 
@@ -56,6 +60,9 @@ MAX_POLL_INTERVAL_MS = 1_000_000
 PREFETCH_KBYTES = 16_384  # records fetched ahead of the handler: 16 MB, about 16,000 workload events
 STOP_TIMEOUT = 15.0  # seconds a stopping worker lets the batch in hand finish and commit
 EXIT_ON_FAILURE = 70  # the process's exit code when a batch fails: nothing of it was committed
+# Topics created later (a new event type, version or view) are seen within this long: a topic `^…` pattern is
+# matched against the metadata, refreshed this often (the client factory's default is 10 s).
+METADATA_REFRESH_MS = 5_000
 
 
 class DataPlane(Service):  # type: ignore[misc]
@@ -63,13 +70,16 @@ class DataPlane(Service):  # type: ignore[misc]
 
     `handler` gets the batch's messages (confluent_kafka.Message, errors removed) and must return only once all
     outputs of the batch are acknowledged. `on_assign` (optional) gets the partitions newly owned by this worker
-    (not held just before the rebalance), so a processor can forget what it cached about them.
+    (not held just before the rebalance), so a processor can forget what it cached about them. A topic name
+    starting with `^` is a regular expression (librdkafka's pattern subscription): topics created while the worker
+    runs are consumed from their beginning, with no restart. `holdback` holds records of schema fingerprints not
+    yet known (see the module's docstring).
     """
 
     def __init__(self, app: Any, component: str, creds: KafkaCredentials, topics: Sequence[str],
                  handler: BatchHandler, *, batch_size: int = 1000, within: float = 0.02,
                  on_assign: AssignHandler | None = None, cluster: str = PRIVATE, group: str | None = None,
-                 **overrides: Any) -> None:
+                 holdback: HoldBack | None = None, **overrides: Any) -> None:
         super().__init__()
         self.component = component
         self.topics = sorted(topics)
@@ -78,12 +88,14 @@ class DataPlane(Service):  # type: ignore[misc]
         self.batch_size = batch_size
         self.within = within
         self.on_assign = on_assign
+        self.holdback = holdback
         self._consumer_settings = {
             "client.id": f"{self.group}-data-plane",
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
             "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
             "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
             **overrides,
         }
         self._cluster, self._creds = cluster, creds
@@ -142,7 +154,11 @@ class DataPlane(Service):  # type: ignore[misc]
                         len(self.topics))
             while not self._stopping.is_set():
                 self._run_between_batches()
+                if self.holdback is not None:
+                    self._retry_held(consumer)
                 messages = self._records(consumer.consume(self.batch_size, self.within))
+                if messages and self.holdback is not None:
+                    messages = self._hold_back(consumer, messages)
                 if messages:
                     self.handler(messages)
                     self._handled(messages)
@@ -159,6 +175,38 @@ class DataPlane(Service):  # type: ignore[misc]
             except queue.Empty:
                 return
             action()
+            if self.holdback is not None:
+                self.holdback.retry_now()  # a new catalog may know what is held: try it before the next batch
+
+    def _hold_back(self, consumer: Consumer, messages: list[Message]) -> list[Message]:
+        """The batch without what must wait for the catalog; the partitions newly held are paused."""
+        assert self.holdback is not None
+        kept, newly, first = self.holdback.split(messages)
+        for (topic, partition), _offset in newly:
+            consumer.pause([TopicPartition(topic, partition)])
+        for (topic, partition), offset in first:  # logged once per record, not at every try
+            log.warning("event=held_back component=%s topic=%s partition=%d offset=%d reason=unknown_fingerprint",
+                        self.component, topic, partition, offset)
+        if first:
+            metrics.HELD_BACK.labels(self.component).inc(len(first))
+        if newly:
+            metrics.HELD_BACK_PARTITIONS.labels(self.component).set(len(self.holdback.held))
+        return kept
+
+    def _retry_held(self, consumer: Consumer) -> None:
+        """Resume each held partition whose turn it is, at the record it is held at."""
+        assert self.holdback is not None
+        due = self.holdback.due()
+        for (topic, partition), offset in due:
+            consumer.resume([TopicPartition(topic, partition)])
+            try:
+                consumer.seek(TopicPartition(topic, partition, offset))
+            except KafkaException as exc:
+                # The hold-back sees the partition come back past the offset and holds it again: nothing skipped.
+                log.warning("event=seek_failed component=%s topic=%s partition=%d error=%s", self.component, topic,
+                            partition, _error_name(exc))
+        if due:
+            metrics.HELD_BACK_PARTITIONS.labels(self.component).set(len(self.holdback.held))
 
     def _records(self, messages: list[Message]) -> list[Message]:
         """The batch without librdkafka's event messages; a fatal consumer error ends the process."""
@@ -187,7 +235,7 @@ class DataPlane(Service):  # type: ignore[misc]
             # Outputs are acknowledged: at worst the next owner replays them (the private side may hold a copy
             # twice; egress and the archiver remove repeats across the boundary).
             log.warning("event=commit_failed component=%s partitions=%d error=%s", self.component, len(offsets),
-                        exc.args[0].name() if exc.args and hasattr(exc.args[0], "name") else type(exc).__name__)
+                        _error_name(exc))
             return False
         self._uncommitted.clear()
         return True
@@ -206,11 +254,29 @@ class DataPlane(Service):  # type: ignore[misc]
         if self._uncommitted:
             self._commit(consumer)
         self._uncommitted.clear()  # a commit that failed here is replayed by the next owner
+        self._release(consumer, partitions)  # the next owner starts at the committed offset, before anything held
 
     def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The partitions may already be another member's: committing for them is refused, and forgotten.
         self._uncommitted.clear()
         self._assigned = set()
+        self._release(consumer, partitions)
+
+    def _release(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Forget what was held of partitions this worker gives up."""
+        if self.holdback is None:
+            return
+        paused = [tp for tp in partitions if (tp.topic, tp.partition) in self.holdback.held]
+        if paused:
+            try:  # a pause can outlive the assignment: if the partition comes back here, it must flow
+                consumer.resume(paused)
+            except KafkaException:
+                pass
+        self.holdback.forget([(tp.topic, tp.partition) for tp in partitions])
+
+
+def _error_name(exc: KafkaException) -> str:
+    return exc.args[0].name() if exc.args and hasattr(exc.args[0], "name") else type(exc).__name__
 
 
 def _fail(what: str) -> None:

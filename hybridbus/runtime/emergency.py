@@ -11,16 +11,15 @@ import json
 import logging
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass
+from typing import Any
 
-from confluent_kafka import TopicPartition
-
-from hybridbus.adapters import kafka, metrics
+from hybridbus.adapters import metrics
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import CONTROL_TOPIC, PRIVATE
 from hybridbus.adapters.vault import BOUNDARY_KEY, VaultUnavailable
+from hybridbus.runtime.compacted import CompactedReader
 from hybridbus.runtime.rulesigning import Signer, Verifier
 from routing import governance as G
 
@@ -79,9 +78,7 @@ class BoundaryGate:
         self._pending: BoundaryState | None = None  # a reopening Vault could not verify yet
         self.state: BoundaryState | None = None
         metrics.BOUNDARY_CLOSED.labels(component).set(1)
-        self._consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-control-{uuid.uuid4().hex[:8]}",
-                                        **{"enable.partition.eof": False})
-        self._consumer.assign([TopicPartition(CONTROL_TOPIC, 0, 0)])
+        self._reader = CompactedReader.connect(creds, CONTROL_TOPIC, "hbus-control")
         self._thread = threading.Thread(target=self._follow, name=f"{component}-boundary", daemon=True)
         self._thread.start()
 
@@ -102,25 +99,24 @@ class BoundaryGate:
             self._set(BoundaryState(G.CLOSED, "control topic unreadable", "?", int(time.time() * 1000)))
 
     def _read(self) -> None:
-        high = kafka.end_offset(self._consumer, CONTROL_TOPIC, 0, timeout=60)
-        loaded = high == 0
-        if loaded:
+        for msg in self._reader.load(timeout=60, to_end=True):  # closed until the end is reached
+            self._take(msg)
+        if self._pending is None:
             self._set(None)  # never closed
         while True:
-            for msg in self._consumer.consume(10, timeout=FOLLOW_EVERY):
-                if msg.error() or msg.value() is None:
-                    continue
-                if msg.key() == KEY:
-                    try:
-                        self._pending = decode(msg.value())
-                    except (ValueError, KeyError, TypeError):
-                        self._pending = BoundaryState(G.CLOSED, "undecodable control record", "?", 0)
-                if not loaded and msg.offset() + 1 >= high:
-                    loaded = True
-                    if self._pending is None:
-                        self._set(None)
-            if self._pending is not None and loaded:
+            if self._pending is not None:
                 self._apply(self._pending)
+            for msg in self._reader.poll(FOLLOW_EVERY):
+                self._take(msg)
+
+    def _take(self, msg: Any) -> None:
+        """The newest state record read becomes the one to apply (an undecodable one closes)."""
+        if msg.value() is None or msg.key() != KEY:
+            return
+        try:
+            self._pending = decode(msg.value())
+        except (ValueError, KeyError, TypeError):
+            self._pending = BoundaryState(G.CLOSED, "undecodable control record", "?", 0)
 
     def _apply(self, state: BoundaryState) -> None:
         try:

@@ -106,11 +106,13 @@ def exit_on_error() -> Iterator[None]:
         os._exit(70)
 
 
-def add_housekeeping(app: faust.App, component: str, vault: Any, feed: Any, on_rules: Any) -> None:
-    """The timers every processor runs: follow `_hbus.rules` (unless `feed` is None), keep the Vault token alive.
+def add_housekeeping(app: faust.App, component: str, vault: Any, feed: Any, on_rules: Any,
+                     catalogs: Any = None, on_catalog: Any = None) -> None:
+    """The timers every processor runs: follow `_hbus.rules` (unless `feed` is None) and `_hbus.catalog` (unless
+    `catalogs` is None), keep the Vault token alive.
 
-    `on_rules` runs on the Faust loop; a processor with a data plane hands the change to it from there, so that
-    it takes effect between two batches (`DataPlane.between_batches`).
+    `on_rules` and `on_catalog` run on the Faust loop; a processor with a data plane hands the change to it from
+    there, so that it takes effect between two batches (`DataPlane.between_batches`).
     """
     import asyncio
 
@@ -123,6 +125,14 @@ def add_housekeeping(app: faust.App, component: str, vault: Any, feed: Any, on_r
             if updates:
                 on_rules(updates)
 
+    if catalogs is not None:
+        @app.timer(1.0)
+        async def follow_catalog() -> None:
+            # A snapshot is checked like the files on disk (every schema parsed): off the loop.
+            in_force = await asyncio.get_running_loop().run_in_executor(None, catalogs.poll)
+            if in_force is not None:
+                on_catalog(in_force)
+
     @app.timer(10.0)
     async def keep_vault_token() -> None:
         try:
@@ -133,12 +143,12 @@ def add_housekeeping(app: faust.App, component: str, vault: Any, feed: Any, on_r
 
 
 def serve(app: faust.App, component: str, vault: Any, feed: Any, on_rules: Any, creds: KafkaCredentials,
-          topics: list[str], metrics_port: int, host: str) -> None:
+          topics: list[str], metrics_port: int, host: str, catalogs: Any = None, on_catalog: Any = None) -> None:
     """The end of every processor's start: its timers, its lag metric, its /metrics page, then the worker."""
     from hybridbus.adapters import metrics
     from hybridbus.runtime.lag import watch_lag
 
-    add_housekeeping(app, component, vault, feed, on_rules)
+    add_housekeeping(app, component, vault, feed, on_rules, catalogs, on_catalog)
     watch_lag(app, component, creds, topics)
     metrics.serve(metrics_port, host)
     run_worker(app)

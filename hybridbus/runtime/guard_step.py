@@ -218,9 +218,7 @@ class GuardStep:
         self.codec = codec
         self.destination = destination
         self.role = ROLES[destination]
-        self.catalog_digest = catalog_digest  # of the catalog `codec` knows: stamped on what it quarantines
-        self._stamp = [(QUARANTINED_BY, self.role.component.encode())] + (
-            [(CATALOG_DIGEST, catalog_digest.encode())] if catalog_digest else [])
+        self._set_digest(catalog_digest)
         self.dedupe = dedupe if dedupe is not None else DedupeWindow()
         self.log = logging.getLogger(f"hbus.{self.role.component}")
         self._derived: dict[tuple[str, int], EventType] = {}
@@ -234,6 +232,23 @@ class GuardStep:
             if ident not in self._derived:
                 self.codec.add(event_type)
                 self._derived[ident] = event_type
+
+    def _set_digest(self, catalog_digest: str) -> None:
+        self.catalog_digest = catalog_digest  # of the catalog `codec` knows: stamped on what it quarantines
+        self._stamp = [(QUARANTINED_BY, self.role.component.encode())] + (
+            [(CATALOG_DIGEST, catalog_digest.encode())] if catalog_digest else [])
+
+    def use_codec(self, codec: AvroCodec, derived: Iterable[EventType], catalog_digest: str = "") -> None:
+        """Judge with `codec` (a new catalog's) from the next batch on, with `derived`, the views of the new catalog
+        and the rule sets in force; views learnt before stay known, as their records may still be on the way."""
+        earlier = list(self._derived.values())
+        self.codec, self._derived = codec, {}
+        self._set_digest(catalog_digest)
+        self._known.clear()
+        self.learn(earlier)
+        for event_type in derived:  # the new catalog's form of a view replaces the one learnt before
+            codec.add(event_type)
+            self._derived[(event_type.key, event_type.version)] = event_type
 
     def derived_types(self) -> list[EventType]:
         return list(self._derived.values())

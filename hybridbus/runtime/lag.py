@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,18 +25,21 @@ LAG_INTERVAL = 10.0  # seconds between measurements: twice per minute is plenty 
 
 
 class LagMeter:
-    """Reads the committed offsets of one consumer group and the end of its topics."""
+    """Reads the committed offsets of one consumer group and the end of its topics (a name starting with `^` is a
+    pattern, as the data plane subscribes: topics created later are measured too)."""
 
     def __init__(self, component: str, group: str, creds: KafkaCredentials, topics: Sequence[str],
                  cluster: str = PRIVATE) -> None:
         self.component = component
         self.topics = sorted(topics)
+        self._patterns = [re.compile(t) for t in self.topics if t.startswith("^")]
         # Same group id, but this client never subscribes: it only asks for the group's committed offsets.
         self._client: Consumer = kafka.consumer(cluster, creds, group=group)
 
     def partitions(self) -> list[TopicPartition]:
         meta = self._client.list_topics(timeout=10).topics
-        return [TopicPartition(t, p) for t in self.topics if t in meta for p in sorted(meta[t].partitions)]
+        names = sorted(t for t in meta if t in self.topics or any(p.match(t) for p in self._patterns))
+        return [TopicPartition(t, p) for t in names for p in sorted(meta[t].partitions)]
 
     def measure(self) -> dict[tuple[str, int], int]:
         """Lag of every partition now, also set on `hbus_consumer_lag`."""

@@ -146,7 +146,17 @@ class RouterStep:
         self._derived_known: set[tuple[str, int]] = set()
         # By the codec's type objects: the ingress topic and the department (as header bytes) of each.
         self._ingress: dict[int, tuple[EventType, str, bytes]] = {}
+        # How long an unknown fingerprint was held back before its record came here (the data plane's hold-back).
+        self.unknown_waited: Callable[[bytes | None], float | None] | None = None
         self.load(RuleSet.empty())
+
+    def use_catalog(self, catalog: Catalog, codec: AvroCodec) -> None:
+        """Route under `catalog` from the next batch on: its types, versions and views, the rule sets compiled
+        for it again (between batches, so no record is routed under a mix of two catalogs)."""
+        self.catalog, self.codec = catalog, codec
+        self._derived_known = set()
+        self._ingress = {}
+        self.load(self.live, self.shadow)
 
     # --- batches ---------------------------------------------------------------------------------------------
 
@@ -292,7 +302,9 @@ class RouterStep:
         try:
             event_type, payload = self.codec.decode(value)
         except UnknownSchemaError as exc:
-            raise _Reject("unknown_schema", exc.reason) from None
+            waited = self.unknown_waited(value) if self.unknown_waited is not None else None
+            raise _Reject("unknown_schema", exc.reason if waited is None
+                          else f"{exc.reason} after {waited:.0f} s") from None
         except DecodeError as exc:
             raise _Reject("decode_error", exc.reason) from None
         known = self._ingress.get(id(event_type))

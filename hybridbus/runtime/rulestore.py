@@ -8,18 +8,15 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
-from confluent_kafka import TopicPartition
-
-from hybridbus.adapters import kafka
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import PRIVATE, RULES_TOPIC
 from hybridbus.adapters.vault import VaultUnavailable
+from hybridbus.runtime.compacted import CompactedReader
 from hybridbus.runtime.rulesigning import RuleCheck, Signature, Signer, sign_apply, signatures_json
 from routing.exceptions import HybridbusError
 from routing.governance import LIVE, SHADOW, WITHDRAWN
@@ -128,33 +125,18 @@ class RuleFeed:
     last call. Every processor passes a `check`: it follows only sets whose signatures Vault confirms."""
 
     def __init__(self, creds: KafkaCredentials, check: RuleCheck | None = None) -> None:
-        self._consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-rulefeed-{uuid.uuid4().hex[:8]}",
-                                        **{"enable.partition.eof": False})
-        self._consumer.assign([TopicPartition(RULES_TOPIC, 0, 0)])
+        self._reader = CompactedReader.connect(creds, RULES_TOPIC, "hbus-rulefeed")
         self._follower = Follower(check)
 
     def load(self, timeout: float = 60.0) -> dict[str, AppliedRuleSet]:
-        """Everything on the topic now: read up to the end offset seen at call time.
-
-        A processor starting while the partition's leader moves (a broker lost or restarting) waits for the new
-        leader, within `timeout`, rather than exit on the first "not leader".
-        """
-        deadline = time.monotonic() + timeout
-        high = kafka.end_offset(self._consumer, RULES_TOPIC, 0, timeout)
-        records: list[AppliedRuleSet | None] = []
-        position = 0
-        while position < high and time.monotonic() < deadline:
-            for msg in self._consumer.consume(100, timeout=0.5):
-                if msg.error() or msg.value() is None:
-                    continue
-                position = msg.offset() + 1
-                if _slot(msg.key()):
-                    records.append(_decoded(msg.value()))
+        """Everything on the topic now (read to its end, waiting for a moving leader within `timeout`)."""
+        records = [_decoded(msg.value()) for msg in self._reader.load(timeout)
+                   if msg.value() is not None and _slot(msg.key())]
         return self._follower.follow([r for r in records if r is not None], count_refusals=False)
 
     def poll(self) -> dict[str, AppliedRuleSet]:
-        records = [_decoded(msg.value()) for msg in self._consumer.consume(100, timeout=0)
-                   if not msg.error() and msg.value() is not None and _slot(msg.key())]
+        records = [_decoded(msg.value()) for msg in self._reader.poll()
+                   if msg.value() is not None and _slot(msg.key())]
         return self._follower.follow([r for r in records if r is not None])
 
     @property
@@ -163,7 +145,7 @@ class RuleFeed:
         return dict(self._follower.in_force)
 
     def close(self) -> None:
-        self._consumer.close()
+        self._reader.close()
 
 
 def _slot(key: bytes | None) -> bool:
@@ -175,23 +157,16 @@ def latest_records(creds: KafkaCredentials, prefix: str, timeout: float = 10.0,
                    topic: str = RULES_TOPIC) -> dict[str, bytes]:
     """The newest value of every key of a compacted one-partition topic (`_hbus.rules`, `_hbus.control`)
     starting with `prefix`, as stored (read to the end)."""
-    consumer = kafka.consumer(PRIVATE, creds, group=f"hbus-rulefeed-{uuid.uuid4().hex[:8]}")
+    reader = CompactedReader.connect(creds, topic, "hbus-rulefeed")
     try:
-        high = kafka.end_offset(consumer, topic, 0, timeout)
-        consumer.assign([TopicPartition(topic, 0, 0)])
         found: dict[str, bytes] = {}
-        position, deadline = 0, time.monotonic() + timeout
-        while position < high and time.monotonic() < deadline:
-            for msg in consumer.consume(100, timeout=0.5):
-                if msg.error():
-                    continue
-                position = msg.offset() + 1
-                key = (msg.key() or b"").decode(errors="replace")
-                if key.startswith(prefix) and msg.value() is not None:
-                    found[key] = msg.value()
+        for msg in reader.load(timeout):
+            key = (msg.key() or b"").decode(errors="replace")
+            if key.startswith(prefix) and msg.value() is not None:
+                found[key] = msg.value()
         return found
     finally:
-        consumer.close()
+        reader.close()
 
 
 def write_raw(key: str, value: bytes, creds: KafkaCredentials, topic: str = RULES_TOPIC) -> None:

@@ -1,10 +1,16 @@
 """Integration fixtures: the real local stack, started once per test session (idempotent `up`)."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from hybridbus.adapters.config import Settings, settings
 from hybridbus.ops.stack import manager
+
+# Processors started by the tests give up an unknown schema fingerprint after 10 s, not production's 120 s: the
+# hostile-input and DLQ tests wait for those records in the DLQ (README, "Held back, not DLQ'd").
+os.environ.setdefault("HBUS_UNKNOWN_SCHEMA_HOLD_S", "10")
 
 
 @pytest.fixture(scope="session")

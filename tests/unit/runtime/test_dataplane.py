@@ -11,9 +11,11 @@ import faust
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from hybridbus.adapters.codec import MARKER
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.runtime import dataplane
 from hybridbus.runtime.dataplane import DataPlane
+from hybridbus.runtime.holdback import HoldBack
 from tests.unit.producers.fakes import FakeMessage
 
 CREDS = KafkaCredentials("svc-test", "secret")
@@ -66,6 +68,15 @@ class FakeConsumer:
 
     def close(self) -> None:
         self.closed = True
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.events.append(("pause", [(tp.topic, tp.partition) for tp in partitions]))
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.events.append(("resume", [(tp.topic, tp.partition) for tp in partitions]))
+
+    def seek(self, partition: TopicPartition) -> None:
+        self.events.append(("seek", (partition.topic, partition.partition, partition.offset)))
 
     def rebalance(self, kind: str, partitions: list[tuple[str, int]]) -> None:
         self.callbacks[kind](self, [TopicPartition(t, p) for t, p in partitions])
@@ -209,3 +220,40 @@ def test_attaching_keeps_fausts_own_consumer_and_producer_from_starting() -> Non
     assert not app.boot_strategy._should_enable_kafka_producer()
     assert list(app.boot_strategy.kafka_consumer()) == [] and list(app.boot_strategy.kafka_conductor()) == []
     assert len(app._app_tasks) == 1  # the task that starts the data plane with the worker
+
+
+def fingerprinted(topic: str, partition: int, offset: int, fingerprint: bytes) -> ConsumedMessage:
+    return ConsumedMessage(topic, partition, offset, b"key", MARKER + fingerprint + b"\x02", [], None)
+
+
+def test_a_record_of_an_unknown_fingerprint_holds_its_partition_until_the_catalog_knows_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    known = {b"K" * 8}
+    holdback = HoldBack(lambda fp: fp in known, bound_s=120)
+    plane_ref: dict[str, DataPlane] = {}
+
+    def catalog_arrives(consumer: FakeConsumer) -> None:  # the catalog feed hands a switch to the data plane
+        plane_ref["plane"].between_batches(lambda: known.add(b"N" * 8))
+
+    steps: list[Step] = [
+        [fingerprinted("t", 0, 4, b"K" * 8), fingerprinted("t", 0, 5, b"N" * 8), fingerprinted("t", 0, 6, b"K" * 8),
+         fingerprinted("t", 1, 9, b"K" * 8)],
+        catalog_arrives,
+        [fingerprinted("t", 0, 5, b"N" * 8), fingerprinted("t", 0, 6, b"K" * 8)],
+    ]
+    original = DataPlane.__init__
+
+    def init(self: DataPlane, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        plane_ref["plane"] = self
+
+    monkeypatch.setattr(DataPlane, "__init__", init)
+    _plane, _consumer, events = run_plane(monkeypatch, steps, holdback=holdback)
+    assert events[1:] == [
+        ("pause", [("t", 0)]),
+        ("handle", [("t", 0, 4), ("t", 1, 9)]),
+        ("commit", [("t", 0, 5), ("t", 1, 10)]),  # never past the held record
+        ("resume", [("t", 0)]), ("seek", ("t", 0, 5)),  # tried again at once after the switch
+        ("handle", [("t", 0, 5), ("t", 0, 6)]),
+        ("commit", [("t", 0, 7)]),
+    ]

@@ -243,3 +243,24 @@ def test_dedupe_window_loads_what_went_out_before_a_restart() -> None:
     assert window.ids(("t", 0)) == ["y", "z", "w"] and window.seen(("t", 0), "w")
     window.forget(("t", 0))
     assert window.ids(("t", 0)) == [] and not window.seen(("t", 0), "w")
+
+
+def test_a_new_catalog_lets_its_new_version_out_and_keeps_the_views_learnt_before() -> None:
+    from hybridbus.adapters.codec import AvroCodec
+    from tests.catalog_change import NEW_VERSION, changed_snapshot
+
+    changed = changed_snapshot().catalog()
+    codec = AvroCodec.for_catalog(changed)
+    licence_v2 = changed.get(*NEW_VERSION)
+    value = codec.encode(licence_v2, {"credit_code": "9131", "company_name": "甲", "licence_type": "有限责任公司",
+                                      "district": "浦东新区", "business_scope": "软件", "granted_on": "2026-11-30",
+                                      "registered_capital_band": "100-500万"})
+    headers = [(H.EVENT_ID, b"v2-1"), (H.DESTINATIONS, b"public_cloud,archive")]
+    guard = guard_for(PUBLIC_CLOUD)
+    views = {(t.key, t.version) for t in guard.derived_types()}
+    assert not guard.check(licence_v2.graded_topic(Grade.PUBLIC), b"k", value, headers).allowed  # unknown: kept
+    guard.use_codec(codec, derived_event_types(changed, SHIPPED))  # between batches
+    batch = run(guard, [(licence_v2.graded_topic(Grade.PUBLIC), 0, 1, b"k", value, headers)])
+    assert [p.event_type.version for p in batch.allowed] == [2] and batch.quarantined == []
+    assert views <= {(t.key, t.version) for t in guard.derived_types()}
+    assert all(guard.codec.knows(codec.fingerprint(t)) for t in guard.derived_types())

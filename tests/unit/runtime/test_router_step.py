@@ -359,3 +359,38 @@ def test_batches_without_a_pseudonymised_value_ask_nothing_and_a_rule_switch_for
         step.route_into(batch, *record)
     ours = [topic for topic, key, *_ in batch.outputs if key.startswith(b"in-")]
     assert ours == ["restricted.market.inspection_result"] * 2
+
+
+def test_a_new_catalog_routes_its_new_type_and_version_from_the_next_batch_on() -> None:
+    from tests.catalog_change import NEW_TYPE, NEW_VERSION, changed_snapshot
+
+    changed = changed_snapshot().catalog()
+    new_codec = AvroCodec.for_catalog(changed)
+    notice = changed.get(NEW_TYPE)
+    licence_v2 = changed.get(*NEW_VERSION)
+    records: list[IngressRecord] = [
+        (notice.ingress_topic, 0, b"n1", new_codec.encode(notice, {"notice_id": "JC-1", "credit_code": "9131",
+                                                                    "district": "浦东新区", "announced_on": "2026-11-30"}),
+         publisher_headers(notice, "n1")),
+        (licence_v2.ingress_topic, 1, b"l2", new_codec.encode(licence_v2, {
+            "credit_code": "9131", "company_name": "甲", "licence_type": "有限责任公司", "district": "浦东新区",
+            "business_scope": "软件", "granted_on": "2026-11-30", "registered_capital_band": None}),
+         publisher_headers(licence_v2, "l2")),
+    ]
+    step = RouterStep(CATALOG, fresh_codec())
+    step.load(SHIPPED)
+    step.unknown_waited = lambda value: 12.0
+    before = step.begin(NOW_MS)
+    for record in records:
+        step.route_into(before, *record)
+    assert [r[0] for r in before.outputs] == []
+    assert [dict(r[4])[H.DLQ_REASON].decode() for r in before.dlq] == [
+        f"unknown schema fingerprint {new_codec.fingerprint(t).hex()} after 12 s" for t in (notice, licence_v2)]
+
+    step.use_catalog(changed, new_codec)  # between batches
+    after = step.begin(NOW_MS)
+    for record in records:
+        step.route_into(after, *record)
+    assert after.dlq == []
+    assert sorted(r[0] for r in after.outputs) == ["public.market.inspection_notice", "public.market.licence_granted"]
+    assert step.live is SHIPPED  # the rule set in force stays, compiled for the new catalog

@@ -5,7 +5,9 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from hybridbus.adapters import kafka
+from hybridbus.adapters.topology import RULES_TOPIC
 from hybridbus.runtime import rulestore
+from hybridbus.runtime.compacted import CompactedReader
 from hybridbus.runtime.rulestore import RuleFeed
 
 
@@ -27,7 +29,7 @@ class _LeaderMoving:
 
 def _feed(consumer: _LeaderMoving) -> RuleFeed:
     feed = RuleFeed.__new__(RuleFeed)
-    feed._consumer = consumer  # type: ignore[assignment]
+    feed._reader = CompactedReader(consumer, RULES_TOPIC)  # type: ignore[arg-type]
     feed._follower = rulestore.Follower(None)
     return feed
 

@@ -17,10 +17,10 @@ from typing import Any
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import Settings, settings
-from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import CONTROL_TOPIC, PRIVATE, QUARANTINE_TOPIC
 from hybridbus.adapters.vault import BOUNDARY_KEY, RULES_APPROVER_KEY, PersonToken, Transit
+from hybridbus.ops.catalogapply import catalog_in_force
 from hybridbus.ops.governance import record_act
 from hybridbus.ops.people import NotAllowed, require
 from hybridbus.ops.stack.bootstrap import APPROVER, OPERATOR
@@ -230,7 +230,7 @@ def reviews(cfg: Settings | None = None) -> dict[str, Review]:
 def second_look(entry: Entry, check: RuleCheck | None, cfg: Settings) -> Assessment:
     """The current catalog and the rule sets in force (verified with `check`; unverified, for a first look by
     someone whose duty does not verify rule sets), through the processors' own guard."""
-    catalog = load_catalog(cfg)
+    catalog = catalog_in_force(cfg).catalog()
     feed = RuleFeed(kafka.admin_credentials(PRIVATE, cfg), check)
     try:
         guard = FollowedGuard(catalog, feed.load(), PUBLIC_CLOUD).guard
@@ -305,7 +305,7 @@ def approve_release(ident: str, person: PersonToken, cfg: Settings | None = None
                   G.SAME_PERSON: "a second person must approve it"}.get(refusal, "see the review record")
         raise _refuse(refusal, detail, entry, person)
     assert review is not None
-    assessment = second_look(entry, RuleCheck(signer, "cli", load_catalog(cfg)), cfg)
+    assessment = second_look(entry, RuleCheck(signer, "cli", catalog_in_force(cfg).catalog()), cfg)
     if assessment.refusal is not None:
         raise _refuse(assessment.refusal, _why(assessment), entry, person, assessment)
     approval = Signature(G.APPROVER, person.name, signer.sign(

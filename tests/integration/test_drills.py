@@ -14,13 +14,7 @@ from hybridbus.ops.stack import manager, workers
 OPTIONS = DrillOptions(events=600, rate=600.0, outage=3.0, recovery_timeout=180.0)
 
 
-# The catalog change needs processors that follow `_hbus.catalog` live (issue 18, item 2): until they do, the router
-# neither reads the new department's ingress topic nor knows the new version's fingerprint.
-LIVE_CATALOG = pytest.mark.xfail(strict=False, reason="needs live catalog following")
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=LIVE_CATALOG) if n == "catalog-change" else n
-                                  for n in drills_for(1)])  # the production shape's: tests/integration/test_three_brokers.py
+@pytest.mark.parametrize("name", drills_for(1))  # the production shape's: tests/integration/test_three_brokers.py
 def test_drill_loses_duplicates_and_leaks_nothing(bus: Settings, name: str) -> None:
     # The rotation drill's stream lasts 4 s, so that part of it is surely sealed after the Transit keys rotate.
     options = replace(OPTIONS, rate=150.0) if name == "kafka-rotation" else OPTIONS

@@ -51,12 +51,12 @@ def catalog_with_licence_v2(where: Path) -> Path:
     return schemas
 
 
-def licence_v2(catalog: Catalog, event_id: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+def licence_v2(catalog: Catalog, event_id: str, version: int = 2) -> tuple[bytes, list[tuple[str, bytes]]]:
     payload = {"credit_code": "91310000MA1K00000X", "company_name": f"{CANARY} Ltd", "licence_type": "LLC",
                "district": "黄浦区", "business_scope": "software", "granted_on": "2026-11-30",
                "register_url": "https://example.gov/r/1"}
-    value = AvroCodec.for_catalog(catalog).encode(catalog.get("market.licence_granted", 2), payload)
-    headers = publisher_headers(catalog.get("market.licence_granted", 2), event_id) + [
+    value = AvroCodec.for_catalog(catalog).encode(catalog.get("market.licence_granted", version), payload)
+    headers = publisher_headers(catalog.get("market.licence_granted", version), event_id) + [
         (H.DESTINATIONS, b"public_cloud,archive")]
     return value, headers
 

@@ -198,8 +198,27 @@ def tamperings(lines: Lines, at: int) -> dict[str, tuple[Lines, int]]:
 
 def decision_index(lines: Lines, low: int) -> int:
     """An index from `low` on with decision entries before and after it (tamperings then stay inside one kind)."""
+    at = decision_run(lines, low)
+    assert at is not None, "no run of four decisions in the chain copy"
+    return at
+
+
+def decision_run(lines: Lines, low: int) -> int | None:
     kinds = [json.loads(raw)["kind"] for raw in lines]
-    return next(i for i in range(max(low, 2), len(lines) - 2) if kinds[i - 2:i + 2] == [audit.DECISION] * 4)
+    return next((i for i in range(max(low, 2), len(lines) - 2) if kinds[i - 2:i + 2] == [audit.DECISION] * 4), None)
+
+
+def tamperable_segment(archive: AuditArchive) -> tuple[dict, bytes, int] | None:  # type: ignore[type-arg]
+    """A recent archived segment with a run of four decisions (access entries of the brokers' reads interleave),
+    its bytes, and the index to tamper with."""
+    for segment in sorted(archive.segments()[-5:], key=lambda s: -s["entries"]):
+        original = archive.s3.get_object(Bucket=archive.bucket, Key=segment["name"])["Body"].read()
+        lines = original.splitlines()
+        at = decision_run(lines, len(lines) // 2)
+        at = at if at is not None else decision_run(lines, 2)
+        if at is not None:
+            return segment, original, at
+    return None
 
 
 def test_verify_names_each_tampering_of_a_copied_topic(bus: Settings) -> None:
@@ -226,14 +245,15 @@ def test_verify_names_each_tampering_of_a_copied_topic(bus: Settings) -> None:
 def test_verify_names_each_tampering_of_an_archived_segment(bus: Settings) -> None:
     archive = AuditArchive(s3_admin_client(bus), bus.audit_bucket)
     deadline = time.monotonic() + 90  # a quiet chain is checkpointed and archived within a minute
-    while not [s for s in archive.segments() if s["entries"] >= 8] and time.monotonic() < deadline:
+    found = tamperable_segment(archive)
+    while found is None and time.monotonic() < deadline:
         time.sleep(3)
+        found = tamperable_segment(archive)
+    assert found is not None, "no archived segment with a run of four decisions"
     code, summary = verify_cli("--source", "archive")
     assert code == 0 and summary["ok"] and summary["checkpoints"] > 0, summary
-    segment = max(archive.segments()[-5:], key=lambda s: s["entries"])
-    original = archive.s3.get_object(Bucket=bus.audit_bucket, Key=segment["name"])["Body"].read()
+    segment, original, at = found
     lines = original.splitlines()
-    at = decision_index(lines, len(lines) // 2)
     try:
         for kind, (tampered, seq) in tamperings(lines, at).items():
             archive.s3.put_object(Bucket=bus.audit_bucket, Key=segment["name"], Body=b"\n".join(tampered) + b"\n")

@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.secrets import KafkaCredentials
-from hybridbus.adapters.topology import CATALOG_TOPIC, PRIVATE
-from hybridbus.runtime.compacted import CompactedReader
+from hybridbus.adapters.topology import CATALOG_TOPIC
+from hybridbus.runtime.compacted import CompactedReader, write_record
 from routing.catalog import Catalog
 from routing.exceptions import SchemaError
 from routing.sources import SourceFile
@@ -115,6 +114,4 @@ def latest_snapshot(creds: KafkaCredentials, timeout: float = 30.0) -> CatalogSn
 def publish_snapshot(snapshot: CatalogSnapshot, creds: KafkaCredentials) -> None:
     """Put `snapshot` on `_hbus.catalog` under `CATALOG_KEY`; processors check it and follow it between batches.
     Refused or not acknowledged within 30 s: DeliveryError naming the topic and the broker's reason."""
-    outputs = BatchProducer.connect(PRIVATE, creds, "catalog", **{"message.timeout.ms": 30_000})
-    outputs.send(CATALOG_TOPIC, CATALOG_KEY, snapshot.encode())
-    outputs.confirm()
+    write_record(creds, CATALOG_TOPIC, CATALOG_KEY, snapshot.encode(), "catalog")

@@ -1,5 +1,6 @@
 """Reading a one-partition compacted topic the way processors follow one (`_hbus.rules`, `_hbus.catalog`): everything
-on it at start, up to the end offset seen then, and afterwards whatever arrives, in topic order.
+on it at start, up to the end offset seen then, and afterwards whatever arrives, in topic order; and writing one
+record to such a topic, acknowledged.
 
 One reader, so the feeds share how a start waits out a moving leader and what counts as "read to the end".
 """
@@ -11,6 +12,7 @@ import uuid
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from hybridbus.adapters import kafka
+from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import PRIVATE
 
@@ -55,3 +57,11 @@ class CompactedReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def write_record(creds: KafkaCredentials, topic: str, key: bytes, value: bytes, component: str) -> None:
+    """Put one record on a private control topic and wait for it: refused or not acknowledged within 30 s,
+    DeliveryError naming the topic and the broker's reason."""
+    outputs = BatchProducer.connect(PRIVATE, creds, component, **{"message.timeout.ms": 30_000})
+    outputs.send(topic, key, value)
+    outputs.confirm()

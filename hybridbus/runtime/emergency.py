@@ -15,11 +15,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from hybridbus.adapters import metrics
-from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.secrets import KafkaCredentials
-from hybridbus.adapters.topology import CONTROL_TOPIC, PRIVATE
+from hybridbus.adapters.topology import CONTROL_TOPIC
 from hybridbus.adapters.vault import BOUNDARY_KEY, VaultUnavailable
-from hybridbus.runtime.compacted import CompactedReader
+from hybridbus.runtime.compacted import CompactedReader, write_record
 from hybridbus.runtime.rulesigning import Signer, Verifier
 from routing import governance as G
 
@@ -52,9 +51,7 @@ def signed_state(signer: Signer, state: str, reason: str, by: str) -> BoundarySt
 
 
 def write_state(state: BoundaryState, creds: KafkaCredentials) -> None:
-    outputs = BatchProducer.connect(PRIVATE, creds, "control", **{"message.timeout.ms": 30_000})
-    outputs.send(CONTROL_TOPIC, KEY, json.dumps(asdict(state)).encode())
-    outputs.confirm()
+    write_record(creds, CONTROL_TOPIC, KEY, json.dumps(asdict(state)).encode(), "control")
 
 
 def decode(value: bytes) -> BoundaryState:

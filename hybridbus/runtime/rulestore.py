@@ -8,15 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.secrets import KafkaCredentials
-from hybridbus.adapters.topology import PRIVATE, RULES_TOPIC
+from hybridbus.adapters.topology import RULES_TOPIC
 from hybridbus.adapters.vault import VaultUnavailable
-from hybridbus.runtime.compacted import CompactedReader
+from hybridbus.runtime.compacted import CompactedReader, write_record
 from hybridbus.runtime.rulesigning import RuleCheck, Signature, Signer, sign_apply, signatures_json
 from routing.exceptions import HybridbusError
 from routing.governance import LIVE, SHADOW, WITHDRAWN
@@ -170,9 +169,7 @@ def latest_records(creds: KafkaCredentials, prefix: str, timeout: float = 10.0,
 
 
 def write_raw(key: str, value: bytes, creds: KafkaCredentials, topic: str = RULES_TOPIC) -> None:
-    outputs = BatchProducer.connect(PRIVATE, creds, "rules", **{"message.timeout.ms": 30_000})
-    outputs.send(topic, key.encode(), value)
-    outputs.confirm()
+    write_record(creds, topic, key.encode(), value, "rules")
 
 
 def _decoded(value: bytes) -> AppliedRuleSet | None:

@@ -87,19 +87,15 @@ class PseudonymCache:
             self.calls += 1
             try:
                 result = self._compute(inputs)
+                error = "incomplete" if len(result) != len(inputs) else None
             except VaultError as exc:  # VaultUnavailable, a refusal, an incomplete answer: wait and ask again
-                log.warning("event=pseudonyms_paused attempt=%d values=%d error=%s retry_in=%.1f", attempt,
-                            len(inputs), type(exc).__name__, wait)
-                self._sleep(wait)
-                wait = min(wait * 2, RETRY_MAX)
-                continue
-            if len(result) != len(inputs):
-                log.warning("event=pseudonyms_paused attempt=%d values=%d error=incomplete retry_in=%.1f", attempt,
-                            len(inputs), wait)
-                self._sleep(wait)
-                wait = min(wait * 2, RETRY_MAX)
-                continue
-            if attempt > 1:
-                log.warning("event=pseudonyms_resumed attempts=%d values=%d", attempt, len(inputs))
-            self.computed += len(inputs)
-            return result
+                error = type(exc).__name__
+            if error is None:
+                if attempt > 1:
+                    log.warning("event=pseudonyms_resumed attempts=%d values=%d", attempt, len(inputs))
+                self.computed += len(inputs)
+                return result
+            log.warning("event=pseudonyms_paused attempt=%d values=%d error=%s retry_in=%.1f", attempt,
+                        len(inputs), error, wait)
+            self._sleep(wait)
+            wait = min(wait * 2, RETRY_MAX)

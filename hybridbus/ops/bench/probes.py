@@ -10,12 +10,15 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import OffsetSpec
 
 from hybridbus.adapters import kafka
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# Answers of a partition whose leader is being elected: they pass within seconds.
+ELECTING = frozenset({KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                      KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError.REQUEST_TIMED_OUT})
 
 
 class OffsetCounter:
@@ -33,9 +36,20 @@ class OffsetCounter:
                 raise RuntimeError(f"topic {topic} does not exist on the {cluster} cluster")
             self._partitions += [TopicPartition(topic, p) for p in metadata.topics[topic].partitions]
 
-    def ends(self) -> dict[tuple[str, int], int]:
-        futures = self._admin.list_offsets({tp: OffsetSpec.latest() for tp in self._partitions}, request_timeout=10)
-        return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+    def ends(self, patience: float = 30.0) -> dict[tuple[str, int], int]:
+        """End offsets by partition. A topic created a moment ago (MirrorMaker 2's target, a topic after a broker
+        restart) may answer "not leader" until its leader is elected: retriable errors are waited out."""
+        deadline = time.monotonic() + patience
+        while True:
+            futures = self._admin.list_offsets({tp: OffsetSpec.latest() for tp in self._partitions},
+                                               request_timeout=10)
+            try:
+                return {(tp.topic, tp.partition): future.result().offset for tp, future in futures.items()}
+            except KafkaException as exc:
+                error = exc.args[0]
+                if not (error.retriable() or error.code() in ELECTING) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def total(self) -> int:
         return sum(self.ends().values())

@@ -99,8 +99,8 @@ def demo(
     proposes, the sample approver approves what widens, the engineer applies, every router switches: shown as a
     few lines; when the shipped set is in force already, the engineer first narrows it alone), publishes a burst
     of every department's events (with planted canaries), waits until each of them is on every private topic,
-    public-cluster topic and archive folder the rules send it to, counts them there, then scans the whole public
-    cluster and bucket for leaks.
+    public-cluster topic and archive folder the rules send it to, counts them there, and scans for leaks everything written
+    to the public cluster and the bucket meanwhile (`hbus leak-scan` scans all there is).
 
     Exit 1 if a non-public canary is found on the public side, or the demo's records were copied out twice;
     exit 3 if some of them had not arrived within --wait seconds (the message names the place behind and how

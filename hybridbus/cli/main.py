@@ -16,6 +16,7 @@ from hybridbus.cli import (
     dlq,
     drill,
     infra,
+    leakscan,
     login,
     processors,
     quarantine,
@@ -50,6 +51,7 @@ app.command("drill")(drill.drill)
 app.command("status")(status.status)
 app.command("demo")(demo.demo)
 app.command("login")(login.login)
+app.command("leak-scan")(leakscan.leak_scan)
 client.register(app)  # publish, tail, outbox, gateway
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,7 +22,7 @@ from fastavro import reader
 from hybridbus.adapters import kafka
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.topology import PRIVATE, PUBLIC
-from hybridbus.ops.leakscan import ScanReport, scan_object, scan_record
+from hybridbus.ops.leakscan import ScanReport, bucket_keys, scan_object, scan_record
 from hybridbus.ops.samples import sample_events
 from hybridbus.ops.stack.bootstrap import s3_admin_client
 from routing import headers as H
@@ -136,11 +136,11 @@ class BucketCounter:
     def __init__(self, cfg: Settings, id_prefix: str, scan: ScanReport) -> None:
         self.s3, self.bucket, self.id_prefix, self.scan = s3_admin_client(cfg), cfg.open_data_bucket, id_prefix, scan
         self.counts: Counter[tuple[str, str]] = Counter()
-        self.seen: set[str] = set(self._keys())
+        self.seen: set[str] = set(bucket_keys(self.s3, self.bucket))
 
     def poll(self) -> bool:
         try:
-            for key in self._keys():
+            for key in list(bucket_keys(self.s3, self.bucket)):
                 if key in self.seen:
                     continue
                 body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
@@ -153,10 +153,6 @@ class BucketCounter:
             return True
         except (ClientError, BotoCoreError):
             return False  # a server that has just restarted may refuse for a moment: look again later
-
-    def _keys(self) -> list[str]:
-        return [obj["Key"] for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket)
-                for obj in page.get("Contents", [])]
 
 
 class Tally:

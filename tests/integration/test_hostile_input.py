@@ -22,7 +22,7 @@ from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.topology import DLQ_TOPIC, PRIVATE, PUBLIC
 from hybridbus.adapters.vault import VaultSession
 from hybridbus.ops.hostile import FORGED, TOO_LARGE_FOR_KAFKA, RawRecord, client_inputs, gateway_requests, raw_records
-from hybridbus.ops.leakscan import scan_bucket, scan_public_cluster
+from hybridbus.ops.leakscan import mark, scan_since
 from hybridbus.ops.samples import sample_events
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.bootstrap import s3_admin_client
@@ -99,6 +99,8 @@ def test_raw_bad_records_land_in_the_dlq_and_the_bus_keeps_flowing(bus: Settings
     records = raw_records(CATALOG, AvroCodec.for_catalog(CATALOG), samples, RAW, tag)
     dlq_since = end_offsets(PRIVATE, DLQ_TOPIC)
     before = _router_counters(bus)
+    s3 = s3_admin_client(bus)
+    public_side_before = mark(kafka.admin_credentials(PUBLIC), s3, bus.open_data_bucket)
 
     producers = {dept: kafka.producer(PRIVATE, VaultSession(dept, bus).kafka_credentials(PRIVATE))
                  for dept in {r.dept for r in records}}
@@ -139,8 +141,8 @@ def test_raw_bad_records_land_in_the_dlq_and_the_bus_keeps_flowing(bus: Settings
     assert set(copies(PUBLIC, public_since, good, timeout=90)) == set(good)
     assert {name: workers.process(bus, name).pid() for name in PROCESSORS} == pids, "a processor restarted"
 
-    report = scan_public_cluster(kafka.admin_credentials(PUBLIC))
-    scan_bucket(s3_admin_client(bus), bus.open_data_bucket, report)
+    # Everything the public side received since the bad records were sent, whoever wrote it, to any topic or object.
+    report = scan_since(public_side_before, kafka.admin_credentials(PUBLIC), s3, bus.open_data_bucket)
     assert report.records > 0 and report.leaked == 0, f"non-public canaries found at {report.leaked_where}"
     print(f"\nraw: {len(records)} sent, {sum(refused.values())} refused by the Kafka client, "
           f"{len(found)} dead-lettered by class {dict(expected)}, {forged} forged; scan {report.as_dict()}")

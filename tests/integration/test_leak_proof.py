@@ -3,10 +3,12 @@ records injected past the router — are never found on the public cluster or in
 canaries meant to go out are (so the scan can fail)."""
 from __future__ import annotations
 
+import json
 import time
 import uuid
 
 import requests
+from typer.testing import CliRunner
 
 from hybridbus.adapters import kafka
 from hybridbus.adapters.codec import AvroCodec
@@ -14,9 +16,8 @@ from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.topology import PRIVATE, PUBLIC, QUARANTINE_TOPIC
 from hybridbus.adapters.vault import VaultSession
-from hybridbus.ops.leakscan import ScanReport, scan_bucket, scan_public_cluster
+from hybridbus.cli.main import app
 from hybridbus.ops.samples import OPEN_CANARY, SECRET_CANARY, sample_events
-from hybridbus.ops.stack.bootstrap import s3_admin_client
 from producers.publisher import Publisher
 from routing import headers as H
 from tests.integration.kafkatools import end_offsets, read_after
@@ -82,12 +83,11 @@ def test_no_non_public_canary_reaches_the_public_side(bus: Settings) -> None:
     for topic, since in public_since.items():
         assert read_after(PUBLIC, topic, since, lambda r: wanted in (r.value or b""), min_records=20, timeout=60)
     time.sleep(5)  # the archiver writes batches every couple of seconds
-    report = ScanReport()
-    scan_public_cluster(kafka.admin_credentials(PUBLIC), report)
-    scan_bucket(s3_admin_client(bus), bus.open_data_bucket, report)
-    assert report.records > 0 and report.objects > 0
-    assert report.leaked == 0, f"non-public canaries found at {report.leaked_where}"
-    assert report.open_found > 0
+    result = CliRunner().invoke(app, ["leak-scan", "--json"])
+    report = json.loads(result.stdout)
+    assert report["records_scanned"] > 0 and report["objects_scanned"] > 0
+    assert report["leaked"] == 0 and result.exit_code == 0, f"non-public canaries found at {report['leaked_where']}"
+    assert report["public_canaries_found"] > 0
 
     metrics = requests.get(f"http://{bus.host}:{bus.ports.egress_metrics}/metrics", timeout=5).text
     assert "hbus_boundary_blocked_total{" in metrics

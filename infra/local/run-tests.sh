@@ -31,7 +31,7 @@ trap 'kill "$unit_pid" 2>/dev/null; rm -f "$unit_log"' EXIT
 "$BIN/hbus" stack up || { echo "hbus: the local stack did not start; see the line above" >&2; exit 3; }
 trap 'kill "$unit_pid" 2>/dev/null; rm -f "$unit_log"; "$BIN/hbus" stack down' EXIT
 
-"$BIN/pytest" -q --durations=15 tests --ignore=tests/unit  # the slowest: the CI run must stay under 30 minutes
+"$BIN/pytest" -q --durations=30 tests --ignore=tests/unit  # the slowest: the CI run must stay under 30 minutes
 rc=$?
 integration=$(no_tests "$rc" "integration")
 wait "$unit_pid"

@@ -19,14 +19,12 @@ from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.archive import Archive, ArchivedRecord, day_of
-from hybridbus.runtime.catalogfeed import CatalogFeed, from_files
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.following import follow
 from hybridbus.runtime.guarded import PUBLIC_PATTERN, FollowedGuard
 from hybridbus.runtime.holdback import HoldBack
-from hybridbus.runtime.rulesigning import RuleCheck
-from hybridbus.runtime.rulestore import RuleFeed
 from routing.boundary import ARCHIVE
 from routing.grades import Grade
 
@@ -41,10 +39,7 @@ def main() -> None:
     creds = kafka_login(vault, "archiver", PRIVATE)
     archive = Archive(s3_client(cfg, vault.s3_credentials()), cfg.open_data_bucket)
     metrics.secret_read("archiver", "s3")
-    catalogs = CatalogFeed(creds, "archiver", lambda: from_files(cfg))
-    catalog = catalogs.load().catalog
-    check = RuleCheck(vault, "archiver", catalog)
-    feed = RuleFeed(creds, check)
+    catalogs, catalog, check, feed = follow(cfg, vault, creds, "archiver")
     followed = FollowedGuard(catalog, feed.load(), ARCHIVE)  # its own event-id window: a replay is archived once
     guard = followed.guard
     boundary = BoundaryGate(creds, vault, "archiver")
@@ -125,7 +120,7 @@ def main() -> None:
     plane.between_batches(shelve_schemas)  # in the data-plane thread, before its first batch
     follow_views, follow_catalog = followed.on_rules(plane), followed.on_catalog(plane, check)
 
-    def follow(updates: dict[str, Any]) -> None:
+    def use_rules(updates: dict[str, Any]) -> None:
         follow_views(updates)
         plane.between_batches(shelve_schemas)  # queued after the guard learns the views, before the next batch
 
@@ -133,7 +128,7 @@ def main() -> None:
         follow_catalog(in_force)
         plane.between_batches(shelve_schemas)  # the new catalog's types too, before a record of them is archived
 
-    serve(app, "archiver", vault, feed, follow, creds, [PUBLIC_PATTERN], cfg.ports.archiver_metrics, cfg.host,
+    serve(app, "archiver", vault, feed, use_rules, creds, [PUBLIC_PATTERN], cfg.ports.archiver_metrics, cfg.host,
           catalogs, switch)
 
 

@@ -16,16 +16,14 @@ from confluent_kafka import Message, TopicPartition
 from hybridbus.adapters import kafka
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC
-from hybridbus.runtime.catalogfeed import CatalogFeed, from_files
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.following import follow
 from hybridbus.runtime.guard_step import DEDUPE_WINDOW, DedupeWindow, Passed
 from hybridbus.runtime.guarded import PUBLIC_PATTERN, FollowedGuard
 from hybridbus.runtime.holdback import HoldBack
 from hybridbus.runtime.records import event_id_of, header_map
-from hybridbus.runtime.rulesigning import RuleCheck
-from hybridbus.runtime.rulestore import RuleFeed
 from routing.boundary import PUBLIC_CLOUD
 
 log = logging.getLogger("hbus.egress")
@@ -113,10 +111,7 @@ class PublicSide:
 def main() -> None:
     cfg, vault = login("egress")
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
-    catalogs = CatalogFeed(private_creds, "egress", lambda: from_files(cfg))
-    catalog = catalogs.load().catalog
-    check = RuleCheck(vault, "egress", catalog)
-    feed = RuleFeed(private_creds, check)
+    catalogs, catalog, check, feed = follow(cfg, vault, private_creds, "egress")
     recent = DedupeWindow()
     followed = FollowedGuard(catalog, feed.load(), PUBLIC_CLOUD, recent)
     guard = followed.guard

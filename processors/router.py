@@ -17,14 +17,14 @@ from hybridbus.adapters import metrics
 from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
-from hybridbus.runtime.catalogfeed import CatalogFeed, CatalogInForce, from_files
+from hybridbus.runtime.catalogfeed import CatalogInForce
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.following import follow
 from hybridbus.runtime.holdback import HoldBack
 from hybridbus.runtime.pseudonyms import PseudonymCache
 from hybridbus.runtime.router_step import RouterStep
-from hybridbus.runtime.rulesigning import RuleCheck
-from hybridbus.runtime.rulestore import LIVE, SHADOW, RuleFeed
+from hybridbus.runtime.rulestore import LIVE, SHADOW
 from routing.rules import RuleSet
 
 log = logging.getLogger("hbus.router")
@@ -66,10 +66,7 @@ class RulesInForce:
 def main() -> None:
     cfg, vault = login("router")
     creds = kafka_login(vault, "router", PRIVATE)
-    catalogs = CatalogFeed(creds, "router", lambda: from_files(cfg))
-    catalog = catalogs.load().catalog
-    check = RuleCheck(vault, "router", catalog)
-    feed = RuleFeed(creds, check)
+    catalogs, catalog, check, feed = follow(cfg, vault, creds, "router")
     applied = feed.load()
     step = RouterStep(catalog, AvroCodec.for_catalog(catalog), pseudonyms=PseudonymCache(vault.hmac_batch))
     rules = RulesInForce(step, RuleSet.empty())
@@ -98,7 +95,7 @@ def main() -> None:
                       within=BATCH_WITHIN, holdback=holdback)
 
     def on_catalog(in_force: CatalogInForce) -> None:
-        check.event_types = tuple(in_force.catalog)  # a widening is judged on the catalog in force
+        check.use_catalog(in_force.catalog)  # a widening is judged on the catalog in force
         plane.between_batches(lambda: rules.use_catalog(in_force))
 
     # Every DLQ reason's series exists from the start, so an alert's increase() sees the first bad record too.

@@ -52,7 +52,7 @@ class FollowedGuard:
         """The catalog feed's callback: the guard judges under the new catalog from the next batch on, and the rule
         check (`RuleCheck`) judges a widening on its types."""
         def switch(in_force: Any) -> None:
-            check.event_types = tuple(in_force.catalog)
+            check.use_catalog(in_force.catalog)
             plane.between_batches(lambda: self.use_catalog(in_force.catalog))
         return switch
 

@@ -68,6 +68,10 @@ class RuleCheck:
         for reason in G.REFUSALS:  # every series exists from the start, so the alert sees the first refusal
             metrics.RULES_REFUSED.labels(component, reason)
 
+    def use_catalog(self, catalog: Iterable[EventType]) -> None:
+        """Judge a widening on the types of the catalog now in force."""
+        self.event_types = tuple(catalog)
+
     def refusal(self, applied: AppliedRuleSet, in_force: AppliedRuleSet | None) -> str | None:
         """Why `applied` must not replace `in_force` (a `routing.governance.REFUSALS` reason), or None to follow it.
 

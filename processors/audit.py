@@ -13,7 +13,6 @@ import ctypes
 import logging
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Message, Producer
@@ -24,12 +23,13 @@ from hybridbus.adapters.s3 import s3_client
 from hybridbus.adapters.secrets import KafkaCredentials
 from hybridbus.adapters.topology import AUDIT_TOPIC, DECISIONS_TOPIC, PRIVATE
 from hybridbus.adapters.vault import VaultSession
-from hybridbus.runtime.accesstrail import authorizer_logs, trail_pass
+from hybridbus.runtime.accesstrail import Source, authorizer_logs, trail_pass
 from hybridbus.runtime.audit import ACCESS, CHECKPOINT, DECISION, Appended, Appender
 from hybridbus.runtime.auditstore import ARCHIVE_MAX_ENTRIES, AuditArchive, RecentEntries, read_chain, resume_chain
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.decisions import decode_record
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.vaulttrail import vault_audit_logs
 
 log = logging.getLogger("hbus.audit")
 
@@ -49,7 +49,7 @@ CHECKPOINT_EVERY = 5_000
 CHECKPOINT_INTERVAL = 60.0  # seconds: a quiet bus still gets its recent entries signed within a minute
 SIGNING_RETRY = 10.0  # seconds to wait before asking an unavailable Vault to sign again
 ARCHIVE_EVERY = 5.0  # seconds between archive passes while segments close; sooner once an object's worth waits
-TRAIL_EVERY = 10.0  # seconds between passes over the brokers' authorizer logs (a minute is chained once it is over)
+TRAIL_EVERY = 10.0  # seconds between passes over the authorizer and OpenBao audit logs (a minute is chained once over)
 RECENT_ENTRIES = 2 * ARCHIVE_MAX_ENTRIES  # kept for the archive (a few hundred bytes each); further back, it reads Kafka
 
 
@@ -132,7 +132,7 @@ class ChainWriter:
                 self.confirm()
         self.confirm()
 
-    def collect_trail(self, sources: dict[str, Path]) -> None:
+    def collect_trail(self, sources: dict[str, Source]) -> None:
         """Chain the access trail's groups of the minutes closed since the last pass; return once Kafka has them."""
         try:
             appended, gaps = trail_pass(self.appender, sources, int(time.time() * 1000))
@@ -231,8 +231,10 @@ def main() -> None:
 
     @app.timer(TRAIL_EVERY)
     async def collect_trail() -> None:
-        # Read where this writer runs: the local stack's brokers keep their authorizer logs under its state dir.
-        plane.between_batches(lambda: writer.collect_trail(authorizer_logs(cfg.state_dir)))
+        # Read where this writer runs: the local stack's brokers keep their authorizer logs, and OpenBao its audit
+        # device, under its state dir.
+        plane.between_batches(lambda: writer.collect_trail(authorizer_logs(cfg.state_dir)
+                                                           | vault_audit_logs(cfg.state_dir)))
 
     @app.task
     async def archive_closed() -> None:

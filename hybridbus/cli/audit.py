@@ -193,20 +193,21 @@ def access_cmd(who: str | None = typer.Option(None, "--who", help="One identity,
                topic: str | None = typer.Option(None, "--topic", help="One graded topic, e.g. "
                                                 "restricted.health.hospital_admission: its reads, and the decrypts "
                                                 "of the Transit key sealing its fields."),
+               key: str | None = typer.Option(None, "--key", help="One Transit key or KV path, e.g. "
+                                              "fields-health-restricted (who decrypted ID numbers)."),
                what: str | None = typer.Option(None, "--what", help="Topic, Transit key or KV path containing this "
-                                                                    "text, e.g. fields-health-restricted."),
-               action: str | None = typer.Option(None, "--action", help="read or describe (brokers); decrypt, "
-                                                                        "datakey, hmac or kv-read (Vault)."),
+                                                                    "text, e.g. health."),
+               action: str | None = typer.Option(None, "--action", help="read or describe (brokers); transit-decrypt, "
+                                                 "transit-datakey, transit-hmac or kv-read (Vault)."),
                from_: str | None = FROM, to: str | None = TO, source: str = SOURCE, as_json: bool = AS_JSON,
                as_csv: bool = AS_CSV) -> None:
-    """Who read which graded topic (the brokers' authorizer, from the chain) and who decrypted which field key or
-    read which secret (Vault's audit device), per minute with counts.
+    """Who read which graded topic (the brokers' authorizer) and who decrypted under which field key or read which
+    secret (OpenBao's audit device), per minute with counts: all from the chain, hashed and signed.
 
     Example: hbus audit query access --topic restricted.health.hospital_admission --from 2026-11-23 --to 2026-11-30
     """
     from hybridbus.ops.access import COLUMNS, trail
-    from hybridbus.ops.stack.components import vault_audit_log
 
-    rows = trail(_entries(source, AUDIT_TOPIC), vault_audit_log(settings()), who=who, topic=topic, what=what,
-                 action=action, from_ms=_when(from_), to_ms=_when(to))
+    rows = trail(_entries(source, AUDIT_TOPIC), who=who, topic=topic, key=key, what=what, action=action,
+                 from_ms=_when(from_), to_ms=_when(to))
     _emit(rows, COLUMNS, as_json, as_csv)

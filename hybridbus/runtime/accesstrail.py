@@ -1,17 +1,20 @@
-"""The brokers' side of the access trail: who read or described which graded topic, per minute with counts, as the
-private brokers' authorizer logs tell it; read from a saved position, so a restart or a rotation counts nothing twice.
+"""The access trail's logs read onto the chain: who read or described which graded topic (the private brokers'
+authorizer logs), per minute with counts, from a saved position, so a restart or a rotation counts nothing twice.
 
 Kafka's StandardAuthorizer logs to `kafka.authorizer.logger` every allowed operation at DEBUG and every denied one
 at INFO. `infra/local/log4j2.properties` sends those on graded topics (and the DLQ and quarantine, which hold graded
 data) to `<broker>/logs/kafka-authorizer.log`, and nothing else there; the audit writer collects that file onto the
 chain, one entry per (minute, principal, topic, operation, outcome) with the count of the broker's checks.
+
+Other logs join the same passes as further `Source`s with their own line parser (OpenBao's audit device: see
+`hybridbus.runtime.vaulttrail`): positions, rotation, grouping and chaining are the same for every source.
 """
 from __future__ import annotations
 
 import os
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,20 +38,22 @@ _LINE = re.compile(
 # Logins of the bus as the topology names them (dept-health, svc-router, pub-public-reader): the trail names the
 # identity, as Vault's audit device does (its AppRoles are hbus-<name>), so one --who finds both.
 _PRINCIPAL_PREFIXES = ("dept-", "svc-", "pub-")
+KAFKA, VAULT = "kafka", "vault"  # where a check was made: the brokers' authorizer, or OpenBao
 
 
 @dataclass(frozen=True, order=True)
 class Check:
-    """One authorizer decision the trail keeps: to the minute, who, which operation on which topic, and the answer."""
+    """One access decision the trail keeps: to the minute, who, which operation on what, and the answer."""
 
     minute: str  # ISO 8601 UTC to the minute, "2026-11-30T10:02"
-    who: str  # the identity: "health" for User:dept-health
-    topic: str
-    operation: str  # read | describe
-    outcome: str  # allowed | denied
-    principal: str  # as Kafka names it, "User:dept-health"
+    who: str  # the identity: "health" for User:dept-health (Kafka) and for AppRole hbus-health (Vault)
+    topic: str  # the topic; for Vault, the Transit key or the KV path
+    operation: str  # read | describe (Kafka); transit-decrypt | transit-datakey | transit-hmac | kv-read (Vault)
+    outcome: str  # allowed | denied (| failed: Vault allowed it, and the operation failed)
+    principal: str  # as the checker names it: "User:dept-health", "approle:hbus-health"
     host: str = field(default="", compare=False)
-    request: str = field(default="", compare=False)  # Fetch, OffsetCommit, Metadata, ListOffsets, … (ApiKeys names)
+    request: str = field(default="", compare=False)  # Fetch, OffsetCommit, … (Kafka's ApiKeys); Vault's operation
+    source: str = KAFKA
 
 
 def who_of(principal: str) -> str:
@@ -67,8 +72,9 @@ def parse_line(line: str) -> Check | None:
 
 @dataclass(frozen=True)
 class Group:
-    """One entry of the trail: the checks of one (minute, principal, topic, operation, outcome), counted."""
+    """One entry of the trail: the checks of one (source, minute, principal, topic, operation, outcome), counted."""
 
+    source: str
     minute: str
     who: str
     principal: str
@@ -80,17 +86,21 @@ class Group:
     requests: tuple[str, ...]
 
     def fields(self) -> dict[str, Any]:
-        return {"minute": self.minute, "who": self.who, "principal": self.principal, "topic": self.topic,
+        """The entry's fields. A broker's group names its topic (and, as before Vault joined, no source); Vault's
+        names its source and the Transit key (`key`) or the KV path (`path`) it touched."""
+        where = {"topic": self.topic} if self.source == KAFKA else {
+            "source": self.source, ("path" if self.operation.startswith("kv-") else "key"): self.topic}
+        return {"minute": self.minute, "who": self.who, "principal": self.principal, **where,
                 "operation": self.operation, "outcome": self.outcome, "count": self.count,
                 "hosts": list(self.hosts), "requests": list(self.requests)}
 
 
 def grouped(checks: Iterable[Check]) -> list[Group]:
-    """One group per (minute, principal, topic, operation, outcome), in that order: a consumer polling every few
-    hundred milliseconds makes one group a minute, not one entry per fetch."""
-    counts: dict[tuple[str, str, str, str, str, str], tuple[int, set[str], set[str]]] = {}
+    """One group per (source, minute, principal, topic, operation, outcome), in that order: a consumer polling every
+    few hundred milliseconds makes one group a minute, not one entry per fetch."""
+    counts: dict[tuple[str, str, str, str, str, str, str], tuple[int, set[str], set[str]]] = {}
     for c in checks:
-        key = (c.minute, c.who, c.principal, c.topic, c.operation, c.outcome)
+        key = (c.source, c.minute, c.who, c.principal, c.topic, c.operation, c.outcome)
         count, hosts, requests = counts.get(key, (0, set(), set()))
         hosts.add(c.host)
         requests.add(c.request)
@@ -101,15 +111,23 @@ def grouped(checks: Iterable[Check]) -> list[Group]:
 
 # --- reading the log files from a saved position ---------------------------------------------------------------
 
-# source (the broker's directory name) -> [inode, CRC of the file's first bytes, byte offset read up to]. The CRC
-# tells a new file that took a deleted one's inode from the file the position was saved in.
+# source name (the broker's directory name, "openbao") -> [inode, CRC of the file's first bytes, byte offset read up
+# to]. The CRC tells a new file that took a deleted one's inode from the file the position was saved in.
 Positions = dict[str, list[int]]
 HEAD_BYTES = 64  # a line's timestamp, to the millisecond, and the start of its message
 
 
-def authorizer_logs(state_dir: Path, cluster: str = "private") -> dict[str, Path]:
+@dataclass(frozen=True)
+class Source:
+    """A log the trail reads: its path (rotated files beside it as <name>.1 … .5) and how one of its lines reads."""
+
+    path: Path
+    parse: Callable[[str], Check | None] = parse_line
+
+
+def authorizer_logs(state_dir: Path, cluster: str = "private") -> dict[str, Source]:
     """Each broker of `cluster` in the local stack and its authorizer log (kafka-private, kafka-private-2, …)."""
-    return {path.parent.parent.name: path
+    return {path.parent.parent.name: Source(path)
             for path in sorted(state_dir.glob(f"kafka-{cluster}*/logs/{AUTHORIZER_LOG}"))}
 
 
@@ -147,7 +165,8 @@ class Collected:
     gaps: list[str]  # sources whose saved position was rotated away before it was read (checks lost there)
 
 
-def _lines_until_open_minute(handle: Any, open_from: str, checks: list[Check]) -> tuple[int, bool]:
+def _lines_until_open_minute(handle: Any, parse: Callable[[str], Check | None], open_from: str, checks: list[Check]
+                             ) -> tuple[int, bool]:
     """Read whole lines from `handle`; return (offset after the last line taken, whether it stopped at an open
     minute). A line of a minute not yet over, and a line still being written, are left for the next pass."""
     taken = handle.tell()
@@ -155,7 +174,7 @@ def _lines_until_open_minute(handle: Any, open_from: str, checks: list[Check]) -
         if not raw.endswith(b"\n"):
             break
         line = raw.decode("utf-8", "replace")
-        check = parse_line(line)
+        check = parse(line)
         if check is not None and check.minute >= open_from:
             return taken, True
         if check is not None:
@@ -164,7 +183,7 @@ def _lines_until_open_minute(handle: Any, open_from: str, checks: list[Check]) -
     return taken, False
 
 
-def collect(sources: Mapping[str, Path], positions: Mapping[str, list[int]], open_from: str) -> Collected:
+def collect(sources: Mapping[str, Source], positions: Mapping[str, list[int]], open_from: str) -> Collected:
     """Read every source from its saved position up to the first line of a minute at or after `open_from` (the
     minute now, which is not over): those minutes are counted whole in a later pass, so each group is one entry.
 
@@ -174,7 +193,8 @@ def collect(sources: Mapping[str, Path], positions: Mapping[str, list[int]], ope
     checks: list[Check] = []
     after: Positions = {name: list(pos) for name, pos in positions.items()}
     gaps: list[str] = []
-    for name, path in sources.items():
+    for name, source in sources.items():
+        path = source.path
         current = _identity(path)
         if current is None:
             continue
@@ -186,7 +206,7 @@ def collect(sources: Mapping[str, Path], positions: Mapping[str, list[int]], ope
             else:
                 with old.open("rb") as handle:
                     handle.seek(offset)
-                    taken, stopped = _lines_until_open_minute(handle, open_from, checks)
+                    taken, stopped = _lines_until_open_minute(handle, source.parse, open_from, checks)
                 if stopped:  # rotated within the minute now: the rest of it waits in the old file
                     after[name] = [inode, head, taken]
                     continue
@@ -195,16 +215,16 @@ def collect(sources: Mapping[str, Path], positions: Mapping[str, list[int]], ope
             offset = 0
         with path.open("rb") as handle:
             handle.seek(offset)
-            taken, _ = _lines_until_open_minute(handle, open_from, checks)
+            taken, _ = _lines_until_open_minute(handle, source.parse, open_from, checks)
         after[name] = [*current, taken]
     return Collected(checks, after, gaps)
 
 
-def read_range(sources: Mapping[str, Path], start: Mapping[str, list[int]], end: Mapping[str, list[int]]
+def read_range(sources: Mapping[str, Source], start: Mapping[str, list[int]], end: Mapping[str, list[int]]
                ) -> list[Check]:
     """The checks between two saved positions (a pass the writer did not finish storing), read again exactly."""
     checks: list[Check] = []
-    for name, path in sources.items():
+    for name, source in sources.items():
         if name not in end:
             continue
         end_inode, end_head, end_offset = end[name]
@@ -214,7 +234,7 @@ def read_range(sources: Mapping[str, Path], start: Mapping[str, list[int]], end:
         if not same:
             pieces.append(((end_inode, end_head), 0, end_offset))
         for identity, offset, stop in pieces:
-            found = _file_of(path, identity)
+            found = _file_of(source.path, identity)
             if found is None:
                 continue
             with found.open("rb") as handle:
@@ -222,7 +242,7 @@ def read_range(sources: Mapping[str, Path], start: Mapping[str, list[int]], end:
                 for raw in iter(handle.readline, b""):
                     if stop is not None and handle.tell() > stop or not raw.endswith(b"\n"):
                         break
-                    check = parse_line(raw.decode("utf-8", "replace"))
+                    check = source.parse(raw.decode("utf-8", "replace"))
                     if check is not None:
                         checks.append(check)
     return checks
@@ -234,9 +254,10 @@ def open_minute(now_ms: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M")
 
 
-def trail_pass(appender: Appender, sources: Mapping[str, Path], now_ms: int) -> tuple[Appended, list[str]]:
-    """One pass of the audit writer over the authorizer logs: the groups of the minutes closed since the last pass,
-    chained; and the sources whose unread lines were rotated away (named in a log line, never guessed at).
+def trail_pass(appender: Appender, sources: Mapping[str, Source], now_ms: int) -> tuple[Appended, list[str]]:
+    """One pass of the audit writer over the trail's logs (the authorizer logs, OpenBao's audit device): the groups
+    of the minutes closed since the last pass, chained; and the sources whose unread lines were rotated away (named
+    in a log line, never guessed at).
 
     If the last pass was stored only in part (the writer died between its entries), it is read again between the
     same positions and only the groups not stored yet are chained: nothing counted twice, nothing skipped.

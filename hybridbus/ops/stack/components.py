@@ -21,6 +21,7 @@ from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.secrets import KafkaCredentials, new_password, read_private, write_private
 from hybridbus.ops.stack.exceptions import StackError
 from hybridbus.ops.stack.process import ManagedProcess, port_open
+from hybridbus.runtime.vaulttrail import AUDIT_LOG
 
 KAFKA_VERSION = "4.1.1"
 KAFKA_HEAP = "-Xms128m -Xmx320m"
@@ -100,7 +101,7 @@ class Component:
 
 def vault_audit_log(cfg: Settings) -> Path:
     """Where the local OpenBao writes its audit device: one JSON line per request and per response."""
-    return cfg.state_dir / "vault" / "audit" / "audit.log"
+    return cfg.state_dir / AUDIT_LOG
 
 
 def new_cluster_id() -> str:

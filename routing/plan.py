@@ -89,6 +89,13 @@ class GradePlan:
     # Outputs when some views failed, by bit mask of the failed slots; filled on first need (bounded by 2**views).
     _outputs_by_failures: dict[int, tuple[PlannedOutput, ...]] = field(default_factory=dict, repr=False)
 
+    def is_forged(self, claimed_grade: Any) -> bool:
+        """Whether a producer's claimed grade is a forgery for an event of this plan's grade."""
+        if not claimed_grade:
+            return False
+        known = self.forged_claims.get(claimed_grade) if type(claimed_grade) is str else None
+        return known if known is not None else is_forged_claim(claimed_grade, self.grade)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TypePlan:
@@ -107,6 +114,20 @@ class TypePlan:
     def constant_grade(self) -> Grade | None:
         """The grade of every event of this type that carries only known keys; None when a field can raise it."""
         return None if self.raising else self.record_grade
+
+    @property
+    def fixed(self) -> GradePlan | None:
+        """The plan of every event of this type that carries only known keys, when no value can change it: no field
+        can raise its grade and no view's transform runs. None otherwise (the values must be read).
+
+        A reader that knows its records carry only the schema's fields (a decoded Avro record) then needs to
+        know only that a record is valid, not its values: its outputs all carry the record as it came.
+        """
+        grade = self.constant_grade
+        if grade is None:
+            return None
+        plan = self.by_grade[grade]
+        return None if plan.running else plan
 
 
 class PlannedResult:
@@ -177,7 +198,7 @@ class PlannedResult:
 class RoutingPlan:
     """A rule set compiled for the event types of a catalog; `route` is the per-event entry point."""
 
-    __slots__ = ("_by_id", "_by_key", "_foreign", "pseudonymising", "ruleset", "types", "version")
+    __slots__ = ("_by_id", "_by_key", "_foreign", "fixed", "pseudonymising", "ruleset", "types", "version")
 
     def __init__(self, ruleset: RuleSet, types: Iterable[TypePlan]) -> None:
         self.ruleset = ruleset
@@ -191,6 +212,8 @@ class RoutingPlan:
         # Event types (by key) some of whose events need a keyed pseudonym: only theirs are looked at beforehand.
         self.pseudonymising: frozenset[str] = frozenset(
             tp.key for tp in self.types if any(gp.pseudonymised for gp in tp.by_grade))
+        # Event types whose routing no value can change (`TypePlan.fixed`): their records need no payload.
+        self.fixed: tuple[TypePlan, ...] = tuple(tp for tp in self.types if tp.fixed is not None)
 
     def type_plan(self, event_type: EventType) -> TypePlan:
         """The plan of `event_type`; a type the plan was not compiled for is compiled on first sight."""
@@ -217,13 +240,8 @@ class RoutingPlan:
               pseudonymise: Pseudonymiser | None = None) -> PlannedResult:
         """What `routing.engine.route` decides for this event, with only the per-event work done."""
         tp = self._by_id.get(id(event_type)) or self.type_plan(event_type)
-        grade = grade_of(tp, payload)
-        gp = tp.by_grade[grade]
-        if not claimed_grade:
-            forged = False
-        else:
-            known = gp.forged_claims.get(claimed_grade) if type(claimed_grade) is str else None
-            forged = known if known is not None else is_forged_claim(claimed_grade, grade)
+        gp = tp.by_grade[grade_of(tp, payload)]
+        forged = gp.is_forged(claimed_grade) if claimed_grade else False
         running = gp.running
         if not running:
             return PlannedResult(gp, event_type, payload, forged, None, None)

@@ -14,7 +14,7 @@ from routing.engine import GRADED, Blocked, Decision, RoutingResult
 from routing.grades import HIGHEST, Grade
 from routing.headers import is_forged_claim
 from routing.rules import Rule, RuleSet, Transform, View
-from routing.transforms import Pseudonymiser, TransformError, apply, pseudonym_input
+from routing.transforms import CompiledTransform, Pseudonymiser, TransformError, compile_transform, pseudonym_input
 
 SOURCE = -1  # the slot of a decision that carries the event's own payload (the graded copy, direct destinations)
 
@@ -57,7 +57,8 @@ class ViewPlan:
     name: str
     rule_id: str
     view_type: EventType | None  # None when blocked for want of an approval: route() never derives it then
-    steps: tuple[tuple[str, Transform, bool], ...]  # (field, transform, is keep), in view order; no drops
+    # (field, transform, compiled transform or None for keep), in view order; no drops
+    steps: tuple[tuple[str, Transform, CompiledTransform | None], ...]
     slot: int  # its index among the views whose transforms run per event; SOURCE when none run
     decisions: tuple[PlannedDecision, ...]  # when its transforms succeed (empty when its grade blocks it)
     blocked: tuple[Blocked, ...]  # when its transforms succeed, or never run
@@ -253,9 +254,9 @@ class RoutingPlan:
         for view in running:
             out: dict[str, Any] | None = {}
             try:
-                for name, transform, keep in view.steps:
+                for name, _, compiled in view.steps:
                     value = get(name)  # type: ignore[misc]
-                    out[name] = value if keep or value is None else apply(transform, value, pseudonymise)  # type: ignore[index]
+                    out[name] = value if compiled is None or value is None else compiled(value, pseudonymise)  # type: ignore[index]
             except TransformError as exc:
                 if errors is None:
                     errors = [None] * len(running)
@@ -352,7 +353,8 @@ def _view_plans(event_type: EventType, rule: Rule) -> tuple[ViewPlan, ...]:
 def _view_plan(event_type: EventType, rule: Rule, view: View, destinations: tuple[str, ...], slot: int) -> ViewPlan:
     view_type = derive_event_type(event_type, view)
     names = {f.name for f in view_type.fields}
-    steps = tuple((name, t, t.kind == "keep") for name, t in view.fields if t.kind != "drop" and name in names)
+    steps = tuple((name, t, None if t.kind == "keep" else compile_transform(t))
+                  for name, t in view.fields if t.kind != "drop" and name in names)
     # Why the grade checks are static: the output's keys are the steps' names, all fields of the view type, so
     # effective_grade(view_type, out) can never exceed view_type.schema_grade (no unknown key, no field above
     # it). If that bound is public the output is public whatever its values; if not, route() blocks with

@@ -224,7 +224,7 @@ _CHECKED_TYPES = frozenset({"null", "boolean", "int", "long", "float", "double",
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """The zig-zag varint at `pos` of 2 to 10 bytes (the one-byte case is inlined) and the position after it."""
+    """The zig-zag varint at `pos` of up to 10 bytes (the check inlines one and two) and the position after it."""
     byte = data[pos]
     value, shift = byte & 0x7F, 7
     while byte & 0x80:
@@ -261,10 +261,15 @@ def compile_body_check(event_type: EventType, int_fields: Iterable[str] = ()) ->
 
 
 def _read_varint(name: str, indent: str) -> list[str]:
+    # One and two bytes inline (every length below 8 KiB): a call per value would cost as much as the rest.
     return [f"{indent}byte = data[pos]",
             f"{indent}if byte < 0x80:",
             f"{indent} {name} = (byte >> 1) ^ -(byte & 1)",
             f"{indent} pos += 1",
+            f"{indent}elif data[pos + 1] < 0x80:",
+            f"{indent} {name} = (byte & 0x7F) | (data[pos + 1] << 7)",
+            f"{indent} {name} = ({name} >> 1) ^ -({name} & 1)",
+            f"{indent} pos += 2",
             f"{indent}else:",
             f"{indent} {name}, pos = _varint(data, pos)"]
 

@@ -6,6 +6,7 @@ pseudonyms are computed per batch, before routing it: the distinct values of the
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,7 +16,7 @@ from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.exceptions import DecodeError, UnknownSchemaError
 from hybridbus.adapters.loaders import derived_event_types
 from hybridbus.adapters.topology import DLQ_TOPIC
-from hybridbus.runtime.decisions import DecisionBatch, DecisionRecord, Shape, Template
+from hybridbus.runtime.decisions import DecisionRecord, Shape, Template, encode_rows
 from hybridbus.runtime.records import Headers, OutRecord, Record, dlq_record, event_id_of, header_map, text
 from routing import headers as H
 from routing.catalog import Catalog, EventType
@@ -83,7 +84,7 @@ class RouterBatch:
     """What one batch of ingress records turned into. Produce `outputs` and `dlq`, then `decision_records()` to
     `_hbus.decisions` (key b"router"); after every one is acknowledged, `publish_metrics()` and commit."""
 
-    __slots__ = ("now_ms", "version", "outputs", "dlq", "decisions", "hits", "dlq_reasons", "occurred", "stamp",
+    __slots__ = ("now_ms", "version", "outputs", "dlq", "ids", "shapes", "dlq_reasons", "occurred", "stamp",
                  "pseudonymise", "decoded")
 
     def __init__(self, now_ms: int, version: str) -> None:
@@ -91,8 +92,10 @@ class RouterBatch:
         self.version = version
         self.outputs: list[Record] = []  # graded copies and derived views
         self.dlq: list[Record] = []  # refused input, to `_hbus.dlq`, with the reason
-        self.decisions = DecisionBatch(COMPONENT, now_ms)
-        self.hits: dict[_Shape, int] = {}  # events per outcome shape: the metric counts, expanded at the end
+        # Per event, in order: its id, and its outcome shape (or the decisions of its DLQ copy). The decision records
+        # and the metric counts are made from these two lists at the end of the batch, not per event.
+        self.ids: list[str] = []
+        self.shapes: list[_Shape | Shape] = []
         self.dlq_reasons: dict[str, int] = {}
         self.occurred: list[bytes] = []  # occurred-at headers of routed events, for the latency histogram
         # The same two stamps on every output of the batch.
@@ -102,16 +105,19 @@ class RouterBatch:
         self.decoded: dict[int, tuple[bytes, EventType, dict[str, Any]]] = {}
 
     def __len__(self) -> int:
-        return len(self.decisions)
+        return len(self.ids)
 
     def decision_records(self) -> list[bytes]:
         """The batch's `_hbus.decisions` values: one compact record (more only for a very large batch)."""
-        return self.decisions.records()
+        rows = list(zip(self.ids, [s.decisions if type(s) is _Shape else s for s in self.shapes]))
+        return encode_rows(COMPONENT, self.now_ms, rows)  # type: ignore[arg-type]
 
     def counts(self) -> dict[Any, dict[tuple[str, ...], int]]:
         """Metric -> label values -> amount, for the whole batch."""
         out: dict[Any, dict[tuple[str, ...], int]] = {}
-        for shape, events in self.hits.items():
+        for shape, events in Counter(self.shapes).items():
+            if type(shape) is not _Shape:
+                continue  # a DLQ copy's decisions: counted by dlq_reasons
             for metric, labels, amount in shape.counts:
                 per = out.setdefault(metric, {})
                 per[labels] = per.get(labels, 0) + amount * events
@@ -262,9 +268,8 @@ class RouterStep:
             reject = _Reject("routing_error", f"routing failed: {type(exc).__name__}")
             self._reject_into(batch, topic, partition, key, value, headers, event_id, reject)
             return
-        batch.decisions.rows.append((event_id, shape.decisions))
-        hits = batch.hits
-        hits[shape] = hits.get(shape, 0) + 1
+        batch.ids.append(event_id)
+        batch.shapes.append(shape)
         occurred = hdrs.get(H.OCCURRED_AT)
         if occurred:
             batch.occurred.append(occurred)
@@ -273,7 +278,8 @@ class RouterStep:
                      headers: Headers | None, event_id: str, reject: _Reject) -> None:
         hdrs = header_map(headers)
         batch.dlq.append(dlq_record(topic, partition, key, value, hdrs, reject.reason))
-        batch.decisions.rows.append((event_id, (self._dlq_template(topic, hdrs, reject.reason, batch.version),)))
+        batch.ids.append(event_id)
+        batch.shapes.append((self._dlq_template(topic, hdrs, reject.reason, batch.version),))
         batch.dlq_reasons[reject.kind] = batch.dlq_reasons.get(reject.kind, 0) + 1
 
     @staticmethod

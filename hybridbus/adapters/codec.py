@@ -223,20 +223,6 @@ class AvroCodec:
 _CHECKED_TYPES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """The zig-zag varint at `pos` of up to 10 bytes (the check inlines one and two) and the position after it."""
-    byte = data[pos]
-    value, shift = byte & 0x7F, 7
-    while byte & 0x80:
-        if shift > 63:
-            raise IndexError("varint over 10 bytes")  # fastavro reads on: leave the verdict to decode
-        pos += 1
-        byte = data[pos]
-        value |= (byte & 0x7F) << shift
-        shift += 7
-    return (value >> 1) ^ -(value & 1), pos + 1
-
-
 def compile_body_check(event_type: EventType, int_fields: Iterable[str] = ()) -> Callable[[bytes], bool] | None:
     """The body check of `event_type` (see above), or None when a field is of a type beyond it (a record, an enum,
     an array, a map, a fixed, a logical type): decode then judges every record of the type."""
@@ -255,23 +241,27 @@ def compile_body_check(event_type: EventType, int_fields: Iterable[str] = ()) ->
         else:
             lines += _check_value(branches[0], spec.name in ranged, " ")
     lines.append(" return pos == end")
-    namespace: dict[str, Any] = {"_varint": _varint}
+    namespace: dict[str, Any] = {}
     exec(compile("\n".join(lines), f"<body check of {event_type.key} v{event_type.version}>", "exec"), namespace)
     return namespace["check"]  # type: ignore[no-any-return]
 
 
 def _read_varint(name: str, indent: str) -> list[str]:
-    # One and two bytes inline (every length below 8 KiB): a call per value would cost as much as the rest.
+    # Inline, with one byte (small numbers, short texts) first: a call per value would cost as much as the rest.
     return [f"{indent}byte = data[pos]",
+            f"{indent}pos += 1",
             f"{indent}if byte < 0x80:",
             f"{indent} {name} = (byte >> 1) ^ -(byte & 1)",
-            f"{indent} pos += 1",
-            f"{indent}elif data[pos + 1] < 0x80:",
-            f"{indent} {name} = (byte & 0x7F) | (data[pos + 1] << 7)",
-            f"{indent} {name} = ({name} >> 1) ^ -({name} & 1)",
-            f"{indent} pos += 2",
             f"{indent}else:",
-            f"{indent} {name}, pos = _varint(data, pos)"]
+            f"{indent} {name}, shift = byte & 0x7F, 7",
+            f"{indent} while byte & 0x80:",
+            f"{indent}  if shift > 63:",
+            f"{indent}   raise IndexError('varint over 10 bytes')",  # fastavro reads on: decode judges
+            f"{indent}  byte = data[pos]",
+            f"{indent}  pos += 1",
+            f"{indent}  {name} |= (byte & 0x7F) << shift",
+            f"{indent}  shift += 7",
+            f"{indent} {name} = ({name} >> 1) ^ -({name} & 1)"]
 
 
 def _check_value(avro_type: str, ranged: bool, indent: str) -> list[str]:

@@ -11,7 +11,8 @@ import pytest
 from hybridbus.adapters.codec import MARKER, AvroCodec, compile_body_check
 from hybridbus.adapters.exceptions import DecodeError, UnknownSchemaError
 from hybridbus.adapters.loaders import load_catalog_dir
-from routing.catalog import EventType, event_type_from_schema
+from routing.catalog import EventType
+from tests.unit.adapters.test_codec import _custom_type
 from tests.unit.runtime.inputs import hostile_records, sample_records
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -78,13 +79,6 @@ def test_the_hostile_corpus_and_damaged_records_get_decodes_verdict_and_reason()
     hostile = [value for _, _, _, value, _ in hostile_records(CATALOG, codec, 200)]
     taken = [_same_verdict(codec, value) for value in hostile + _damaged(samples, 4000, seed=17)]
     assert 0 < sum(taken) < len(taken)  # both ways were exercised
-
-
-def _custom_type(fields: list[dict[str, Any]]) -> EventType:
-    schema = {"type": "record", "name": "Custom", "namespace": "hybridbus.transport", "hbus.dept": "transport",
-              "hbus.event": "custom", "hbus.version": 1, "grade": "public",
-              "fields": [{**f, "grade": "public"} for f in fields]}
-    return event_type_from_schema(schema, "test", CATALOG.departments)[0]
 
 
 PRIMITIVES = _custom_type([

@@ -14,7 +14,7 @@ from routing.engine import GRADED, Blocked, Decision, RoutingResult
 from routing.grades import HIGHEST, Grade
 from routing.headers import is_forged_claim
 from routing.rules import Rule, RuleSet, Transform, View
-from routing.transforms import Pseudonymiser, TransformError, apply, pseudonym_input
+from routing.transforms import CompiledTransform, Pseudonymiser, TransformError, compile_transform, pseudonym_input
 
 SOURCE = -1  # the slot of a decision that carries the event's own payload (the graded copy, direct destinations)
 
@@ -57,7 +57,8 @@ class ViewPlan:
     name: str
     rule_id: str
     view_type: EventType | None  # None when blocked for want of an approval: route() never derives it then
-    steps: tuple[tuple[str, Transform, bool], ...]  # (field, transform, is keep), in view order; no drops
+    # (field, transform, compiled transform or None for keep), in view order; no drops
+    steps: tuple[tuple[str, Transform, CompiledTransform | None], ...]
     slot: int  # its index among the views whose transforms run per event; SOURCE when none run
     decisions: tuple[PlannedDecision, ...]  # when its transforms succeed (empty when its grade blocks it)
     blocked: tuple[Blocked, ...]  # when its transforms succeed, or never run
@@ -89,6 +90,13 @@ class GradePlan:
     # Outputs when some views failed, by bit mask of the failed slots; filled on first need (bounded by 2**views).
     _outputs_by_failures: dict[int, tuple[PlannedOutput, ...]] = field(default_factory=dict, repr=False)
 
+    def is_forged(self, claimed_grade: Any) -> bool:
+        """Whether a producer's claimed grade is a forgery for an event of this plan's grade."""
+        if not claimed_grade:
+            return False
+        known = self.forged_claims.get(claimed_grade) if type(claimed_grade) is str else None
+        return known if known is not None else is_forged_claim(claimed_grade, self.grade)
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class TypePlan:
@@ -107,6 +115,20 @@ class TypePlan:
     def constant_grade(self) -> Grade | None:
         """The grade of every event of this type that carries only known keys; None when a field can raise it."""
         return None if self.raising else self.record_grade
+
+    @property
+    def fixed(self) -> GradePlan | None:
+        """The plan of every event of this type that carries only known keys, when no value can change it: no field
+        can raise its grade and no view's transform runs. None otherwise (the values must be read).
+
+        A reader that knows its records carry only the schema's fields (a decoded Avro record) then needs to
+        know only that a record is valid, not its values: its outputs all carry the record as it came.
+        """
+        grade = self.constant_grade
+        if grade is None:
+            return None
+        plan = self.by_grade[grade]
+        return None if plan.running else plan
 
 
 class PlannedResult:
@@ -177,7 +199,7 @@ class PlannedResult:
 class RoutingPlan:
     """A rule set compiled for the event types of a catalog; `route` is the per-event entry point."""
 
-    __slots__ = ("_by_id", "_by_key", "_foreign", "pseudonymising", "ruleset", "types", "version")
+    __slots__ = ("_by_id", "_by_key", "_foreign", "fixed", "pseudonymising", "ruleset", "types", "version")
 
     def __init__(self, ruleset: RuleSet, types: Iterable[TypePlan]) -> None:
         self.ruleset = ruleset
@@ -191,6 +213,8 @@ class RoutingPlan:
         # Event types (by key) some of whose events need a keyed pseudonym: only theirs are looked at beforehand.
         self.pseudonymising: frozenset[str] = frozenset(
             tp.key for tp in self.types if any(gp.pseudonymised for gp in tp.by_grade))
+        # Event types whose routing no value can change (`TypePlan.fixed`): their records need no payload.
+        self.fixed: tuple[TypePlan, ...] = tuple(tp for tp in self.types if tp.fixed is not None)
 
     def type_plan(self, event_type: EventType) -> TypePlan:
         """The plan of `event_type`; a type the plan was not compiled for is compiled on first sight."""
@@ -217,13 +241,8 @@ class RoutingPlan:
               pseudonymise: Pseudonymiser | None = None) -> PlannedResult:
         """What `routing.engine.route` decides for this event, with only the per-event work done."""
         tp = self._by_id.get(id(event_type)) or self.type_plan(event_type)
-        grade = grade_of(tp, payload)
-        gp = tp.by_grade[grade]
-        if not claimed_grade:
-            forged = False
-        else:
-            known = gp.forged_claims.get(claimed_grade) if type(claimed_grade) is str else None
-            forged = known if known is not None else is_forged_claim(claimed_grade, grade)
+        gp = tp.by_grade[grade_of(tp, payload)]
+        forged = gp.is_forged(claimed_grade) if claimed_grade else False
         running = gp.running
         if not running:
             return PlannedResult(gp, event_type, payload, forged, None, None)
@@ -235,9 +254,9 @@ class RoutingPlan:
         for view in running:
             out: dict[str, Any] | None = {}
             try:
-                for name, transform, keep in view.steps:
+                for name, _, compiled in view.steps:
                     value = get(name)  # type: ignore[misc]
-                    out[name] = value if keep or value is None else apply(transform, value, pseudonymise)  # type: ignore[index]
+                    out[name] = value if compiled is None or value is None else compiled(value, pseudonymise)  # type: ignore[index]
             except TransformError as exc:
                 if errors is None:
                     errors = [None] * len(running)
@@ -334,7 +353,8 @@ def _view_plans(event_type: EventType, rule: Rule) -> tuple[ViewPlan, ...]:
 def _view_plan(event_type: EventType, rule: Rule, view: View, destinations: tuple[str, ...], slot: int) -> ViewPlan:
     view_type = derive_event_type(event_type, view)
     names = {f.name for f in view_type.fields}
-    steps = tuple((name, t, t.kind == "keep") for name, t in view.fields if t.kind != "drop" and name in names)
+    steps = tuple((name, t, None if t.kind == "keep" else compile_transform(t))
+                  for name, t in view.fields if t.kind != "drop" and name in names)
     # Why the grade checks are static: the output's keys are the steps' names, all fields of the view type, so
     # effective_grade(view_type, out) can never exceed view_type.schema_grade (no unknown key, no field above
     # it). If that bound is public the output is public whatever its values; if not, route() blocks with

@@ -14,6 +14,7 @@ from routing.grades import Grade
 from routing.rules import Transform
 
 Pseudonymiser = Callable[[bytes], "bytes | str"]
+CompiledTransform = Callable[[Any, "Pseudonymiser | None"], Any]  # apply(transform, value, p) for a non-None value
 
 # Grades a lowering transform may take down to public (就高从严: nothing above sensitive).
 LOWERABLE = (Grade.PUBLIC, Grade.INTERNAL, Grade.SENSITIVE)
@@ -75,6 +76,42 @@ def apply(transform: Transform, value: Any, pseudonymise: Pseudonymiser | None =
         result = pseudonymise(pseudonym_input(transform, value))
         return result.decode() if isinstance(result, bytes) else str(result)
     raise TransformError(f"transform {transform.kind!r} produces no value")
+
+
+def compile_transform(transform: Transform) -> CompiledTransform:
+    """`apply(transform, value, pseudonymise)` for a value that is not None, with what depends only on the
+    transform decided once (compiled plans call it per event; `apply` stays the reference)."""
+    kind, arg = transform.kind, transform.arg or ""
+    if kind == "keep":
+        return lambda value, _pseudonymise: value
+    if kind == "mask":
+        return lambda value, _pseudonymise: mask(str(value))
+    if kind == "generalise" and arg in ("month", "date"):
+        return _time_generaliser("%Y-%m" if arg == "month" else "%Y-%m-%d")
+    return lambda value, pseudonymise: apply(transform, value, pseudonymise)
+
+
+_DAY_MS = 86_400_000
+_DAYS_REMEMBERED = 4096
+_REMEMBERED_UNTIL_MS = 2**42  # about the year 2109: far inside the range of datetime and of exact float division
+
+
+def _time_generaliser(fmt: str) -> CompiledTransform:
+    """`generalise` to a month or a date, remembering the answer per day of epoch milliseconds: the events of a
+    stream fall on a few days, and formatting a date costs more than the rest of a view."""
+    by_day: dict[int, str] = {}
+
+    def generalise_time(value: Any, _pseudonymise: Pseudonymiser | None = None) -> str:
+        if type(value) is not int or not 0 <= value < _REMEMBERED_UNTIL_MS:
+            return _as_datetime(value).strftime(fmt)
+        day = value // _DAY_MS  # a UTC day: the month and the date are those of every millisecond in it
+        found = by_day.get(day)
+        if found is None:
+            if len(by_day) >= _DAYS_REMEMBERED:
+                by_day.clear()
+            found = by_day[day] = _as_datetime(value).strftime(fmt)
+        return found
+    return generalise_time
 
 
 def pseudonym_input(transform: Transform, value: Any) -> bytes:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,8 @@ class _Entry:
     field_schemas: Mapping[str, Any]  # each field's type parsed once, for the field-by-field validate()
     names: frozenset[str]
     checks: tuple[_FieldCheck, ...] | None  # None when a field's type is beyond the exact check: validate() decides
+    body_check: Callable[[bytes], bool] | None  # `compile_body_check`'s; None when a field's type is beyond it
+    fingerprint: bytes
 
 
 def header_fingerprint(data: bytes | None) -> bytes | None:
@@ -83,7 +85,8 @@ class AvroCodec:
                            if "int" in _base_types(f.avro_type) and "long" not in _base_types(f.avro_type))
         entry = _Entry(event_type, parse_schema(dict(event_type.schema)), MARKER + fp, int_fields,
                        {f.name: _field_schema(f.avro_type) for f in event_type.fields},
-                       frozenset(f.name for f in event_type.fields), _field_checks(event_type))
+                       frozenset(f.name for f in event_type.fields), _field_checks(event_type),
+                       compile_body_check(event_type, int_fields), fp)
         self._by_fingerprint[fp] = entry
         self._by_type[(event_type.key, event_type.version)] = entry
 
@@ -97,8 +100,13 @@ class AvroCodec:
         """True when records of this 8-byte fingerprint decode here (a catalog type or a view added)."""
         return fingerprint in self._by_fingerprint
 
+    def knows_type(self, event_type: EventType) -> bool:
+        """True when this codec's entry for the type's key and version is this very type object."""
+        entry = self._by_type.get((event_type.key, event_type.version))
+        return entry is not None and entry.event_type is event_type
+
     def fingerprint(self, event_type: EventType) -> bytes:
-        return self._entry(event_type).prefix[2:]
+        return self._entry(event_type).fingerprint
 
     def validate(self, event_type: EventType, payload: Any) -> list[FieldProblem]:
         """Every problem of `payload` against the schema, by field; an empty list means valid."""
@@ -155,6 +163,25 @@ class AvroCodec:
         return dict(payload)
 
     def decode(self, data: bytes) -> tuple[EventType, dict[str, Any]]:
+        return self._decode(data, self._entry_of(data))
+
+    def decode_unless(self, data: bytes, unread: Container[bytes]) -> tuple[EventType, dict[str, Any] | None]:
+        """`decode`, but a record whose fingerprint is in `unread` is only checked: (its type, None) when it decodes.
+
+        For a reader that needs a record's type and its validity, not its values. The verdict is decode's: the
+        check accepts only what decode accepts, and anything it does not accept is decoded (for the error and its
+        reason, or for a record decode takes that the check does not, which then comes with its payload).
+        """
+        entry = self._entry_of(data)
+        if entry.body_check is not None and type(data) is bytes and entry.fingerprint in unread:
+            try:
+                if entry.body_check(data):
+                    return entry.event_type, None
+            except (IndexError, UnicodeDecodeError):  # past the end, or text that is not UTF-8: decode says which
+                pass
+        return self._decode(data, entry)
+
+    def _entry_of(self, data: bytes) -> _Entry:
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise DecodeError(f"expected bytes, got {type(data).__name__}")
         if len(data) < HEADER_SIZE:
@@ -164,6 +191,10 @@ class AvroCodec:
         entry = self._by_fingerprint.get(bytes(data[2:HEADER_SIZE]))
         if entry is None:
             raise UnknownSchemaError(f"unknown schema fingerprint {bytes(data[2:HEADER_SIZE]).hex()}")
+        return entry
+
+    @staticmethod
+    def _decode(data: bytes, entry: _Entry) -> tuple[EventType, dict[str, Any]]:
         body = io.BytesIO(data)  # shares the bytes of a `bytes` value: the body is read where it lies, not copied
         body.seek(HEADER_SIZE)
         try:
@@ -177,6 +208,78 @@ class AvroCodec:
             if isinstance(value, int) and not INT_MIN <= value <= INT_MAX:
                 raise DecodeError(f"{entry.event_type.key}: field {name!r} is out of range for int")
         return entry.event_type, record
+
+
+# --- the body check: is a record valid, without building it ------------------------------------------------------
+#
+# A reader that needs only to know that a record decodes (the router, for a type whose routing no value can change)
+# runs a function compiled per schema that walks the body as fastavro's reader does: varints, lengths, UTF-8, union
+# branches, int ranges, and no byte left over. It returns True only where fastavro's reader (and decode's checks
+# around it) would accept the record; False or an IndexError / UnicodeDecodeError leave the verdict to decode. It
+# is stricter than the reader at the edges (a varint over 10 bytes, a negative length, a length past the end, a
+# negative union branch), which decode then judges. The function is written out as source and compiled, so that
+# every field is a few straight lines: the same walk as a loop over the fields costs about twice as much. No text
+# of the schema enters that source (field names, docs): only the fields' primitive types, in order.
+
+_CHECKED_TYPES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
+
+
+def compile_body_check(event_type: EventType, int_fields: Iterable[str] = ()) -> Callable[[bytes], bool] | None:
+    """The body check of `event_type` (see above), or None when a field is of a type beyond it (a record, an enum,
+    an array, a map, a fixed, a logical type): decode then judges every record of the type."""
+    ranged = frozenset(int_fields)
+    lines = ["def check(data):", " end = len(data)", f" pos = {HEADER_SIZE}"]
+    for spec in event_type.fields:
+        branches = spec.avro_type if isinstance(spec.avro_type, list) else [spec.avro_type]
+        if not branches or not all(isinstance(b, str) and b in _CHECKED_TYPES for b in branches):
+            return None
+        if isinstance(spec.avro_type, list):
+            lines += _read_varint("branch", " ")
+            for index, branch in enumerate(branches):
+                lines.append(f" {'if' if index == 0 else 'elif'} branch == {index}:")
+                lines += _check_value(branch, spec.name in ranged, "  ")
+            lines.append(" else:\n  return False")
+        else:
+            lines += _check_value(branches[0], spec.name in ranged, " ")
+    lines.append(" return pos == end")
+    namespace: dict[str, Any] = {}
+    exec(compile("\n".join(lines), f"<body check of {event_type.key} v{event_type.version}>", "exec"), namespace)
+    return namespace["check"]  # type: ignore[no-any-return]
+
+
+def _read_varint(name: str, indent: str) -> list[str]:
+    # Inline, with one byte (small numbers, short texts) first: a call per value would cost as much as the rest.
+    return [f"{indent}byte = data[pos]",
+            f"{indent}pos += 1",
+            f"{indent}if byte < 0x80:",
+            f"{indent} {name} = (byte >> 1) ^ -(byte & 1)",
+            f"{indent}else:",
+            f"{indent} {name}, shift = byte & 0x7F, 7",
+            f"{indent} while byte & 0x80:",
+            f"{indent}  if shift > 63:",
+            f"{indent}   raise IndexError('varint over 10 bytes')",  # fastavro reads on: decode judges
+            f"{indent}  byte = data[pos]",
+            f"{indent}  pos += 1",
+            f"{indent}  {name} |= (byte & 0x7F) << shift",
+            f"{indent}  shift += 7",
+            f"{indent} {name} = ({name} >> 1) ^ -({name} & 1)"]
+
+
+def _check_value(avro_type: str, ranged: bool, indent: str) -> list[str]:
+    if avro_type == "null":
+        return [f"{indent}pass"]
+    if avro_type in ("int", "long"):
+        lines = _read_varint("number", indent)
+        if ranged:
+            lines += [f"{indent}if not {INT_MIN} <= number <= {INT_MAX}:", f"{indent} return False"]
+        return lines
+    if avro_type in ("boolean", "float", "double"):  # fixed sizes; fastavro takes any byte for a boolean
+        size = {"boolean": 1, "float": 4, "double": 8}[avro_type]
+        return [f"{indent}pos += {size}", f"{indent}if pos > end:", f"{indent} return False"]
+    lines = _read_varint("size", indent) + [f"{indent}if size < 0 or pos + size > end:", f"{indent} return False"]
+    if avro_type == "string":
+        lines.append(f"{indent}data[pos:pos + size].decode()")  # strict UTF-8, as fastavro's reader
+    return lines + [f"{indent}pos += size"]
 
 
 _ABSENT = object()

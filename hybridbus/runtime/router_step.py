@@ -6,6 +6,7 @@ pseudonyms are computed per batch, before routing it: the distinct values of the
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -15,7 +16,7 @@ from hybridbus.adapters.codec import AvroCodec
 from hybridbus.adapters.exceptions import DecodeError, UnknownSchemaError
 from hybridbus.adapters.loaders import derived_event_types
 from hybridbus.adapters.topology import DLQ_TOPIC
-from hybridbus.runtime.decisions import DecisionBatch, DecisionRecord, Shape, Template
+from hybridbus.runtime.decisions import DecisionRecord, Shape, Template, encode_rows
 from hybridbus.runtime.records import Headers, OutRecord, Record, dlq_record, event_id_of, header_map, text
 from routing import headers as H
 from routing.catalog import Catalog, EventType
@@ -83,33 +84,40 @@ class RouterBatch:
     """What one batch of ingress records turned into. Produce `outputs` and `dlq`, then `decision_records()` to
     `_hbus.decisions` (key b"router"); after every one is acknowledged, `publish_metrics()` and commit."""
 
-    __slots__ = ("now_ms", "version", "outputs", "dlq", "decisions", "hits", "dlq_reasons", "occurred", "stamp",
-                 "pseudonymise")
+    __slots__ = ("now_ms", "version", "outputs", "dlq", "ids", "shapes", "dlq_reasons", "occurred", "stamp",
+                 "pseudonymise", "decoded")
 
     def __init__(self, now_ms: int, version: str) -> None:
         self.now_ms = now_ms
         self.version = version
         self.outputs: list[Record] = []  # graded copies and derived views
         self.dlq: list[Record] = []  # refused input, to `_hbus.dlq`, with the reason
-        self.decisions = DecisionBatch(COMPONENT, now_ms)
-        self.hits: dict[_Shape, int] = {}  # events per outcome shape: the metric counts, expanded at the end
+        # Per event, in order: its id, and its outcome shape (or the decisions of its DLQ copy). The decision records
+        # and the metric counts are made from these two lists at the end of the batch, not per event.
+        self.ids: list[str] = []
+        self.shapes: list[_Shape | Shape] = []
         self.dlq_reasons: dict[str, int] = {}
         self.occurred: list[bytes] = []  # occurred-at headers of routed events, for the latency histogram
         # The same two stamps on every output of the batch.
         self.stamp = [(H.RULES_VERSION, version.encode()), (H.ROUTED_AT, str(now_ms).encode())]
         self.pseudonymise: Pseudonymiser | None = None  # the batch's pseudonyms, once `RouterStep.prepare` made them
+        # What `prepare` decoded, by the id of the value (kept beside it, so the id stays its own): route_into reuses it.
+        self.decoded: dict[int, tuple[bytes, EventType, dict[str, Any]]] = {}
 
     def __len__(self) -> int:
-        return len(self.decisions)
+        return len(self.ids)
 
     def decision_records(self) -> list[bytes]:
         """The batch's `_hbus.decisions` values: one compact record (more only for a very large batch)."""
-        return self.decisions.records()
+        rows = list(zip(self.ids, [s.decisions if type(s) is _Shape else s for s in self.shapes]))
+        return encode_rows(COMPONENT, self.now_ms, rows)  # type: ignore[arg-type]
 
     def counts(self) -> dict[Any, dict[tuple[str, ...], int]]:
         """Metric -> label values -> amount, for the whole batch."""
         out: dict[Any, dict[tuple[str, ...], int]] = {}
-        for shape, events in self.hits.items():
+        for shape, events in Counter(self.shapes).items():
+            if type(shape) is not _Shape:
+                continue  # a DLQ copy's decisions: counted by dlq_reasons
             for metric, labels, amount in shape.counts:
                 per = out.setdefault(metric, {})
                 per[labels] = per.get(labels, 0) + amount * events
@@ -171,6 +179,11 @@ class RouterStep:
             self._know(view_type)
         self._shapes: dict[Any, _Shape] = {}
         self._plain: dict[Any, _Shape] = {}  # by grade plan: the shapes of events neither forged nor failing a view
+        # Types whose routing no value can change: their records are checked, not decoded into a dict, and take the
+        # plan's shape as it is (by the codec's type objects, which are the catalog's).
+        self._fixed = {id(tp.event_type): (tp.event_type, tp.fixed) for tp in plan.fixed}
+        self._unread = frozenset(self.codec.fingerprint(tp.event_type) for tp in plan.fixed
+                                 if self.codec.knows_type(tp.event_type))
         # Ingress topics whose events may need a pseudonym: `prepare` decodes only these ahead of routing.
         self._pseudonymising = frozenset(self.catalog.get(key).ingress_topic for key in plan.pseudonymising)
         if self.pseudonyms is not None:
@@ -183,12 +196,13 @@ class RouterStep:
         """Before `route_into`: the pseudonyms every (topic, value) of the batch will need, from one request.
 
         Blocks while the source cannot answer (the batch waits; nothing of it is produced or committed). Only the
-        records of types with a pseudonymising view are decoded here (a second time, in `route_into`); one that
-        does not decode is left to `route_into`, which puts it in the DLQ with its reason.
+        records of types with a pseudonymising view are decoded here, and `route_into` routes them from what was
+        decoded here; one that does not decode is left to `route_into`, which puts it in the DLQ with its reason.
         """
         if self.pseudonyms is None or not self._pseudonymising:
             return
         wanted: set[bytes] = set()
+        decoded = batch.decoded
         for topic, value in records:
             if topic not in self._pseudonymising or value is None:
                 continue
@@ -197,6 +211,7 @@ class RouterStep:
                 wanted.update(self._plan.pseudonym_inputs(event_type, payload))
             except Exception:  # noqa: BLE001 - route_into rejects it with the reason; here it simply needs none
                 continue
+            decoded[id(value)] = (value, event_type, payload)
         if wanted:
             batch.pseudonymise = pseudonyms_from(self.pseudonyms.resolve(wanted))
 
@@ -217,17 +232,34 @@ class RouterStep:
         outputs = batch.outputs
         mark = len(outputs)
         try:
-            event_type, payload = self._decode_for_topic(topic, value, hdrs)
+            prepared = batch.decoded.get(id(value)) if batch.decoded else None
+            if prepared is not None and prepared[0] is value:
+                event_type, payload = self._check_topic(topic, prepared[1], hdrs), prepared[2]
+            else:
+                event_type, payload = self._decode_for_topic(topic, value, hdrs, self._unread)
             claimed = (text(hdrs.get(H.CLAIMED_GRADE)) or text(hdrs.get(H.GRADE)) or None) \
                 if H.CLAIMED_GRADE in hdrs or H.GRADE in hdrs else None
-            result = self._plan.route(event_type, payload, claimed, batch.pseudonymise or self.pseudonymiser)
-            shape = self._plain.get(result.plan) if result.errors is None and not result.forged else None
-            if shape is None:
-                shape = self._shape(result)
             stamp = batch.stamp
-            for out in shape.outputs:
-                body = value if out.slot == SOURCE else self.codec.encode(out.event_type, result.payload_of(out.slot))
-                outputs.append((out.topic, key, body, partition, [*base, *stamp, *out.tail]))
+            fixed = self._fixed.get(id(event_type)) if payload is None else None
+            if fixed is not None and fixed[0] is event_type:
+                # No value can change where it goes: the plan's shape, and the producer's bytes on every output.
+                plan = fixed[1]
+                forged = plan.is_forged(claimed) if claimed else False
+                shape = None if forged else self._plain.get(plan)
+                if shape is None:
+                    shape = self._shape(PlannedResult(plan, event_type, None, forged, None, None))
+                for out in shape.outputs:
+                    outputs.append((out.topic, key, value, partition, [*base, *stamp, *out.tail]))
+            else:
+                if payload is None:  # checked only, but not a type of the plan's fixed ones: decode it after all
+                    payload = self.codec.decode(value)[1]  # type: ignore[arg-type]
+                result = self._plan.route(event_type, payload, claimed, batch.pseudonymise or self.pseudonymiser)
+                shape = self._plain.get(result.plan) if result.errors is None and not result.forged else None
+                if shape is None:
+                    shape = self._shape(result)
+                for out in shape.outputs:
+                    body = value if out.slot == SOURCE else self.codec.encode(out.event_type, result.payload_of(out.slot))
+                    outputs.append((out.topic, key, body, partition, [*base, *stamp, *out.tail]))
         except _Reject as reject:
             self._reject_into(batch, topic, partition, key, value, headers, event_id, reject)
             return
@@ -236,9 +268,8 @@ class RouterStep:
             reject = _Reject("routing_error", f"routing failed: {type(exc).__name__}")
             self._reject_into(batch, topic, partition, key, value, headers, event_id, reject)
             return
-        batch.decisions.rows.append((event_id, shape.decisions))
-        hits = batch.hits
-        hits[shape] = hits.get(shape, 0) + 1
+        batch.ids.append(event_id)
+        batch.shapes.append(shape)
         occurred = hdrs.get(H.OCCURRED_AT)
         if occurred:
             batch.occurred.append(occurred)
@@ -247,7 +278,8 @@ class RouterStep:
                      headers: Headers | None, event_id: str, reject: _Reject) -> None:
         hdrs = header_map(headers)
         batch.dlq.append(dlq_record(topic, partition, key, value, hdrs, reject.reason))
-        batch.decisions.rows.append((event_id, (self._dlq_template(topic, hdrs, reject.reason, batch.version),)))
+        batch.ids.append(event_id)
+        batch.shapes.append((self._dlq_template(topic, hdrs, reject.reason, batch.version),))
         batch.dlq_reasons[reject.kind] = batch.dlq_reasons.get(reject.kind, 0) + 1
 
     @staticmethod
@@ -295,18 +327,24 @@ class RouterStep:
 
     # --- shared by both forms -----------------------------------------------------------------------------------
 
-    def _decode_for_topic(self, topic: str, value: bytes | None,
-                          hdrs: Mapping[str, bytes | None]) -> tuple[EventType, dict[str, Any]]:
+    def _decode_for_topic(self, topic: str, value: bytes | None, hdrs: Mapping[str, bytes | None],
+                          unread: frozenset[bytes] = frozenset()) -> tuple[EventType, dict[str, Any] | None]:
+        """The record's type and payload, refused with its reason; the payload is None for a type in `unread`
+        (only checked: see `AvroCodec.decode_unless`)."""
         if value is None:
             raise _Reject("empty", "record has no value")
         try:
-            event_type, payload = self.codec.decode(value)
+            event_type, payload = self.codec.decode_unless(value, unread) if unread else self.codec.decode(value)
         except UnknownSchemaError as exc:
             waited = self.unknown_waited(value) if self.unknown_waited is not None else None
             raise _Reject("unknown_schema", exc.reason if waited is None
                           else f"{exc.reason} after {waited:.0f} s") from None
         except DecodeError as exc:
             raise _Reject("decode_error", exc.reason) from None
+        return self._check_topic(topic, event_type, hdrs), payload
+
+    def _check_topic(self, topic: str, event_type: EventType, hdrs: Mapping[str, bytes | None]) -> EventType:
+        """`event_type`, when its record came on its own ingress topic without another department's header."""
         known = self._ingress.get(id(event_type))
         if known is None or known[0] is not event_type:
             known = self._ingress[id(event_type)] = (event_type, event_type.ingress_topic, event_type.dept.encode())
@@ -318,7 +356,7 @@ class RouterStep:
             if claimed_dept and claimed_dept != event_type.dept:
                 raise _Reject("wrong_department", f"header department {claimed_dept!r} on a {event_type.key} event")
         # A record that decodes against its schema has every field of the right type: no second validation.
-        return event_type, payload
+        return event_type
 
     def _know(self, event_type: EventType) -> None:
         ident = (event_type.key, event_type.version)

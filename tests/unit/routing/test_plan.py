@@ -331,6 +331,46 @@ def test_only_types_with_fields_above_their_record_grade_are_graded_by_value() -
         assert raising == sorted(raising, reverse=True) and min(raising) > et.record_grade
 
 
+def _full_payloads(et: EventType, rng: random.Random) -> list[dict[str, Any]]:
+    """Payloads as a decoded record carries them: every field of the schema, values varied, optional ones None."""
+    out = []
+    for _ in range(30):
+        payload: dict[str, Any] = {}
+        for spec in et.fields:
+            kinds = spec.avro_type if isinstance(spec.avro_type, list) else [spec.avro_type]
+            kind = rng.choice(kinds)
+            payload[spec.name] = {"null": None, "string": rng.choice(["", "静安区", "2026-11-20", "x" * 40]),
+                                  "long": rng.randint(0, 2**42), "int": rng.randint(0, 160)}.get(str(kind))
+        out.append(payload)
+    return out
+
+
+@pytest.mark.parametrize("ruleset", sorted(VARIANTS))
+def test_a_fixed_plan_is_the_plan_of_every_decoded_event_of_its_type(ruleset: str) -> None:
+    rules, plan = VARIANTS[ruleset], PLANS[ruleset]
+    rng = random.Random(11)
+    for tp in plan.types:
+        fixed = tp.fixed
+        assert (fixed is not None) == (tp.constant_grade is not None and not tp.by_grade[tp.record_grade].running)
+        assert (tp in plan.fixed) == (fixed is not None)
+        if fixed is None:
+            continue
+        payloads = _full_payloads(tp.event_type, rng) + [p for et, p in _samples() if et is tp.event_type]
+        for payload in payloads:
+            for claimed in (None, "public", "important"):
+                planned = plan.route(tp.event_type, payload, claimed, _sha256_text)
+                assert planned.plan is fixed and planned.payloads is None and planned.errors is None
+                assert planned.forged == fixed.is_forged(claimed)
+                assert all(out.slot == SOURCE for out in planned.outputs())
+                assert_same_as_engine(tp.event_type, payload, rules, plan, claimed, _sha256_text)
+
+
+def test_the_shipped_plan_reads_values_only_of_types_with_views_or_value_grades() -> None:
+    plan = PLANS["shipped"]
+    assert sorted({et.key for et in CATALOG if plan.type_plan(et).fixed is None}) == [
+        "govservice.citizen_feedback", "govservice.permit_application", "market.inspection_result"]
+
+
 def test_a_failing_transform_blocks_its_view_for_that_event_only() -> None:
     et = CATALOG.get("govservice.citizen_feedback")
     payload = dict(_samples()[0][1], district="no district here")

@@ -394,3 +394,58 @@ def test_a_new_catalog_routes_its_new_type_and_version_from_the_next_batch_on() 
     assert after.dlq == []
     assert sorted(r[0] for r in after.outputs) == ["public.market.inspection_notice", "public.market.licence_granted"]
     assert step.live is SHIPPED  # the rule set in force stays, compiled for the new catalog
+
+
+class CountingCodec(AvroCodec):
+    """Counts the records decoded into a dict (a record only checked is not one of them)."""
+
+    decoded = 0
+
+    @staticmethod
+    def _decode(data: bytes, entry: Any) -> Any:
+        CountingCodec.decoded += 1
+        return AvroCodec._decode(data, entry)
+
+
+def test_types_no_value_can_route_differently_are_checked_not_decoded_and_damaged_ones_go_to_the_dlq() -> None:
+    codec = CountingCodec.for_catalog(CATALOG)
+    step = RouterStep(CATALOG, codec, pseudonymiser=hmac_stub)
+    step.load(SHIPPED)
+    fixed = {tp.event_type.ingress_topic for tp in step._plan.fixed}  # noqa: SLF001 - which types the plan fixed
+    assert "ingress.transport.bus_arrival" in fixed and "ingress.govservice.citizen_feedback" not in fixed
+    records = sample_records(CATALOG, codec, per_type=3)
+    # The same records cut short, with a byte that is not UTF-8 in their last text, and with a byte left over.
+    damaged = [(t, p, k, v[:-3], h) for t, p, k, v, h in records if t in fixed]
+    damaged += [(t, p, k, v[:-1] + b"\xff", h) for t, p, k, v, h in records if t in fixed]
+    damaged += [(t, p, k, v + b"\x00", h) for t, p, k, v, h in records if t in fixed]
+    CountingCodec.decoded = 0
+    batch = batched(step, records, SHIPPED)
+    assert CountingCodec.decoded == sum(r[0] not in fixed for r in records)
+    assert batch.dlq == [] and len(batch) == len(records)
+    old = per_record(step, records + damaged, SHIPPED, None)
+    batch = batched(step, records + damaged, SHIPPED)
+    assert_same(old, batch, records + damaged)
+    assert sum(batch.dlq_reasons.values()) == len(batch.dlq) == len(damaged)
+    assert all(reason.startswith(("market.", "transport.", "health.", "police."))
+               for reason in (dict(h)[H.DLQ_REASON].decode() for *_, h in batch.dlq))
+
+
+def test_prepare_decodes_a_pseudonymising_record_once_for_the_batch() -> None:
+    codec, source = CountingCodec.for_catalog(CATALOG), CountingSource()
+    step = RouterStep(CATALOG, codec, pseudonyms=source)
+    records = inspections(codec, ["13911112222", "13800001111", None])
+    step.load(SHIPPED)
+    CountingCodec.decoded = 0
+    batch = step.begin(NOW_MS)
+    step.prepare(batch, [(r[0], r[3]) for r in records])
+    for record in records:
+        step.route_into(batch, *record)
+    assert CountingCodec.decoded == len(records)
+    assert sorted(topic for topic, *_ in batch.outputs) == [  # the one without a complaint is public itself
+        "public.market.inspection_complaints", "public.market.inspection_complaints", "public.market.inspection_result",
+        "sensitive.market.inspection_result", "sensitive.market.inspection_result"]
+    # A record routed in another batch than the one prepared is decoded there (and, unprepared, has no view).
+    other = step.begin(NOW_MS)
+    step.route_into(other, *records[0])
+    assert CountingCodec.decoded == len(records) + 1
+    assert [topic for topic, *_ in other.outputs] == ["sensitive.market.inspection_result"]

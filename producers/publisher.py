@@ -520,10 +520,32 @@ def _uuid4_hexes(count: int) -> str:
     return raw.hex()
 
 
-def _new_ids() -> tuple[str, str]:
-    """Two random version-4 UUIDs in hex (an event id and a trace id), from one read of the OS's random source."""
-    digits = _uuid4_hexes(2)
-    return digits[:32], digits[32:]
+class _IdPool:
+    """Event and trace ids for events published one by one: 256 pairs from one read of the OS's random source.
+
+    Shared by threads (a lock hands each pair out once) and renewed in a forked child, which must never hand out
+    its parent's ids again.
+    """
+
+    _PAIRS = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._digits = ""
+        self._at = 0
+        self._pid = -1
+
+    def pair(self) -> tuple[str, str]:
+        with self._lock:
+            at = self._at
+            if at >= len(self._digits) or self._pid != os.getpid():
+                self._digits, at, self._pid = _uuid4_hexes(2 * self._PAIRS), 0, os.getpid()
+            self._at = at + 64
+            digits = self._digits
+        return digits[at:at + 32], digits[at + 32:at + 64]
+
+
+_new_ids = _IdPool().pair  # two random version-4 UUIDs in hex: an event id and a trace id
 
 
 def _meta_problems(event_id: str | None, occurred_at_ms: int | None, trace_id: str | None) -> list[Problem]:

@@ -259,7 +259,6 @@ class Publisher:
         self._producer = producer
         self._lock = threading.Lock()
         self._failed_async = 0
-        self._report_unwatched = functools.partial(self._report, None)
 
     def __repr__(self) -> str:
         return f"Publisher(dept={self.dept!r})"
@@ -442,6 +441,11 @@ class Publisher:
     def _reporter(self, on_delivery: DeliveryCallback | None) -> Callable[[Any, Any], None]:
         # One callback for every event that has no callback of its own: nothing is made per event to report it.
         return self._report_unwatched if on_delivery is None else functools.partial(self._report, on_delivery)
+
+    def _report_unwatched(self, err: KafkaError | None, msg: Any) -> None:
+        # Most reports of a batch: a delivered event nobody asked about costs this test and nothing more.
+        if err is not None or log.isEnabledFor(logging.DEBUG):
+            self._report(None, err, msg)
 
     def _report(self, on_delivery: DeliveryCallback | None, err: KafkaError | None, msg: Any) -> None:
         """A delivery report: the event id is the record's key, the event type follows from the ingress topic."""

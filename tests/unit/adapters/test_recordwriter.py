@@ -104,3 +104,30 @@ def test_varint_matches_fastavros_on_every_length() -> None:
     for n in [0, 127, 128, 16383, 16384, 2**56 - 1, 2**56, 2**64 - 1] + [rng.getrandbits(rng.randint(1, 64))
                                                                       for _ in range(20_000)]:
         assert _varint(n) == fastavros(n)
+
+
+def test_types_the_catalog_does_not_use_yet_write_fastavros_bytes_too() -> None:
+    import io
+
+    from fastavro import parse_schema, schemaless_writer
+
+    base = CATALOG.get("transport.bus_arrival", 2)
+    declared = [{"name": "flag", "type": "boolean"}, {"name": "ratio", "type": "double"},
+                {"name": "blob", "type": "bytes"}, {"name": "maybe", "type": ["null", "boolean"], "default": None},
+                {"name": "either", "type": ["string", "bytes", "double"]}]
+    schema = {**base.schema, "fields": declared}
+    field = base.fields[0].__class__
+    fields = tuple(field(name=d["name"], grade=base.fields[0].grade, tagged=True, avro_type=d["type"],
+                         has_default="default" in d) for d in declared)
+    writer = compile_writer(EventType(base.dept, base.event, 99, base.full_name, base.record_grade, fields, schema),
+                            b"")
+    assert writer is not None
+    parsed = parse_schema(schema)
+    for payload in ({"flag": True, "ratio": 0.1, "blob": b"\x00\xff", "maybe": False, "either": "é"},
+                    {"flag": False, "ratio": -1e300, "blob": b"", "either": b"\x01"},
+                    {"flag": False, "ratio": float("inf"), "blob": b"x" * 200, "maybe": None, "either": 2.5}):
+        out = io.BytesIO()
+        schemaless_writer(out, parsed, payload)
+        assert writer.write(payload) == out.getvalue()
+    assert writer.write({"flag": 1, "ratio": 0.1, "blob": b"", "either": "x"}) is None  # an int is not a boolean
+    assert writer.write({"flag": True, "ratio": 1, "blob": b"", "either": "x"}) is None  # nor a double

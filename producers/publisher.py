@@ -113,6 +113,11 @@ class _TypePlan:
     writer: RecordWriter | None = None
     type_headers: tuple[tuple[str, bytes], ...] = ()  # the headers every event of the type carries alike
 
+    @functools.cached_property
+    def plain_writer(self) -> RecordWriter | None:
+        """The writer, when nothing comes before it for this type (no field to seal, no text-or-bytes union)."""
+        return self.writer if not self.encrypted and not self.names_bytes_apart else None
+
 
 class OutgoingEvent(NamedTuple):
     """One event of a `publish_many` batch; a plain tuple `(event type, payload[, version])` does as well."""
@@ -375,7 +380,7 @@ class Publisher:
         reports each outcome; without it, failures are logged and counted as for `publish_async`.
         """
         dept = self._dept_for("", on_behalf_of)
-        encoder, plan_of = self.encoder, self.encoder.plan
+        encoder, plan_of, max_bytes = self.encoder, self.encoder.plan, self.encoder.max_bytes
         # Held between checking and sending as columns of bytes and text, which the garbage collector does not
         # track: a batch of tuples and header lists held that long would make it walk them again and again.
         plans: list[_TypePlan] = []
@@ -390,7 +395,14 @@ class Publisher:
                     event = OutgoingEvent(*event)
                 key, payload, version, event_id, occurred_at_ms, trace_id = event
                 plan = plan_of(key, version)
-                values.append(encoder.value(plan, dept, payload, event_id, occurred_at_ms, trace_id))
+                # What `encoder.value` does first for an event with nothing to check but its payload, without the
+                # call; whatever this does not take, `value` decides (and refuses with the typed error).
+                writer = plan.plain_writer
+                value = (writer.write(payload) if writer is not None and plan.event_type.dept == dept
+                         and event_id is None and occurred_at_ms is None and trace_id is None else None)
+                if value is None or len(value) > max_bytes:
+                    value = encoder.value(plan, dept, payload, event_id, occurred_at_ms, trace_id)
+                values.append(value)
             except ProducerError as exc:
                 exc.add_note(f"event {index} of the batch; no event of the batch was queued")
                 raise

@@ -106,7 +106,9 @@ def test_oversize_event_is_refused_naming_the_largest_field() -> None:
     with pytest.raises(EventTooLarge) as caught:
         publisher.publish("market.licence_granted", payload)
     assert caught.value.field == "business_scope" and caught.value.limit == 2048
-    assert producer.sent == []
+    with pytest.raises(EventTooLarge):
+        publisher.publish_many([("market.licence_granted", sample()), ("market.licence_granted", payload)])
+    assert producer.sent == [] and producer._queued == []
 
 
 def test_unknown_type_and_another_departments_type_are_refused_client_side() -> None:

@@ -13,7 +13,7 @@ from producers.exceptions import (
     ProducerError,
     UnknownEventType,
 )
-from producers.publisher import Delivery, Envelope, Publisher
+from producers.publisher import Delivery, Envelope, OutgoingEvent, Publisher
 
 __all__ = [
     "Delivery",
@@ -23,6 +23,7 @@ __all__ = [
     "EventTooLarge",
     "InvalidEvent",
     "NotOwner",
+    "OutgoingEvent",
     "ProducerError",
     "Publisher",
     "UnknownEventType",

@@ -119,16 +119,18 @@ def client(
     events: int = typer.Option(20_000, min=100, help="Events published per run."),
     runs: int = typer.Option(1, min=1, help="Runs; the figure is the median."),
     dept: str = typer.Option("transport", help="The department whose share of the bench mix is published."),
+    api: str = typer.Option("many", help="many: publish_many in batches of 1,000; async: publish_async per event."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the table."),
 ) -> None:
-    """The department client's batched rate: `publish_async` of 1 KB events, then `flush()`, on the local stack.
+    """The department client's batched rate: 1 KB events by `publish_many` (or `publish_async`), then `flush()`,
+    on the local stack.
 
     Example: hbus stack up && hbus bench client --events 20000 --json
     """
     from hybridbus.ops.bench import client as publish
 
     try:
-        data = publish.summary([publish.measure(settings(), events, dept) for _ in range(runs)])
+        data = publish.summary([publish.measure(settings(), events, dept, api) for _ in range(runs)])
     except (StackError, HybridbusError, RuntimeError, ValueError) as exc:
         raise fail(f"bench client failed: {exc}") from None
     if as_json:

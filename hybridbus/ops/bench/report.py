@@ -29,7 +29,7 @@ from hybridbus.ops.bench.runner import (
 
 TITLES = {
     PERF: "broker limit: kafka-producer-perf-test",
-    CLIENT: "department client: publish_async + flush",
+    CLIENT: "department client: publish_many + flush",
     RAW: "raw pipe: confluent-kafka consume → produce",
     MIRROR: "MirrorMaker 2: private → public, byte copy",
     ROUTER: "hybridbus router alone (ingress → graded)",

@@ -153,8 +153,8 @@ class Bench:
         self.progress(label, 2 * step_bench.RUNS, 2 * step_bench.RUNS)
 
     def _client(self) -> None:
-        """The department client publishing 1 KB events, `publish_async` then `flush()`; the router waits meanwhile,
-        so that it does not take the cores from the client, and routes what the client sent afterwards."""
+        """The department client publishing 1 KB events, `publish_many` in batches then `flush()`; the router waits
+        meanwhile, so that it does not take the cores from the client, and routes what the client sent afterwards."""
         events = min(self.options.events, client_bench.EVENTS)
         workers.stop(self.cfg, ("router",))
         try:

@@ -41,7 +41,7 @@ def test_the_bench_table_shows_the_client_and_the_step_figures() -> None:
     assert data["targets"]["met"] | {"router_step_us": True, "guard_step_us": False, "client_events_per_s": True} \
         == data["targets"]["met"]
     table = report.markdown(data)
-    assert "department client: publish_async + flush" in table and "**31,000 events/s**" in table
+    assert "department client: publish_many + flush" in table and "**31,000 events/s**" in table
     assert "router step **24.0 µs/event** (target ≤ 25, met)" in table
     assert "guard step **21.0 µs/event** (target ≤ 20, missed)" in table
 

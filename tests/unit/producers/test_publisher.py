@@ -16,7 +16,7 @@ from producers.exceptions import (
     NotOwner,
     UnknownEventType,
 )
-from producers.publisher import Delivery, EventEncoder, Publisher
+from producers.publisher import Delivery, EventEncoder, OutgoingEvent, Publisher
 from routing import headers as h
 from tests.unit.producers.fakes import FakeProducer
 
@@ -106,7 +106,9 @@ def test_oversize_event_is_refused_naming_the_largest_field() -> None:
     with pytest.raises(EventTooLarge) as caught:
         publisher.publish("market.licence_granted", payload)
     assert caught.value.field == "business_scope" and caught.value.limit == 2048
-    assert producer.sent == []
+    with pytest.raises(EventTooLarge):
+        publisher.publish_many([("market.licence_granted", sample()), ("market.licence_granted", payload)])
+    assert producer.sent == [] and producer._queued == []
 
 
 def test_unknown_type_and_another_departments_type_are_refused_client_side() -> None:
@@ -287,3 +289,96 @@ def test_an_encrypted_field_that_is_not_text_is_refused_by_field_not_sealed() ->
         encoder.encode("health", "health.hospital_admission",
                        {**sample("health.hospital_admission.v1"), "patient_id_number": "11\ud800"})
     assert caught.value.field == "patient_id_number" and "UTF-8" in str(caught.value)
+
+
+def test_publish_many_sends_what_publish_async_sends_in_the_same_order() -> None:
+    given = {"event_id": "evt-7", "trace_id": "trace-7", "occurred_at_ms": 1700000000000}
+    batch = [("transport.bus_arrival", sample("transport.bus_arrival.v2")),
+             ("transport.bus_arrival", sample("transport.bus_arrival.v1"), 1),
+             OutgoingEvent("transport.road_closure", sample("transport.road_closure.v1"), **given)]
+    one_by_one, first = transport()
+    for event in batch:
+        event = OutgoingEvent(*event)
+        one_by_one.publish_async(event.event_type, event.payload, version=event.version, event_id=event.event_id,
+                                 occurred_at_ms=event.occurred_at_ms, trace_id=event.trace_id)
+    batched, second = transport()
+    ids = batched.publish_many(batch)
+    assert one_by_one.flush(1) == batched.flush(1) == 0
+    sent_one_by_one, sent_batched = first.sent, second.sent
+
+    def without_ids(msg):  # type: ignore[no-untyped-def]  # what must be alike; ids are random, the stamp is now
+        made = {h.EVENT_ID, h.TRACE_ID, h.OCCURRED_AT} if msg.key() != b"evt-7" else set()
+        return msg.topic(), msg.value(), [(k, v) for k, v in msg.headers() if k not in made]
+
+    assert [without_ids(m) for m in sent_batched] == [without_ids(m) for m in sent_one_by_one]
+    assert ids == [m.key().decode() for m in sent_batched] and ids[2] == "evt-7"
+    headers = [dict(m.headers()) for m in sent_batched]
+    assert headers[2][h.TRACE_ID] == b"trace-7" and headers[2][h.OCCURRED_AT] == b"1700000000000"
+    assert [k for k, _ in sent_batched[0].headers()] == [k for k, _ in sent_one_by_one[0].headers()]
+    assert len({hd[h.EVENT_ID] for hd in headers} | {hd[h.TRACE_ID] for hd in headers}) == 6
+
+
+def test_publish_many_queues_nothing_when_one_event_is_refused_and_names_it() -> None:
+    publisher, producer = transport()
+    bad = {**sample("transport.bus_arrival.v2"), "delay_seconds": "late"}
+    with pytest.raises(InvalidEvent) as caught:
+        publisher.publish_many([("transport.bus_arrival", sample("transport.bus_arrival.v2")),
+                                ("transport.bus_arrival", bad)])
+    assert caught.value.field == "delay_seconds" and "event 1 of the batch" in "".join(caught.value.__notes__)
+    assert producer._queued == [] and producer.sent == []
+    with pytest.raises(NotOwner):
+        publisher.publish_many([("market.licence_granted", sample())])
+    assert producer._queued == []
+
+
+def test_publish_many_reports_each_failure_to_the_callback_or_counts_it() -> None:
+    producer = FakeProducer("refuse")
+    publisher = Publisher("market", producer, EventEncoder(CATALOG), ack_timeout=0.3)
+    outcomes: list = []
+    ids = publisher.publish_many([("market.licence_granted", sample())] * 2,
+                                 on_delivery=lambda d, e: outcomes.append((d, e)))
+    publisher.publish_many([("market.licence_granted", sample())] * 3)
+    assert publisher.flush(1) == 0
+    assert [e.event_id for d, e in outcomes if d is None] == ids
+    assert all(e.event_type == "market.licence_granted" and e.topic == "ingress.market.licence_granted"
+               for _, e in outcomes)
+    assert publisher.failed_without_callback == 3
+
+
+def test_publish_many_reports_deliveries_to_the_callback() -> None:
+    publisher, producer = transport()
+    outcomes: list = []
+    ids = publisher.publish_many([("transport.bus_arrival", sample("transport.bus_arrival.v2"))] * 2,
+                                 on_delivery=lambda d, e: outcomes.append((d, e)))
+    assert publisher.flush(1) == 0
+    assert outcomes == [(Delivery(ids[0], "ingress.transport.bus_arrival", 0, 0), None),
+                        (Delivery(ids[1], "ingress.transport.bus_arrival", 0, 1), None)]
+
+
+def test_publish_many_seals_restricted_fields_as_publish_does() -> None:
+    keys = LocalKeyService()
+    producer = FakeProducer()
+    publisher = Publisher("health", producer, EventEncoder(CATALOG, sealer=FieldSealer(keys)), ack_timeout=0.3)
+    plain = sample("health.hospital_admission.v1")
+    publisher.publish_many([("health.hospital_admission", plain)] * 3)
+    assert publisher.flush(1) == 0 and len(producer.sent) == 3
+    for msg in producer.sent:
+        assert plain["patient_id_number"].encode() not in msg.value()
+        event_type, payload = AvroCodec.for_catalog(CATALOG).decode(msg.value())
+        assert open_payload(event_type, payload, FieldOpener(keys)) == (plain, ())
+    unsealed = Publisher("health", FakeProducer(), EventEncoder(CATALOG), ack_timeout=0.3)
+    with pytest.raises(EncryptionUnavailable):
+        unsealed.publish_many([("health.hospital_admission", plain)])
+
+
+def test_a_batch_of_generated_ids_is_distinct_uuid4_hex() -> None:
+    import uuid
+
+    publisher, producer = transport()
+    ids = publisher.publish_many([("transport.bus_arrival", sample("transport.bus_arrival.v2"))] * 300)
+    publisher.flush(1)
+    traces = [dict(m.headers())[h.TRACE_ID].decode() for m in producer.sent]
+    assert len(set(ids) | set(traces)) == 600
+    for value in ids + traces:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122

@@ -50,9 +50,7 @@ class Mark:
 def mark(creds: KafkaCredentials, s3, bucket: str) -> Mark:  # type: ignore[no-untyped-def]
     consumer = kafka.consumer("public", creds, group=f"hbus-leakscan-{uuid.uuid4().hex[:8]}")
     try:
-        offsets = {(topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                   for topic, meta in consumer.list_topics(timeout=10).topics.items() if not topic.startswith("__")
-                   for p in meta.partitions}
+        offsets = {place: high for place, (_low, high) in _watermarks(consumer)}
     finally:
         consumer.close()
     return Mark(offsets, frozenset(bucket_keys(s3, bucket)))
@@ -71,26 +69,30 @@ def scan_public_cluster(creds: KafkaCredentials, report: ScanReport | None = Non
     since = since or {}
     consumer = kafka.consumer("public", creds, group=f"hbus-leakscan-{uuid.uuid4().hex[:8]}")
     try:
-        topics = [t for t in consumer.list_topics(timeout=10).topics if not t.startswith("__")]
-        for topic in topics:
-            meta = consumer.list_topics(topic, timeout=10).topics[topic]
-            for p in meta.partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                low = max(low, since.get((topic, p), 0))
-                if high <= low:
-                    continue
-                consumer.assign([TopicPartition(topic, p, low)])
-                position, deadline = low, time.monotonic() + timeout
-                while position < high and time.monotonic() < deadline:
-                    for msg in consumer.consume(1000, timeout=1.0):
-                        if msg.error():
-                            continue
-                        position = msg.offset() + 1
-                        scan_record(report, msg)
-                consumer.unassign()
+        for (topic, p), (low, high) in _watermarks(consumer):
+            low = max(low, since.get((topic, p), 0))
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, p, low)])
+            position, deadline = low, time.monotonic() + timeout
+            while position < high and time.monotonic() < deadline:
+                for msg in consumer.consume(1000, timeout=1.0):
+                    if msg.error():
+                        continue
+                    position = msg.offset() + 1
+                    scan_record(report, msg)
+            consumer.unassign()
     finally:
         consumer.close()
     return report
+
+
+def _watermarks(consumer) -> Iterator[tuple[tuple[str, int], tuple[int, int]]]:  # type: ignore[no-untyped-def]
+    """((topic, partition), (low, high)) of every partition of every topic on the cluster but Kafka's own."""
+    for topic, meta in consumer.list_topics(timeout=10).topics.items():
+        if not topic.startswith("__"):
+            for p in meta.partitions:
+                yield (topic, p), consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
 
 
 def scan_record(report: ScanReport, msg) -> None:  # type: ignore[no-untyped-def]

@@ -20,7 +20,7 @@ from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.following import follow
-from hybridbus.runtime.guard_step import DEDUPE_WINDOW, DedupeWindow, Passed
+from hybridbus.runtime.guard_step import DEDUPE_WINDOW, DedupeWindow, GuardBatch, Passed
 from hybridbus.runtime.guarded import PUBLIC_PATTERN, FollowedGuard
 from hybridbus.runtime.holdback import HoldBack
 from hybridbus.runtime.records import event_id_of, header_map
@@ -123,23 +123,38 @@ def main() -> None:
     # A record of a version or view the catalog in force does not know yet waits for it, within the bound.
     holdback = HoldBack(lambda fingerprint: guard.codec.knows(fingerprint), cfg.unknown_schema_hold_s)
 
-    def export(messages: list[Message]) -> None:
-        boundary.hold()  # emergency stop: while closed this batch waits here, unsent and uncommitted
-        # Records at or below a partition's resume position are already on the public cluster (before a restart).
-        batch = guard.begin(int(time.time() * 1000), public.resume(messages))
-        for msg in messages:
-            passed = guard.check_into(batch, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                                      msg.headers())
-            if passed is not None:
-                public.send(passed)  # at once: librdkafka sends while the rest of the batch is checked
-        public.flush()
-        private.send_all(batch.quarantined)
-        for chunk in batch.decision_records():
-            private.send(DECISIONS_TOPIC, b"egress", chunk)
-        private.confirm()
-        batch.publish_metrics()
+    class Export:
+        """Egress's batch in halves: checked while the batch before is acknowledged, then sent."""
 
-    plane = DataPlane(app, "egress", private_creds, [PUBLIC_PATTERN], export, batch_size=BATCH_SIZE,
+        @staticmethod
+        def prepare(messages: list[Message]) -> tuple[GuardBatch, list[Passed]]:
+            boundary.hold()  # emergency stop: while closed this batch waits here, unchecked, unsent, uncommitted
+            # Records at or below a partition's resume position are already on the public cluster (before a restart).
+            batch = guard.begin(int(time.time() * 1000), public.resume(messages))
+            passed = []
+            for msg in messages:
+                out = guard.check_into(batch, msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
+                                       msg.headers())
+                if out is not None:
+                    passed.append(out)
+            return batch, passed
+
+        @staticmethod
+        def send(prepared: tuple[GuardBatch, list[Passed]]) -> None:
+            batch, passed = prepared
+            for out in passed:
+                public.send(out)
+            private.send_all(batch.quarantined)
+            for chunk in batch.decision_records():
+                private.send(DECISIONS_TOPIC, b"egress", chunk)
+
+        @staticmethod
+        def confirm(prepared: tuple[GuardBatch, list[Passed]]) -> None:
+            public.flush()
+            private.confirm()
+            prepared[0].publish_metrics()
+
+    plane = DataPlane(app, "egress", private_creds, [PUBLIC_PATTERN], Export(), batch_size=BATCH_SIZE,
                       within=BATCH_WITHIN, holdback=holdback, on_assign=public.forget)
 
     serve(app, "egress", vault, feed, followed.on_rules(plane), private_creds, [PUBLIC_PATTERN],

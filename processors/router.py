@@ -1,8 +1,9 @@
 """The router (Faust worker, confluent-kafka data plane): consumes `ingress.*`, grades every event by its schema
 and applies the live rule set, under the catalog in force (`_hbus.catalog`, followed without a restart).
 
-Outputs are produced without awaiting each one; a batch's offsets are committed only after every output of the
-batch is acknowledged by Kafka, so a crash replays and never skips. Keyed pseudonyms come from Vault Transit once
+Outputs are produced without awaiting each one; a batch is routed while the one before is acknowledged, and its
+offsets are committed only after every output of the batch is acknowledged by Kafka, so a crash replays and never
+skips. Keyed pseudonyms come from Vault Transit once
 per batch, in the data-plane thread (never on the event loop); while Vault is out the batch waits.
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ from confluent_kafka import Message
 
 from hybridbus.adapters import metrics
 from hybridbus.adapters.codec import AvroCodec
-from hybridbus.adapters.producer import BatchProducer
+from hybridbus.adapters.producer import WIDE_LANES, BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE
 from hybridbus.runtime.catalogfeed import CatalogInForce
 from hybridbus.runtime.dataplane import DataPlane
@@ -23,7 +24,7 @@ from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.following import follow
 from hybridbus.runtime.holdback import HoldBack
 from hybridbus.runtime.pseudonyms import PseudonymCache
-from hybridbus.runtime.router_step import RouterStep
+from hybridbus.runtime.router_step import RouterBatch, RouterStep
 from hybridbus.runtime.rulestore import LIVE, SHADOW
 from routing.rules import RuleSet
 
@@ -73,25 +74,36 @@ def main() -> None:
     rules.apply(applied)
 
     app = make_app("router", creds, cfg)
-    outputs = BatchProducer.connect(PRIVATE, creds, "router")
+    outputs = BatchProducer.connect(PRIVATE, creds, "router", lanes=WIDE_LANES)
     # A record of a version the catalog in force does not know yet waits for the catalog, within the bound.
     holdback = HoldBack(lambda fingerprint: step.codec.knows(fingerprint), cfg.unknown_schema_hold_s)
     step.unknown_waited = holdback.waited_s
 
-    def route_batch(messages: list[Message]) -> None:
-        batch = step.begin(int(time.time() * 1000))  # under the sets loaded before this batch, all of it
-        step.prepare(batch, ((msg.topic(), msg.value()) for msg in messages))  # one Transit request at most
-        for msg in messages:
-            step.route_into(batch, msg.topic(), msg.partition(), msg.key(), msg.value(), msg.headers())
-        outputs.send_all(batch.outputs)
-        outputs.send_all(batch.dlq)
-        for chunk in batch.decision_records():
-            outputs.send(DECISIONS_TOPIC, b"router", chunk)
-        # Every output acknowledged before the batch is counted and its offsets are committed.
-        outputs.confirm()
-        batch.publish_metrics()
+    class RouteBatch:
+        """The router's batch in halves: routed while the batch before is acknowledged, then sent."""
 
-    plane = DataPlane(app, "router", creds, [INGRESS_PATTERN], route_batch, batch_size=BATCH_SIZE,
+        @staticmethod
+        def prepare(messages: list[Message]) -> RouterBatch:
+            batch = step.begin(int(time.time() * 1000))  # under the sets loaded before this batch, all of it
+            step.prepare(batch, ((msg.topic(), msg.value()) for msg in messages))  # one Transit request at most
+            for msg in messages:
+                step.route_into(batch, msg.topic(), msg.partition(), msg.key(), msg.value(), msg.headers())
+            return batch
+
+        @staticmethod
+        def send(batch: RouterBatch) -> None:
+            outputs.send_all(batch.outputs)
+            outputs.send_all(batch.dlq)
+            for chunk in batch.decision_records():
+                outputs.send(DECISIONS_TOPIC, b"router", chunk)
+
+        @staticmethod
+        def confirm(batch: RouterBatch) -> None:
+            # Every output acknowledged before the batch is counted and its offsets are committed.
+            outputs.confirm()
+            batch.publish_metrics()
+
+    plane = DataPlane(app, "router", creds, [INGRESS_PATTERN], RouteBatch(), batch_size=BATCH_SIZE,
                       within=BATCH_WITHIN, holdback=holdback)
 
     def on_catalog(in_force: CatalogInForce) -> None:

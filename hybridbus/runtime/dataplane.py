@@ -1,5 +1,5 @@
 """The data plane of a processor: confluent-kafka batches consumed in one thread of the Faust worker, handed to the
-processor's batch handler, and committed per partition only after the handler returned.
+processor's batch handler, and committed per partition only after every output of the batch was acknowledged.
 
 Faust stays the runtime (worker, supervision, timers, metrics, control-plane work); its per-message stream path
 costs far more CPU than the per-event budget (README, "The data plane"), so the high-volume topics are read here.
@@ -12,17 +12,24 @@ How a batch goes, all in the one data-plane thread:
 3. with a `HoldBack`: leave out, per partition, everything from the first record whose schema fingerprint the
    catalog in force does not know yet (the partition is paused and sought back to it, tried again shortly and at
    once after a catalog switch: nothing after it is handled or committed until it is, so order holds);
-4. `handler(messages)`: the processor's plain, blocking function; it returns only once every output of the batch
-   is acknowledged (its `BatchProducer.confirm()`, an S3 write);
-5. commit, per partition, the offset after the batch's last message of that partition, synchronously.
+4. the handler's `prepare(messages)`: the batch's work without output (decode, route, check);
+5. settle the batch before: the handler's `confirm` returns once every output of it is acknowledged (its
+   `BatchProducer.confirm()`), then its offsets are committed;
+6. the handler's `send(prepared)`: this batch's outputs handed to librdkafka, not waited for.
 
-Rebalances cannot cut into a batch: librdkafka calls the assign/revoke callbacks only from inside `consume()`, in
-this thread, so when one runs every message handed out before was handled and committed (a commit that failed
-is retried from the revoke callback, and given up for partitions that are lost). Nothing is ever committed for a
+Steps 4–6 overlap the wait for one batch's acknowledgements with the consuming and preparing of the next, while a
+batch's outputs are still sent only after those of the batch before were acknowledged (so records of one key stay
+in order, and a failure leaves at most the two batches in hand uncommitted). A handler that is a plain function
+(`Whole`) does all of its batch in `send`, and is settled at once.
+
+Commits are asynchronous: a commit that failed is noticed in librdkafka's `on_commit` report and its offsets go
+into the next one. Rebalances cannot cut into a batch: librdkafka calls the assign/revoke callbacks only from
+inside `consume()`, in this thread, so a revoke settles the batch in hand and commits synchronously everything
+handled of the partitions it takes away (and gives up partitions that are lost). Nothing is ever committed for a
 record whose outputs were not acknowledged. If the handler raises, the process ends at once with exit code 70
-and commits nothing: the next owner of the partitions replays the batch. Heartbeats come from librdkafka's own
-thread, so a long batch does not cost the membership (up to MAX_POLL_INTERVAL); a killed worker's partitions
-move to another after SESSION_TIMEOUT.
+and commits nothing more: the next owner of the partitions replays the batches in hand. Heartbeats come from
+librdkafka's own thread, so a long batch does not cost the membership (up to MAX_POLL_INTERVAL); a killed
+worker's partitions move to another after SESSION_TIMEOUT.
 
 The group is the Faust app's id (`hbus-router`, …): the lag meter, `hbus status`, the bench and the drills read
 that group's committed offsets as before. Faust's own consumer is not started at all (see `DataPlane.attach`).
@@ -36,7 +43,7 @@ import queue
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from faust.app.base import BootStrategy
@@ -65,11 +72,42 @@ EXIT_ON_FAILURE = 70  # the process's exit code when a batch fails: nothing of i
 METADATA_REFRESH_MS = 5_000
 
 
+class Pipelined(Protocol):
+    """A batch handler in halves, so the wait for one batch's acknowledgements overlaps the work on the next."""
+
+    def prepare(self, messages: list[Message]) -> Any:
+        """The batch's work that sends nothing (decode, route, check); what `send` and `confirm` are given."""
+
+    def send(self, prepared: Any) -> None:
+        """Hand the batch's outputs over without waiting (called only once the batch before was confirmed)."""
+
+    def confirm(self, prepared: Any) -> None:
+        """Return once every output handed over is acknowledged; raise if any was refused."""
+
+
+class Whole:
+    """A plain batch function as a handler: all of its batch in `send`, which returns once all is acknowledged."""
+
+    overlaps = False
+
+    def __init__(self, handle: BatchHandler) -> None:
+        self.handle = handle
+
+    def prepare(self, messages: list[Message]) -> list[Message]:
+        return messages
+
+    def send(self, prepared: list[Message]) -> None:
+        self.handle(prepared)
+
+    def confirm(self, prepared: list[Message]) -> None:
+        pass
+
+
 class DataPlane(Service):  # type: ignore[misc]
     """One processor's batch consumer, started and stopped with the Faust app it is attached to.
 
-    `handler` gets the batch's messages (confluent_kafka.Message, errors removed) and must return only once all
-    outputs of the batch are acknowledged. `on_assign` (optional) gets the partitions newly owned by this worker
+    `handler` is a `Pipelined` one, or a function that gets the batch's messages (confluent_kafka.Message, errors
+    removed) and returns only once all outputs of the batch are acknowledged. `on_assign` (optional) gets the partitions newly owned by this worker
     (not held just before the rebalance), so a processor can forget what it cached about them. A topic name
     starting with `^` is a regular expression (librdkafka's pattern subscription): topics created while the worker
     runs are consumed from their beginning, with no restart. `holdback` holds records of schema fingerprints not
@@ -77,14 +115,15 @@ class DataPlane(Service):  # type: ignore[misc]
     """
 
     def __init__(self, app: Any, component: str, creds: KafkaCredentials, topics: Sequence[str],
-                 handler: BatchHandler, *, batch_size: int = 1000, within: float = 0.02,
+                 handler: BatchHandler | Pipelined, *, batch_size: int = 1000, within: float = 0.02,
                  on_assign: AssignHandler | None = None, cluster: str = PRIVATE, group: str | None = None,
                  holdback: HoldBack | None = None, **overrides: Any) -> None:
         super().__init__()
         self.component = component
         self.topics = sorted(topics)
         self.group = group or app.conf.id
-        self.handler = handler
+        self.handler: Pipelined = handler if hasattr(handler, "prepare") else Whole(handler)  # type: ignore[arg-type]
+        self._overlaps = getattr(self.handler, "overlaps", True)
         self.batch_size = batch_size
         self.within = within
         self.on_assign = on_assign
@@ -96,6 +135,7 @@ class DataPlane(Service):  # type: ignore[misc]
             "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
             "queued.max.messages.kbytes": PREFETCH_KBYTES,
             "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
+            "on_commit": self._commit_reported,
             **overrides,
         }
         self._cluster, self._creds = cluster, creds
@@ -103,6 +143,8 @@ class DataPlane(Service):  # type: ignore[misc]
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{component}-data-plane", daemon=True)
         self._uncommitted: dict[tuple[str, int], int] = {}  # next offset per partition, handled but not committed
+        self._handled_to: dict[tuple[str, int], int] = {}  # next offset per owned partition, handled (for revokes)
+        self._pending: tuple[list[Message], Any] | None = None  # the batch sent, not yet confirmed
         self._assigned: set[tuple[str, int]] = set()
         self.attach(app)
 
@@ -159,11 +201,17 @@ class DataPlane(Service):  # type: ignore[misc]
                 messages = self._records(consumer.consume(self.batch_size, self.within))
                 if messages and self.holdback is not None:
                     messages = self._hold_back(consumer, messages)
+                prepared = self.handler.prepare(messages) if messages else None
+                self._settle()
                 if messages:
-                    self.handler(messages)
-                    self._handled(messages)
+                    self.handler.send(prepared)
+                    self._pending = (messages, prepared)
+                    if not self._overlaps:
+                        self._settle()
                 if self._uncommitted:
                     self._commit(consumer)
+            self._settle()
+            self._commit(consumer, [TopicPartition(t, p, o) for (t, p), o in self._handled_to.items()])
             consumer.close()  # leaves the group: no session timeout to wait for
         except BaseException:  # noqa: BLE001 - any failure: end without committing, the batch replays
             _fail("batch failed")
@@ -222,23 +270,49 @@ class DataPlane(Service):  # type: ignore[misc]
                             err.str())
         return records
 
-    def _handled(self, messages: list[Message]) -> None:
+    def _settle(self) -> None:
+        """Wait for the batch in hand to be acknowledged; its offsets are then committable."""
+        if self._pending is None:
+            return
+        messages, prepared = self._pending
+        self.handler.confirm(prepared)
+        self._pending = None
+        uncommitted = self._uncommitted
         for msg in messages:  # in partition order, so the last one of each partition wins
-            self._uncommitted[(msg.topic(), msg.partition())] = msg.offset() + 1
+            uncommitted[(msg.topic(), msg.partition())] = msg.offset() + 1
+        self._handled_to.update(uncommitted)
 
-    def _commit(self, consumer: Consumer) -> bool:
-        """Commit every handled offset; on failure keep them for the next try (after the next batch or a revoke)."""
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
+    def _commit(self, consumer: Consumer, offsets: list[TopicPartition] | None = None) -> bool:
+        """Commit every handled offset, asynchronously; `offsets` given: those, synchronously (a revoke, a stop).
+        A failure keeps them for the next try (after the next batch or a revoke)."""
+        synchronous = offsets is not None
+        if offsets is None:
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self._uncommitted.items()]
+        if not offsets:
+            return True
         try:
-            consumer.commit(offsets=offsets, asynchronous=False)
+            consumer.commit(offsets=offsets, asynchronous=not synchronous)
         except KafkaException as exc:
-            # Outputs are acknowledged: at worst the next owner replays them (the private side may hold a copy
-            # twice; egress and the archiver remove repeats across the boundary).
-            log.warning("event=commit_failed component=%s partitions=%d error=%s", self.component, len(offsets),
-                        _error_name(exc))
+            self._commit_failed(len(offsets), _error_name(exc))
             return False
         self._uncommitted.clear()
         return True
+
+    def _commit_reported(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        """librdkafka's report of an asynchronous commit: a failed one's offsets go into the next commit (unless
+        a later offset of the partition is already waiting)."""
+        if err is None or err.code() == KafkaError._NO_OFFSET:
+            return
+        for tp in partitions:
+            key = (tp.topic, tp.partition)
+            if key in self._handled_to and key not in self._uncommitted and tp.offset >= 0:
+                self._uncommitted[key] = tp.offset
+        self._commit_failed(len(partitions), err.name())
+
+    def _commit_failed(self, partitions: int, error: str) -> None:
+        # Outputs are acknowledged: at worst the next owner replays them (the private side may hold a copy
+        # twice; egress and the archiver remove repeats across the boundary).
+        log.warning("event=commit_failed component=%s partitions=%d error=%s", self.component, partitions, error)
 
     def _assigned_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         owned = {(tp.topic, tp.partition) for tp in partitions}
@@ -250,15 +324,23 @@ class DataPlane(Service):  # type: ignore[misc]
             self.on_assign(added)
 
     def _revoked_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Called between batches: everything handled is acknowledged; commit what a failed commit left.
-        if self._uncommitted:
-            self._commit(consumer)
+        # Called from inside consume(): the batch in hand is settled, and everything handled of the partitions
+        # taken away is committed before they move (again, synchronously: an asynchronous commit may be in flight).
+        self._settle()
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        offsets = {**{key: o for key, o in self._handled_to.items() if key in revoked}, **self._uncommitted}
+        self._commit(consumer, [TopicPartition(t, p, o) for (t, p), o in offsets.items()])
         self._uncommitted.clear()  # a commit that failed here is replayed by the next owner
+        for key in revoked:
+            self._handled_to.pop(key, None)
         self._release(consumer, partitions)  # the next owner starts at the committed offset, before anything held
 
     def _lost_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # The partitions may already be another member's: committing for them is refused, and forgotten.
+        # The partitions may already be another member's: committing for them is refused, and forgotten. The batch
+        # in hand is still waited for, so the next one's outputs follow its own.
+        self._settle()
         self._uncommitted.clear()
+        self._handled_to.clear()
         self._assigned = set()
         self._release(consumer, partitions)
 

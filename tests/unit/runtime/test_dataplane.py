@@ -40,9 +40,11 @@ class FakeConsumer:
     """Plays `steps` one per consume(): a list is a batch, a callable acts (e.g. a rebalance) and returns none."""
 
     def __init__(self, steps: list[Step], stop: threading.Event, events: list[tuple[Any, ...]],
-                 failing_commits: int = 0) -> None:
+                 failing_commits: int = 0, on_commit: Callable[..., None] | None = None) -> None:
         self.steps, self.stop, self.events = list(steps), stop, events
         self.failing_commits = failing_commits
+        self.on_commit = on_commit
+        self.reports: list[list[TopicPartition]] = []  # failed asynchronous commits, reported at the next consume
         self.callbacks: dict[str, Any] = {}
         self.closed = False
 
@@ -50,6 +52,9 @@ class FakeConsumer:
         self.callbacks = callbacks
 
     def consume(self, num_messages: int, timeout: float) -> list[ConsumedMessage]:
+        while self.reports:  # as librdkafka serves its callbacks inside consume()
+            assert self.on_commit is not None
+            self.on_commit(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), self.reports.pop(0))
         if not self.steps:
             self.stop.set()
             return []
@@ -60,11 +65,14 @@ class FakeConsumer:
         return step
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
-        assert asynchronous is False
         if self.failing_commits:
             self.failing_commits -= 1
+            if asynchronous:
+                self.reports.append(offsets)
+                return
             raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
-        self.events.append(("commit", sorted((tp.topic, tp.partition, tp.offset) for tp in offsets)))
+        kind = "commit" if asynchronous else "commit-sync"
+        self.events.append((kind, sorted((tp.topic, tp.partition, tp.offset) for tp in offsets)))
 
     def close(self) -> None:
         self.closed = True
@@ -91,7 +99,7 @@ def run_plane(monkeypatch: pytest.MonkeyPatch, steps: list[Step], handler: Calla
 
     def make_consumer(cluster: str, creds: KafkaCredentials, group: str, **conf: Any) -> FakeConsumer:
         events.append(("consumer", group, conf["session.timeout.ms"]))
-        holder["consumer"] = FakeConsumer(steps, plane._stopping, events, failing_commits)
+        holder["consumer"] = FakeConsumer(steps, plane._stopping, events, failing_commits, conf["on_commit"])
         return holder["consumer"]
 
     def record(messages: list[Any]) -> None:
@@ -110,15 +118,17 @@ def test_a_batch_is_committed_per_partition_after_its_handler_returned(monkeypat
         ("consumer", "hbus-test", dataplane.SESSION_TIMEOUT_MS),  # the Faust app's id is the group
         ("handle", [("t", 0, 5), ("t", 1, 7), ("t", 0, 6), ("u", 0, 1)]),
         ("commit", [("t", 0, 7), ("t", 1, 8), ("u", 0, 2)]),
+        # A stopping worker commits what it handled once more, and waits for it, before it leaves the group.
+        ("commit-sync", [("t", 0, 7), ("t", 1, 8), ("u", 0, 2)]),
     ]
-    assert consumer.closed  # a stopping worker leaves the group
+    assert consumer.closed
 
 
 def test_consumer_events_are_not_records_and_an_empty_poll_commits_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     eof = message("t", 0, 9, KafkaError(KafkaError._PARTITION_EOF))
     transport = message("t", 0, -1, KafkaError(KafkaError._TRANSPORT))
     _plane, _consumer, events = run_plane(monkeypatch, [[], [eof, transport], [message("t", 0, 3), eof]])
-    assert events[1:] == [("handle", [("t", 0, 3)]), ("commit", [("t", 0, 4)])]
+    assert events[1:] == [("handle", [("t", 0, 3)]), ("commit", [("t", 0, 4)]), ("commit-sync", [("t", 0, 4)])]
 
 
 def test_control_plane_changes_run_in_the_data_plane_thread_between_batches(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -157,7 +167,7 @@ def test_a_revoke_commits_what_a_failed_commit_left_and_new_partitions_are_annou
         lambda c: c.rebalance("on_assign", [("t", 1), ("t", 2)]),
     ]
     _plane, _consumer, events = run_plane(monkeypatch, steps, failing_commits=1, on_assign=announced.append)
-    assert events[1:] == [("handle", [("t", 0, 0)]), ("revoke",), ("commit", [("t", 0, 1)])]
+    assert events[1:] == [("handle", [("t", 0, 0)]), ("revoke",), ("commit-sync", [("t", 0, 1)])]
     # Only partitions not held just before are new: a cache about them may be stale.
     assert announced == [[("t", 0), ("t", 1)], [("t", 2)]]
 
@@ -256,4 +266,64 @@ def test_a_record_of_an_unknown_fingerprint_holds_its_partition_until_the_catalo
         ("resume", [("t", 0)]), ("seek", ("t", 0, 5)),  # tried again at once after the switch
         ("handle", [("t", 0, 5), ("t", 0, 6)]),
         ("commit", [("t", 0, 7)]),
+        ("commit-sync", [("t", 0, 7), ("t", 1, 10)]),
     ]
+
+
+class Halves:
+    """A pipelined handler that records when each half of each batch runs."""
+
+    def __init__(self, events: list[tuple[Any, ...]], refuse: int | None = None) -> None:
+        self.events, self.refuse = events, refuse
+
+    def prepare(self, messages: list[Any]) -> int:
+        self.events.append(("prepare", messages[0].offset()))
+        return int(messages[0].offset())
+
+    def send(self, first: int) -> None:
+        self.events.append(("send", first))
+
+    def confirm(self, first: int) -> None:
+        if first == self.refuse:
+            raise ValueError("refused")
+        self.events.append(("confirm", first))
+
+
+def test_a_batch_is_prepared_while_the_one_before_is_acknowledged_and_sent_only_after_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[Any] = []
+    steps: list[Step] = [[message("t", 0, 0)], [message("t", 0, 1)], [message("t", 0, 2)]]
+    run_plane(monkeypatch, steps, Halves(events), events=events)  # type: ignore[arg-type]
+    assert events[1:] == [
+        ("prepare", 0), ("send", 0),
+        ("prepare", 1), ("confirm", 0), ("send", 1), ("commit", [("t", 0, 1)]),
+        ("prepare", 2), ("confirm", 1), ("send", 2), ("commit", [("t", 0, 2)]),
+        ("confirm", 2), ("commit", [("t", 0, 3)]),  # an empty poll settles the batch in hand
+        ("commit-sync", [("t", 0, 3)]),
+    ]
+
+
+def test_a_revoke_settles_the_batch_in_hand_and_commits_it_before_the_partitions_move(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[Any] = []
+    steps: list[Step] = [
+        lambda c: c.rebalance("on_assign", [("t", 0), ("t", 1)]),
+        [message("t", 0, 0), message("t", 1, 5)],
+        lambda c: c.rebalance("on_revoke", [("t", 1)]),
+    ]
+    run_plane(monkeypatch, steps, Halves(events), events=events)  # type: ignore[arg-type]
+    assert events[1:] == [
+        ("prepare", 0), ("send", 0),
+        ("confirm", 0), ("commit-sync", [("t", 0, 1), ("t", 1, 6)]),  # inside consume(), before the move
+        ("commit-sync", [("t", 0, 1)]),  # the stop: only what is still owned
+    ]
+
+
+def test_a_refused_output_ends_the_process_before_the_next_batch_is_sent(monkeypatch: pytest.MonkeyPatch,
+                                                                         exits: list[int]) -> None:
+    events: list[Any] = []
+    with pytest.raises(Exited):
+        run_plane(monkeypatch, [[message("t", 0, 0)], [message("t", 0, 1)]], Halves(events, refuse=0),  # type: ignore[arg-type]
+                  events=events)
+    assert exits == [dataplane.EXIT_ON_FAILURE]
+    assert events[1:] == [("prepare", 0), ("send", 0), ("prepare", 1)]  # nothing committed, batch 1 not sent

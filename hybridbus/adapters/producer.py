@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from hybridbus.adapters import kafka, metrics
@@ -22,6 +22,8 @@ BACKOFF = 0.05  # seconds to let librdkafka deliver when its local queue is full
 
 # Settings for a processor's batch writer; callers' overrides win (egress: message.timeout.ms=0; the audit
 # writer: max.in.flight 5, message.timeout.ms=0). Idempotence and acks=all come from `kafka.producer`.
+# Producers of a writer to many topics (the router's graded topics, egress's public ones): see `BatchProducer`.
+WIDE_LANES = 4
 BATCH_DEFAULTS: dict[str, Any] = {"linger.ms": 5, "batch.num.messages": 10_000, "queue.buffering.max.messages": 200_000}
 
 
@@ -77,10 +79,18 @@ class BatchProducer:
     since the last confirm and raises `DeliveryError` (topic, reason, count) if any was refused, so a processor
     commits a batch's offsets only after all of its outputs. While a confirm waits longer than PAUSED_AFTER
     seconds, `hbus_paused{component, dependency}` is 1.
+
+    `lanes`: more librdkafka producers, each with its own connections, the topics dealt out among them in the order
+    they are first written (all partitions of a topic on one lane, so each stays in order). librdkafka sends one
+    request per partition and a broker answers one connection's requests one at a time: a batch that touches a
+    hundred partitions waits for a hundred round trips on one connection, a quarter of that on four.
     """
 
-    def __init__(self, producer: ProducerLike, refusals: Refusals, component: str, dependency: str) -> None:
+    def __init__(self, producer: ProducerLike, refusals: Refusals, component: str, dependency: str,
+                 lanes: Sequence[ProducerLike] = ()) -> None:
         self.producer = producer
+        self.lanes = [producer, *lanes]
+        self._lane_of: dict[str, ProducerLike] = {}
         self.refusals = refusals
         self.component = component
         self.dependency = dependency
@@ -89,24 +99,31 @@ class BatchProducer:
 
     @classmethod
     def connect(cls, cluster: str, creds: KafkaCredentials, component: str, dependency: str | None = None,
-                **overrides: Any) -> BatchProducer:
-        """A batch writer to `cluster` (private or public); `overrides` are librdkafka settings."""
+                lanes: int = 1, **overrides: Any) -> BatchProducer:
+        """A batch writer to `cluster` (private or public) over `lanes` producers; `overrides` are librdkafka
+        settings."""
         refusals = Refusals()
         conf = {**BATCH_DEFAULTS, **overrides,
                 # One producer-level callback, reached only for failures; success is counted by flush alone.
                 "delivery.report.only.error": True, "on_delivery": refusals.delivered,
                 "error_cb": refusals.client_error}
-        return cls(kafka.producer(cluster, creds, **conf), refusals, component, dependency or f"{cluster}-kafka")
+        producers = [kafka.producer(cluster, creds, **conf) for _ in range(lanes)]
+        return cls(producers[0], refusals, component, dependency or f"{cluster}-kafka", producers[1:])
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
         """Hand one record over; when librdkafka's queue is full, let it deliver some first (never drop)."""
+        lane = self._lane_of.get(topic) or self._new_lane(topic)
         while True:
             try:
-                self.producer.produce(topic, value, key, -1 if partition is None else partition, headers=headers)
+                lane.produce(topic, value, key, -1 if partition is None else partition, headers=headers)
                 return
             except BufferError:
-                self.producer.poll(BACKOFF)
+                lane.poll(BACKOFF)
+
+    def _new_lane(self, topic: str) -> ProducerLike:
+        lane = self._lane_of[topic] = self.lanes[len(self._lane_of) % len(self.lanes)]
+        return lane
 
     def send_all(self, records: Iterable[tuple[str, bytes | None, bytes | None, int | None,
                                                list[tuple[str, bytes]] | None]]) -> None:
@@ -118,7 +135,7 @@ class BatchProducer:
         """Block until every record handed over is acknowledged; raise `DeliveryError` if any was refused."""
         started = time.monotonic()
         paused = False
-        while self.producer.flush(FLUSH_STEP) > 0:
+        while sum(lane.flush(FLUSH_STEP) for lane in self.lanes) > 0:
             if not paused and time.monotonic() - started >= PAUSED_AFTER:
                 paused = True
                 self._paused.set(1)

@@ -153,3 +153,19 @@ def test_connect_asks_for_error_reports_only_and_lets_callers_override(monkeypat
     assert seen["message.timeout.ms"] == 0 and seen["max.in.flight.requests.per.connection"] == 5
     assert seen["linger.ms"] == producer.BATCH_DEFAULTS["linger.ms"]
     assert (outputs.component, outputs.dependency) == ("egress", "public-kafka")
+
+
+def test_lanes_keep_each_topic_on_one_producer_and_a_confirm_waits_for_all_of_them() -> None:
+    refusals = Refusals()
+    lanes = [FakeProducer(refusals), FakeProducer(refusals, slow_flushes=2), FakeProducer(refusals)]
+    outputs = BatchProducer(lanes[0], refusals, "test", "fake-kafka", lanes[1:])
+    for topic in ("a", "b", "c", "d", "a", "b", "a"):
+        outputs.send(topic, b"k", topic.encode(), None)
+    outputs.confirm()
+    # Topics are dealt out in the order first written; every record of a topic went through its one lane, in order.
+    assert [[r[0] for r in lane.produced] for lane in lanes] == [["a", "d", "a", "a"], ["b", "b"], ["c"]]
+    assert all(not lane.queued for lane in lanes)  # the slow lane was flushed until it had nothing in flight
+    lanes[2].refuse = frozenset({"c"})
+    outputs.send("c", b"k", b"v", None)
+    with pytest.raises(DeliveryError):
+        outputs.confirm()

@@ -96,6 +96,10 @@ class AvroCodec:
             raise UnknownSchemaError(f"{event_type.key} v{event_type.version} is not known to this codec")
         return entry
 
+    def fingerprints_of(self, keep: Callable[[EventType], bool]) -> frozenset[bytes]:
+        """The fingerprints of the known types (catalog and views added) for which `keep` is true."""
+        return frozenset(fp for fp, entry in self._by_fingerprint.items() if keep(entry.event_type))
+
     def knows(self, fingerprint: bytes) -> bool:
         """True when records of this 8-byte fingerprint decode here (a catalog type or a view added)."""
         return fingerprint in self._by_fingerprint

@@ -145,17 +145,31 @@ class GuardOutcome:
         return quarantine_headers(headers, self.reason, source_topic, stamp)
 
 
-def judge(codec: AvroCodec, topic: str, value: bytes | None, destinations: str,
-          destination: str) -> tuple[EventType | None, dict[str, Any] | None, Verdict]:
+def value_free(event_type: EventType) -> bool:
+    """True when no value of a record of this type can raise its grade: no field is graded above the record."""
+    record = event_type.record_grade
+    return all(grade <= record for grade in event_type.field_grades.values())
+
+
+_NO_VALUES: Mapping[str, Any] = {}
+
+
+def judge(codec: AvroCodec, topic: str, value: bytes | None, destinations: str, destination: str,
+          unread: frozenset[bytes] = frozenset()) -> tuple[EventType | None, dict[str, Any] | None, Verdict]:
     """The guard's verdict on one record, from its own decoding and the catalog's grades (fail closed: a record
-    that does not decode is treated as the highest grade)."""
+    that does not decode is treated as the highest grade).
+
+    A record of a fingerprint in `unread` (a `value_free` type) is only checked as decode would take it, not
+    decoded: its grade is its record's whatever it holds. Its payload is then None.
+    """
     if value is None:
         return None, None, Verdict(False, Grade.IMPORTANT, "record has no value", leak=True)
     try:
-        event_type, payload = codec.decode(value)
+        event_type, payload = codec.decode_unless(value, unread) if unread else codec.decode(value)
     except CodecError as exc:
         return None, None, Verdict(False, Grade.IMPORTANT, f"does not decode: {exc.reason}", leak=True)
-    return event_type, payload, check_export(event_type, payload, topic, destinations, destination)
+    graded = _NO_VALUES if payload is None else payload
+    return event_type, payload, check_export(event_type, graded, topic, destinations, destination)
 
 
 class _Known:
@@ -223,6 +237,7 @@ class GuardStep:
         self.log = logging.getLogger(f"hbus.{self.role.component}")
         self._derived: dict[tuple[str, int], EventType] = {}
         self._known: dict[tuple[int, bytes | None, str], _Known] = {}
+        self.unread: frozenset[bytes] = frozenset()
         self.learn(derived)
 
     def learn(self, derived: Iterable[EventType]) -> None:
@@ -232,6 +247,11 @@ class GuardStep:
             if ident not in self._derived:
                 self.codec.add(event_type)
                 self._derived[ident] = event_type
+        self._read_less()
+
+    def _read_less(self) -> None:
+        """Records of `value_free` types are checked, not decoded, where the role does not keep the values."""
+        self.unread = frozenset() if self.role.keeps_payload else self.codec.fingerprints_of(value_free)
 
     def _set_digest(self, catalog_digest: str) -> None:
         self.catalog_digest = catalog_digest  # of the catalog `codec` knows: stamped on what it quarantines
@@ -249,6 +269,7 @@ class GuardStep:
         for event_type in derived:  # the new catalog's form of a view replaces the one learnt before
             codec.add(event_type)
             self._derived[(event_type.key, event_type.version)] = event_type
+        self._read_less()
 
     def derived_types(self) -> list[EventType]:
         return list(self._derived.values())
@@ -271,7 +292,8 @@ class GuardStep:
         else:
             hdrs, exact = {}, True
         event_id = event_id_of(hdrs, key)
-        event_type, payload, verdict = judge(self.codec, topic, value, text(hdrs.get(H.DESTINATIONS)), self.destination)
+        event_type, payload, verdict = judge(self.codec, topic, value, text(hdrs.get(H.DESTINATIONS)), self.destination,
+                                             self.unread)
         if not verdict.allowed:
             outcome = GuardOutcome(False, verdict.leak, event_type, payload, verdict.grade, verdict.reason, event_id)
             labels = (self.role.component, outcome.dept, outcome.type_key(topic))
@@ -281,7 +303,7 @@ class GuardStep:
             else:
                 batch.not_wanted += 1
             return None
-        assert event_type is not None and payload is not None and value is not None
+        assert event_type is not None and value is not None
         # A header name given twice makes the first value the rules version, as the per-record form reads it.
         version = hdrs.get(H.RULES_VERSION) if exact else header(headers, H.RULES_VERSION).encode()
         ident = (id(event_type), version, topic)

@@ -264,3 +264,23 @@ def test_a_new_catalog_lets_its_new_version_out_and_keeps_the_views_learnt_befor
     assert [p.event_type.version for p in batch.allowed] == [2] and batch.quarantined == []
     assert views <= {(t.key, t.version) for t in guard.derived_types()}
     assert all(guard.codec.knows(codec.fingerprint(t)) for t in guard.derived_types())
+
+
+def test_egress_only_checks_records_no_value_can_raise_and_still_refuses_what_does_not_decode() -> None:
+    from hybridbus.runtime.guard_step import value_free
+
+    egress, archiver = guard_for(PUBLIC_CLOUD), guard_for(ARCHIVE)
+    licence = CATALOG.get("market.licence_granted")
+    assert value_free(licence) and egress.codec.fingerprint(licence) in egress.unread
+    raisable = [et for et in CATALOG if not value_free(et)]
+    assert raisable and not {egress.codec.fingerprint(et) for et in raisable} & egress.unread
+    assert archiver.unread == frozenset()  # the archiver writes the values: it decodes every record
+
+    public, _private = routed()
+    record = next(r for r in public if r[0] == "public.market.licence_granted")
+    topic, partition, offset, key, value, headers = record
+    assert value is not None
+    batch = run(egress, [record, (topic, partition, offset + 1, b"cut", value[:-3], headers)])
+    assert [p.payload for p in batch.allowed] == [None]  # checked, not decoded: egress sends the bytes as they are
+    (_, _, _, _, quarantined_headers), = batch.quarantined
+    assert dict(quarantined_headers)[H.DLQ_REASON].startswith(b"does not decode: market.licence_granted")

@@ -65,6 +65,9 @@ HEARTBEAT_INTERVAL_MS = 2_000
 # and its partitions given to another (as Faust's broker_max_poll_interval).
 MAX_POLL_INTERVAL_MS = 1_000_000
 PREFETCH_KBYTES = 16_384  # records fetched ahead of the handler: 16 MB, about 16,000 workload events
+# Once the read-ahead is full, librdkafka fetches again only after this long (its default, 1 s, is about a
+# whole read-ahead of a backlog's worth of routing: the handler would drain it and then wait).
+FETCH_QUEUE_BACKOFF_MS = 10
 STOP_TIMEOUT = 15.0  # seconds a stopping worker lets the batch in hand finish and commit
 EXIT_ON_FAILURE = 70  # the process's exit code when a batch fails: nothing of it was committed
 # Topics created later (a new event type, version or view) are seen within this long: a topic `^…` pattern is
@@ -134,6 +137,7 @@ class DataPlane(Service):  # type: ignore[misc]
             "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
             "max.poll.interval.ms": MAX_POLL_INTERVAL_MS,
             "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
             "topic.metadata.refresh.interval.ms": METADATA_REFRESH_MS,
             "on_commit": self._commit_reported,
             **overrides,

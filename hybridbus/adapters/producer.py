@@ -128,8 +128,13 @@ class BatchProducer:
     def send_all(self, records: Iterable[tuple[str, bytes | None, bytes | None, int | None,
                                                list[tuple[str, bytes]] | None]]) -> None:
         """Hand over (topic, key, value, partition, headers) records, as the steps' batches hold them."""
+        lane_of = self._lane_of
         for topic, key, value, partition, headers in records:
-            self.send(topic, key, value, partition, headers)
+            lane = lane_of.get(topic) or self._new_lane(topic)
+            try:  # `send`, without a call per record
+                lane.produce(topic, value, key, -1 if partition is None else partition, headers=headers)
+            except BufferError:
+                self.send(topic, key, value, partition, headers)
 
     def confirm(self) -> None:
         """Block until every record handed over is acknowledged; raise `DeliveryError` if any was refused."""

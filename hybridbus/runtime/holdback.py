@@ -51,6 +51,23 @@ class HoldBack:
         consumer returns them again once the partition is resumed at that offset.
         """
         now = self.clock()
+        if not self.held and not self._rewinding:
+            # Nothing held: only a fingerprint the catalog does not know stops a record. Each fingerprint is asked
+            # once a batch (the catalog changes only between batches).
+            known: set[bytes | None] = {None}
+            for index, msg in enumerate(messages):
+                fingerprint = header_fingerprint(msg.value())
+                if fingerprint in known:
+                    continue
+                if self._waits(fingerprint, now):  # type: ignore[arg-type]
+                    kept, newly, first = self._split(messages[index:], now)
+                    return list(messages[:index]) + kept, newly, first
+                known.add(fingerprint)
+            return list(messages), [], []
+        return self._split(messages, now)
+
+    def _split(self, messages: Sequence[Any], now: float
+               ) -> tuple[list[Any], list[tuple[TopicPartitionKey, int]], list[tuple[TopicPartitionKey, int]]]:
         kept: list[Any] = []
         newly: list[tuple[TopicPartitionKey, int]] = []
         first: list[tuple[TopicPartitionKey, int]] = []

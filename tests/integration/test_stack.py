@@ -38,6 +38,13 @@ def test_every_component_reports_healthy(stack: Settings) -> None:
     assert sum(s.rss_mb or 0 for s in statuses.values()) < 3 * 1024
 
 
+def test_the_stack_writes_its_logs_under_the_state_dir_not_where_it_was_started(stack: Settings) -> None:
+    from hybridbus.adapters.config import REPO_ROOT
+
+    # A Java tool run without kafka.logs.dir made a directory literally named after the unset property.
+    assert not list(REPO_ROOT.glob("${sys:*")), "a Kafka tool wrote its logs outside the state dir"
+
+
 def test_department_produces_with_scram_and_router_reads_it(stack: Settings) -> None:
     marker = uuid.uuid4().hex.encode()
     market = VaultSession("market", stack)

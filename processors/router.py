@@ -3,8 +3,8 @@ and applies the live rule set, under the catalog in force (`_hbus.catalog`, foll
 
 Outputs are produced without awaiting each one; a batch is routed while the one before is acknowledged, and its
 offsets are committed only after every output of the batch is acknowledged by Kafka, so a crash replays and never
-skips. Keyed pseudonyms come from Vault Transit once
-per batch, in the data-plane thread (never on the event loop); while Vault is out the batch waits.
+skips. Keyed pseudonyms come from Vault Transit once per batch, in the data-plane thread (never on the event loop);
+while Vault is out the batch waits.
 """
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ BACKOFF = 0.05  # seconds to let librdkafka deliver when its local queue is full
 
 # Settings for a processor's batch writer; callers' overrides win (egress: message.timeout.ms=0; the audit
 # writer: max.in.flight 5, message.timeout.ms=0). Idempotence and acks=all come from `kafka.producer`.
-# Producers of a writer to many topics (the router's graded topics, egress's public ones): see `BatchProducer`.
+# Producers of a writer to many topics (the router's graded topics): see `BatchProducer`.
 WIDE_LANES = 4
 BATCH_DEFAULTS: dict[str, Any] = {"linger.ms": 5, "batch.num.messages": 10_000, "queue.buffering.max.messages": 200_000}
 

@@ -110,8 +110,9 @@ class DataPlane(Service):  # type: ignore[misc]
     """One processor's batch consumer, started and stopped with the Faust app it is attached to.
 
     `handler` is a `Pipelined` one, or a function that gets the batch's messages (confluent_kafka.Message, errors
-    removed) and returns only once all outputs of the batch are acknowledged. `on_assign` (optional) gets the partitions newly owned by this worker
-    (not held just before the rebalance), so a processor can forget what it cached about them. A topic name
+    removed) and returns only once all outputs of the batch are acknowledged. `on_assign` (optional) gets the
+    partitions newly owned by this worker (not held just before the rebalance), so a processor can forget what it
+    cached about them. A topic name
     starting with `^` is a regular expression (librdkafka's pattern subscription): topics created while the worker
     runs are consumed from their beginning, with no restart. `holdback` holds records of schema fingerprints not
     yet known (see the module's docstring).

@@ -34,8 +34,8 @@ _PERF_LINE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB
 
 def java(cfg: Settings, main_class: str, *args: str) -> list[str]:
     # The log config names kafka.logs.dir: unset, log4j makes a directory called "${sys:kafka.logs.dir}" here.
-    return ["java", *JVM, f"-Dlog4j2.configurationFile={LOG4J}", f"-Dkafka.logs.dir={cfg.state_dir / 'bench' / 'logs'}",
-            "-cp", f"{kafka_libs(cfg)}/*", main_class, *args]
+    return ["java", *JVM, f"-Dlog4j2.configurationFile={LOG4J}",
+            f"-Dkafka.logs.dir={cfg.state_dir / 'bench' / 'logs'}", "-cp", f"{kafka_libs(cfg)}/*", main_class, *args]
 
 
 def sasl_lines(creds: KafkaCredentials, prefix: str = "") -> list[str]:

@@ -237,7 +237,8 @@ num.io.threads=4
                     # kafka.logs.dir as the broker's: the log config names it, and without it log4j makes a
                     # directory literally called "${sys:kafka.logs.dir}" wherever the command ran.
                     ["java", "-cp", f"{libs}/*", f"-Dlog4j2.configurationFile={self.log4j}",
-                     f"-Dkafka.logs.dir={self.home / 'logs'}", "kafka.tools.StorageTool", "format", f"--cluster-id={self.cluster_id()}", "-c", str(props_file),
+                     f"-Dkafka.logs.dir={self.home / 'logs'}", "kafka.tools.StorageTool", "format",
+                     f"--cluster-id={self.cluster_id()}", "-c", str(props_file),
                      "--add-scram", f"SCRAM-SHA-512=[name={creds.username},password={creds.password}]"],
                     stdout=out, stderr=subprocess.STDOUT,
                 )

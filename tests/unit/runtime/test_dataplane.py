@@ -323,7 +323,7 @@ def test_a_refused_output_ends_the_process_before_the_next_batch_is_sent(monkeyp
                                                                          exits: list[int]) -> None:
     events: list[Any] = []
     with pytest.raises(Exited):
-        run_plane(monkeypatch, [[message("t", 0, 0)], [message("t", 0, 1)]], Halves(events, refuse=0),  # type: ignore[arg-type]
-                  events=events)
+        steps: list[Step] = [[message("t", 0, 0)], [message("t", 0, 1)]]
+        run_plane(monkeypatch, steps, Halves(events, refuse=0), events=events)  # type: ignore[arg-type]
     assert exits == [dataplane.EXIT_ON_FAILURE]
     assert events[1:] == [("prepare", 0), ("send", 0), ("prepare", 1)]  # nothing committed, batch 1 not sent

@@ -2,6 +2,7 @@
 control-plane changes land between batches, rebalances see nothing half done, and a failed batch commits nothing."""
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -327,3 +328,19 @@ def test_a_refused_output_ends_the_process_before_the_next_batch_is_sent(monkeyp
         run_plane(monkeypatch, steps, Halves(events, refuse=0), events=events)  # type: ignore[arg-type]
     assert exits == [dataplane.EXIT_ON_FAILURE]
     assert events[1:] == [("prepare", 0), ("send", 0), ("prepare", 1)]  # nothing committed, batch 1 not sent
+
+
+def test_the_collector_is_set_for_batches_and_start_up_objects_are_set_aside() -> None:
+    before = gc.get_threshold()
+    try:
+        dataplane.collect_for_batches()
+        assert gc.get_threshold() == (dataplane.GC_YOUNG_THRESHOLD, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
+
+
+def test_a_fetch_response_is_bounded_below_librdkafkas_default() -> None:
+    plane = DataPlane(faust.App("hbus-test-fetch"), "router", CREDS, ["t"], lambda messages: None)
+    assert plane._consumer_settings["fetch.max.bytes"] == dataplane.FETCH_MAX_BYTES < 50 * 1024 * 1024

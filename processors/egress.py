@@ -95,13 +95,12 @@ class PublicSide:
         self._exported[(topic, partition)] = last
         self._recent.load((topic, partition), recent)
 
-    def send(self, passed: Passed) -> None:
-        """Private partition p to public partition p, in offset order, stamped with its source offset."""
-        topic, partition, offset = passed.topic, passed.partition, passed.offset
-        out_headers = [(k, v) for k, v in (passed.headers or []) if k != SOURCE_OFFSET]
-        out_headers.append((SOURCE_OFFSET, str(offset).encode()))
-        self.outputs.send(topic, passed.key, passed.value, partition, out_headers)
-        self._exported[(topic, partition)] = offset
+    def send_all(self, passed: list[Passed]) -> None:
+        """Private partition p to public partition p, in offset order, each record stamped with its source offset
+        (the guard left out any such header a record brought along)."""
+        self.outputs.send_all([(out.topic, out.key, out.value, out.partition,
+                                [*(out.headers or ()), (SOURCE_OFFSET, str(out.offset).encode())]) for out in passed])
+        self._exported.update({(out.topic, out.partition): out.offset for out in passed})
 
     def flush(self) -> None:
         """Block until every record handed over is acknowledged by the public cluster."""
@@ -113,7 +112,7 @@ def main() -> None:
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
     catalogs, catalog, check, feed = follow(cfg, vault, private_creds, "egress")
     recent = DedupeWindow()
-    followed = FollowedGuard(catalog, feed.load(), PUBLIC_CLOUD, recent)
+    followed = FollowedGuard(catalog, feed.load(), PUBLIC_CLOUD, recent, stamped=frozenset({SOURCE_OFFSET}))
     guard = followed.guard
     public = PublicSide(public_creds, recent)
     boundary = BoundaryGate(private_creds, vault, "egress")
@@ -142,8 +141,7 @@ def main() -> None:
         @staticmethod
         def send(prepared: tuple[GuardBatch, list[Passed]]) -> None:
             batch, passed = prepared
-            for out in passed:
-                public.send(out)
+            public.send_all(passed)
             private.send_all(batch.quarantined)
             for chunk in batch.decision_records():
                 private.send(DECISIONS_TOPIC, b"egress", chunk)

@@ -186,6 +186,10 @@ class AvroCodec:
         return self._decode(data, entry)
 
     def _entry_of(self, data: bytes) -> _Entry:
+        if type(data) is bytes and data.startswith(MARKER):  # the usual case, without the copies below
+            entry = self._by_fingerprint.get(data[2:HEADER_SIZE])
+            if entry is not None:
+                return entry
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise DecodeError(f"expected bytes, got {type(data).__name__}")
         if len(data) < HEADER_SIZE:

@@ -227,10 +227,12 @@ class GuardStep:
     """The one boundary guard of a destination (`public_cloud` for egress, `archive` for the archiver)."""
 
     def __init__(self, codec: AvroCodec, destination: str, derived: Iterable[EventType] = (),
-                 dedupe: DedupeWindow | None = None, catalog_digest: str = "") -> None:
+                 dedupe: DedupeWindow | None = None, catalog_digest: str = "",
+                 stamped: frozenset[str] = frozenset()) -> None:
         self.codec = codec
         self.destination = destination
         self.role = ROLES[destination]
+        self.stamped = stamped  # header names the sink stamps itself: a record's own values are left out of `Passed`
         self._set_digest(catalog_digest)
         self.dedupe = dedupe if dedupe is not None else DedupeWindow()
         self.log = logging.getLogger(f"hbus.{self.role.component}")
@@ -315,6 +317,8 @@ class GuardStep:
             batch.duplicates += 1  # the router wrote this event again after a crash; it is already out
             batch.events_in[known.in_labels] = batch.events_in.get(known.in_labels, 0) + 1
             return None
+        if self.stamped and not self.stamped.isdisjoint(hdrs):
+            headers = [(k, v) for k, v in headers if k not in self.stamped]  # type: ignore[union-attr]
         # tuple.__new__ straight: a NamedTuple's own __new__ is a Python call, a tenth of this method's time.
         passed = _new_passed(Passed, (topic, partition, offset, key, value, headers, event_type,
                                       payload if self.role.keeps_payload else None, event_id))

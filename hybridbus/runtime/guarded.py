@@ -20,17 +20,18 @@ PUBLIC_PATTERN = f"^{re.escape(Grade.PUBLIC.id + '.')}.*"
 
 class FollowedGuard:
     """The boundary guard of `destination`, with the view types of the catalog and every rule set in force (live
-    and shadow); `dedupe` is the event-id window the sink loads from what it already holds (egress), else its own.
+    and shadow); `dedupe` is the event-id window the sink loads from what it already holds (egress), else its own;
+    `stamped`, the header names the sink sets itself (see `GuardStep`).
 
     Both inputs change only between two batches of the data plane, through `on_rules` and `on_catalog`.
     """
 
     def __init__(self, catalog: Catalog, applied: Mapping[str, Any], destination: str,
-                 dedupe: DedupeWindow | None = None) -> None:
+                 dedupe: DedupeWindow | None = None, stamped: frozenset[str] = frozenset()) -> None:
         self.catalog = catalog
         self.rulesets: dict[str, RuleSet | None] = {role: a.ruleset for role, a in applied.items()}
         self.guard = GuardStep(AvroCodec.for_catalog(catalog), destination, dedupe=dedupe,
-                               catalog_digest=catalog.digest)
+                               catalog_digest=catalog.digest, stamped=stamped)
         self.guard.learn(self._views())
 
     def _views(self) -> list[Any]:

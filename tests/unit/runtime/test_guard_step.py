@@ -143,6 +143,16 @@ def test_public_records_pass_with_what_the_sink_needs() -> None:
     assert len(batch.occurred) == len(public)
 
 
+def test_headers_the_sink_stamps_itself_are_left_out_of_what_passes() -> None:
+    public, _ = routed()
+    stamped = "hbus-source-offset"
+    guard = GuardStep(fresh_codec(), PUBLIC_CLOUD, derived_event_types(CATALOG, SHIPPED), stamped=frozenset({stamped}))
+    brought = [(t, p, o, k, v, [*(h or []), (stamped, b"999")]) for t, p, o, k, v, h in public]
+    batch = run(guard, brought)
+    assert [p.headers for p in batch.allowed] == [h for *_, h in public]
+    assert len(batch.allowed) == len(public)
+
+
 def test_a_record_that_is_not_public_is_quarantined_with_its_reason() -> None:
     public, private = routed()
     sensitive = next(r for r in private if r[0] == "sensitive.govservice.citizen_feedback")

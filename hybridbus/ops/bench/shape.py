@@ -40,9 +40,8 @@ def run(cfg: Settings, options: Options, progress: Progress,
         for count in router_workers:
             names = workers.worker_names("router", count)
             key = f"router-{count}-workers"
-            results[key] = [bench._routers(f"{key} {i + 1}/{options.runs}", names, preloaded=False)  # noqa: SLF001
+            results[key] = [bench._backlog_routed(f"{key} {i + 1}/{options.runs}", names)  # noqa: SLF001
                             for i in range(options.runs)]
-            workers.stop(cfg, names[1:])
     finally:
         workers.stop(cfg, workers.extra_running(cfg))
         workers.start(cfg, tuple(dict.fromkeys(("router", "egress", *was_running))))

@@ -16,7 +16,7 @@ from confluent_kafka import KafkaException, Message, TopicPartition
 from hybridbus.adapters import kafka
 from hybridbus.adapters.producer import BatchProducer
 from hybridbus.adapters.topology import DECISIONS_TOPIC, PRIVATE, PUBLIC
-from hybridbus.runtime.dataplane import DataPlane
+from hybridbus.runtime.dataplane import FETCH_MAX_BYTES, FETCH_QUEUE_BACKOFF_MS, PREFETCH_KBYTES, DataPlane
 from hybridbus.runtime.emergency import BoundaryGate
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.following import follow
@@ -48,7 +48,10 @@ class PublicSide:
             "message.timeout.ms": 0,  # never give up: when the public cloud is down, wait for it
             "max.in.flight.requests.per.connection": 5, "linger.ms": 5, "batch.num.messages": 2000,
         })
-        self._reader = kafka.consumer(PUBLIC, creds, group="hbus-egress-positions", **{"fetch.queue.backoff.ms": 10})
+        # Reads back the tails of many partitions at once: a bounded read-ahead, fetched again soon once it has room.
+        self._reader = kafka.consumer(PUBLIC, creds, group="hbus-egress-positions", **{
+            "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS, "queued.max.messages.kbytes": PREFETCH_KBYTES,
+            "fetch.max.bytes": FETCH_MAX_BYTES})
         self._exported: dict[tuple[str, int], int] = {}
         self._recent = recent
 

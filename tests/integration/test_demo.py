@@ -25,7 +25,10 @@ from producers.publisher import Publisher
 from routing import headers as H
 from tests.integration.kafkatools import end_offsets, list_topics, read_after
 
-BACKLOG = 3000  # events published while the processors are stopped: they hold the demo back for a while
+# Events published while the processors are stopped: they hold the demo back for a while. 3,000 did only while
+# egress's cold start was slow (its tails read one partition after another); the processors drain this many in
+# several seconds, longer than the demo's own steps before its first look.
+BACKLOG = 60_000
 runner = CliRunner()
 
 

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 
 from hybridbus.adapters.config import REPO_ROOT, Settings
 from hybridbus.adapters.loaders import load_catalog
-from hybridbus.adapters.topology import PUBLIC
+from hybridbus.adapters.topology import PRIVATE, PUBLIC
 from hybridbus.cli.main import app
 from hybridbus.cli.output import UNAVAILABLE
+from hybridbus.ops.bench.probes import group_lag
 from hybridbus.ops.samples import sample_events
 from hybridbus.ops.stack import workers
 from hybridbus.ops.stack.bootstrap import s3_admin_client
@@ -25,9 +26,7 @@ from producers.publisher import Publisher
 from routing import headers as H
 from tests.integration.kafkatools import end_offsets, list_topics, read_after
 
-# Events published while the processors are stopped: they hold the demo back for a while. 3,000 did only while
-# egress's cold start was slow (its tails read one partition after another); the processors drain this many in
-# several seconds, longer than the demo's own steps before its first look.
+# Events published while the processors are stopped: the bus is behind when the demo starts.
 BACKLOG = 60_000
 runner = CliRunner()
 
@@ -97,13 +96,15 @@ def test_demo_right_after_a_restart_on_a_backlog_reports_only_records_that_are_t
     cfg = processors_restarted_on_a_backlog
     public_before, keys_before = public_topic_ends(), bucket_keys(cfg)
 
+    # The bus is behind when the demo starts: the archiver has not yet committed the backlog's public records.
+    assert group_lag(PRIVATE, "hbus-archiver", [t for t in list_topics(PRIVATE) if t.startswith("public.")]) > 0
     result = runner.invoke(app, ["demo", "--per-type", "10", "--wait", "300", "--json"])
 
     public_after, keys_after = public_topic_ends(), bucket_keys(cfg)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    # It had to wait: the backlog was still being worked off when it looked first.
-    assert "waiting for the demo's records" in result.stderr
+    # Whether the backlog is gone by the demo's first look depends on the machine; what it reports must be what is
+    # there either way (below). Its wait up to the bound is the next test's.
     assert report["complete"] and report["behind"] == [] and report["extra_copies_outside"] == 0
     # The rule set came into force with four eyes: the shipped set was live (the bus fixture), so the engineer
     # narrowed it alone, then proposed the shipped set, a second person approved the widening, and every router

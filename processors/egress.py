@@ -69,9 +69,7 @@ class PublicSide:
         self.forget(partitions)
         try:
             self._load_tails(partitions)
-        except (KafkaException, RuntimeError) as exc:
-            for key in partitions:
-                self._exported.pop(key, None)
+        except (KafkaException, RuntimeError) as exc:  # nothing was kept of them: `resume` reads them later
             log.warning("event=tails_deferred partitions=%d reason=%r", len(partitions), str(exc))
 
     def resume(self, messages: list[Message]) -> dict[tuple[str, int], int]:

@@ -3,8 +3,8 @@
 Order matters on a shared machine with one stack: the per-event CPU of the steps first (no broker), the Java
 baselines, the department client publishing (router stopped meanwhile), then hybridbus end to end (router
 and egress, both caught up), then rounds where one preloaded backlog is drained by the raw pipe and then by
-the router alone, then two router workers started side by side on a backlog. Egress is stopped for the router-alone rounds; it drains what they
-left when the processors are restored at the end.
+the router alone, then two router workers started side by side on a backlog. Egress is stopped for the
+router-alone rounds; it drains what they left when the processors are restored at the end.
 """
 from __future__ import annotations
 

@@ -56,9 +56,11 @@ class FakeConsumer:
     def poll(self, timeout: float) -> Record | None:
         return self.records.pop(0) if self.records else None
 
-    def commit(self, message: Any = None, asynchronous: bool = True) -> None:
-        if message is not None:
-            self.committed.append(message.offset())
+    def store_offsets(self, message: Any) -> None:
+        self.committed.append(message.offset())
+
+    def commit(self, asynchronous: bool = True) -> None:
+        pass
 
 
 def _sealed_value(payload: dict | None = None) -> bytes:

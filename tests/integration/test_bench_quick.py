@@ -9,6 +9,8 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 from typer.testing import CliRunner
 
 from hybridbus.adapters.config import Settings
@@ -16,6 +18,8 @@ from hybridbus.cli.main import app
 from hybridbus.ops.bench.runner import CONFIGS, E2E, LATENCY, LATENCY_FIXED, MIRROR, RAW, ROUTER, ROUTER2
 from hybridbus.ops.stack import workers
 from tests.integration.kafkatools import list_topics
+
+pytestmark = pytest.mark.bulk
 
 
 def test_quick_bench_produces_every_figure(bus: Settings, tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from tests.integration.kafkatools import end_offsets, list_topics, read_after
 # Events published while the processors are stopped: the bus is behind when the demo starts.
 BACKLOG = 60_000
 runner = CliRunner()
+pytestmark = pytest.mark.bulk
 
 
 def publish_backlog(count: int) -> None:

@@ -1,8 +1,8 @@
 """The audit writer (Faust worker, confluent-kafka data plane): chains every decision of `_hbus.decisions` onto the
 one-partition `_hbus.audit`.
 
-Every CHECKPOINT_EVERY entries, and at least every CHECKPOINT_INTERVAL seconds, a checkpoint signed in Vault
-Transit closes a segment, which is then archived to the audit bucket. On start the writer reads the chain's
+Every CHECKPOINT_EVERY entries, at least every CHECKPOINT_INTERVAL seconds, and right after a pass of the access
+trail chained entries, a checkpoint signed in Vault Transit closes a segment, which is then archived to the audit bucket. On start the writer reads the chain's
 tail back: it goes on from the last hash and skips every decision already chained, so a crash never forks the
 chain and never chains a decision twice.
 """
@@ -142,6 +142,8 @@ class ChainWriter:
         for source in gaps:
             log.warning("event=access_trail_gap source=%s reason=rotated_away_unread", source)
         self.send(appended)
+        if appended.accesses:  # at most once a minute: an access is signed as soon as it is chained
+            self.send(self.appender.close())
         self.confirm()
 
     def sign_recent(self) -> None:

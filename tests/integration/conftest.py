@@ -22,12 +22,17 @@ def stack() -> Settings:
     return cfg
 
 
-@pytest.fixture()
-def bus(stack: Settings) -> Settings:
-    """The stack with the shipped rules live and router, egress and archiver running (started once, kept)."""
+def start_bus(stack: Settings) -> Settings:
+    """The shipped rules live and the processors running (started if they are not, kept)."""
     from hybridbus.ops.demo import ensure_live_rules
     from hybridbus.ops.stack import workers
 
     ensure_live_rules(stack)
     workers.start(stack)
     return stack
+
+
+@pytest.fixture()
+def bus(stack: Settings) -> Settings:
+    """The stack with the shipped rules live and router, egress and archiver running (started once, kept)."""
+    return start_bus(stack)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
+import pytest
 from typer.testing import CliRunner
 
 from hybridbus.adapters import kafka
@@ -23,6 +25,7 @@ from hybridbus.runtime import audit
 from hybridbus.runtime.auditstore import read_chain
 from producers.publisher import Publisher
 from producers.subscriber import ReceivedEvent, Subscriber
+from tests.integration.conftest import start_bus
 from tests.integration.kafkatools import end_offsets
 from tests.integration.test_publisher import CATALOG
 
@@ -70,16 +73,35 @@ def _minute_ms(at: float) -> int:
     return int(at // 60 * 60 * 1000)
 
 
-def test_a_restricted_topic_read_is_on_the_chain_with_who_and_a_count(bus: Settings) -> None:
+@dataclass(frozen=True)
+class Reads:
+    """What both tests look for on the chain: read and decrypted once, so both wait for the same minutes."""
+
+    chain_from: int
+    began: float
+    read_until: float
+    cleared: ReceivedEvent
+    refused: ReceivedEvent
+
+
+@pytest.fixture(scope="module")
+def reads(stack: Settings) -> Reads:
+    start_bus(stack)
     chain_from = end_offsets(PRIVATE, AUDIT_TOPIC)[0]
     began = time.time()
     admission = Publisher.for_department("health", catalog=CATALOG).publish(
         "health.hospital_admission", _sample("health.hospital_admission.v1"))
     licence = Publisher.for_department("market", catalog=CATALOG).publish(
         "market.licence_granted", _sample("market.licence_granted.v1"))
-    _read("health", ADMISSIONS, admission.event_id)
+    cleared = _read("health", ADMISSIONS, admission.event_id)
     _read("market", LICENCES, licence.event_id)
-    read_until = time.time()
+    # Market's Vault identity is not cleared for health's restricted key: the field stays sealed, the ask refused.
+    refused = _read("health", ADMISSIONS, admission.event_id, opener_of="market")
+    return Reads(chain_from, began, time.time(), cleared, refused)
+
+
+def test_a_restricted_topic_read_is_on_the_chain_with_who_and_a_count(reads: Reads) -> None:
+    chain_from, began, read_until = reads.chain_from, reads.began, reads.read_until
 
     deadline, entries, checkpointed = time.monotonic() + CHAINED_WITHIN, [], False
     while time.monotonic() < deadline:
@@ -131,17 +153,10 @@ def _vault_entries(entries: list[dict], who: str, outcome: str) -> list[dict]:  
             and e.get("key") == FIELD_KEY and e["operation"] == "transit-decrypt" and e["outcome"] == outcome]
 
 
-def test_decrypts_of_a_field_key_are_chained_with_who_and_a_count_and_refusals_as_denied(bus: Settings) -> None:
-    chain_from = end_offsets(PRIVATE, AUDIT_TOPIC)[0]
-    began = time.time()
-    admission = Publisher.for_department("health", catalog=CATALOG).publish(
-        "health.hospital_admission", _sample("health.hospital_admission.v1"))
-    cleared = _read("health", ADMISSIONS, admission.event_id)
-    assert cleared.sealed == ()  # health's identity decrypted the restricted fields
-    # Market's Vault identity is not cleared for health's restricted key: the field stays sealed, the ask refused.
-    refused = _read("health", ADMISSIONS, admission.event_id, opener_of="market")
-    assert {s.reason for s in refused.sealed} == {"not-cleared"}
-    read_until = time.time()
+def test_decrypts_of_a_field_key_are_chained_with_who_and_a_count_and_refusals_as_denied(reads: Reads) -> None:
+    chain_from, began, read_until = reads.chain_from, reads.began, reads.read_until
+    assert reads.cleared.sealed == ()  # health's identity decrypted the restricted fields
+    assert {s.reason for s in reads.refused.sealed} == {"not-cleared"}
 
     deadline, entries, done = time.monotonic() + CHAINED_WITHIN, [], False
     while time.monotonic() < deadline and not done:

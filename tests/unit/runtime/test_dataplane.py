@@ -92,9 +92,10 @@ class FakeConsumer:
 
 
 def run_plane(monkeypatch: pytest.MonkeyPatch, steps: list[Step], handler: Callable[[list[Any]], None] | None = None,
-              failing_commits: int = 0, events: list[tuple[Any, ...]] | None = None,
+              failing_commits: int = 0, events: list[tuple[Any, ...]] | None = None, commit_every: float = 0.0,
               **options: Any) -> tuple[DataPlane, FakeConsumer, list[tuple[Any, ...]]]:
-    """Run the plane's consume loop in this thread over `steps`; returns what happened, in order."""
+    """Run the plane's consume loop in this thread over `steps`; returns what happened, in order (by default a
+    commit after every batch: `commit_every` seconds at most, as the running plane does)."""
     events = [] if events is None else events
     holder: dict[str, FakeConsumer] = {}
 
@@ -107,6 +108,7 @@ def run_plane(monkeypatch: pytest.MonkeyPatch, steps: list[Step], handler: Calla
         events.append(("handle", [(m.topic(), m.partition(), m.offset()) for m in messages]))
 
     monkeypatch.setattr(dataplane.kafka, "consumer", make_consumer)
+    monkeypatch.setattr(dataplane, "COMMIT_INTERVAL_S", commit_every)
     plane = DataPlane(faust.App("hbus-test"), "test", CREDS, ["t"], handler or record, **options)
     plane._run()
     return plane, holder["consumer"], events
@@ -123,6 +125,16 @@ def test_a_batch_is_committed_per_partition_after_its_handler_returned(monkeypat
         ("commit-sync", [("t", 0, 7), ("t", 1, 8), ("u", 0, 2)]),
     ]
     assert consumer.closed
+
+
+def test_batches_between_two_commits_are_committed_together_and_the_stop_commits_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    steps = [[message("t", 0, 0)], [message("t", 0, 1), message("t", 1, 4)], [message("t", 1, 5)]]
+    _plane, _consumer, events = run_plane(monkeypatch, steps, commit_every=3600.0)
+    assert [e for e in events if e[0].startswith("commit")] == [
+        ("commit", [("t", 0, 1)]),  # the first batch: nothing was committed before
+        ("commit-sync", [("t", 0, 2), ("t", 1, 6)]),  # the stop: everything handled since, at once
+    ]
 
 
 def test_consumer_events_are_not_records_and_an_empty_poll_commits_nothing(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,10 @@ from hybridbus.ops.stack.process import ManagedProcess, port_open
 from hybridbus.runtime.vaulttrail import AUDIT_LOG
 
 KAFKA_VERSION = "4.1.1"
-KAFKA_HEAP = "-Xms128m -Xmx320m"
+# A broker keeps about 190 MB live at a steady 2,000 events/s. With a 320 MB heap its old generation filled every
+# 20-30 s and the serial collector stopped it for ~240 ms each time, the largest single cause of the tail latency;
+# with a 256 MB young generation what survives a collection fits its survivor spaces and the old one stays level.
+KAFKA_HEAP = "-Xms768m -Xmx768m -Xmn256m"
 KAFKA_JVM = "-XX:MaxMetaspaceSize=96m -XX:MaxDirectMemorySize=128m -XX:+UseSerialGC -XX:ReservedCodeCacheSize=48m -Xss512k"
 
 

@@ -32,6 +32,9 @@ BATCH_SIZE = 1000
 BATCH_WITHIN = 0.02
 SOURCE_OFFSET = "hbus-source-offset"
 TAIL_STALL_S = 60.0  # reading back the public partitions' tails fails after this long without a record
+# A record can come before its public topic is known to the reader (a catalog change creates it on both clusters):
+# its partition's offsets are asked for again within this long before the batch fails.
+TAIL_WAIT_S = 30.0
 
 
 class PublicSide:
@@ -68,7 +71,7 @@ class PublicSide:
         there yet), each is read when its first record comes, as `resume` does for any partition not known."""
         self.forget(partitions)
         try:
-            self._load_tails(partitions)
+            self._load_tails(partitions, wait=0.0)  # in the rebalance: one try, no wait for a topic to appear
         except (KafkaException, RuntimeError) as exc:  # nothing was kept of them: `resume` reads them later
             log.warning("event=tails_deferred partitions=%d reason=%r", len(partitions), str(exc))
 
@@ -78,17 +81,18 @@ class PublicSide:
         keys = {(msg.topic(), msg.partition()) for msg in messages}
         unknown = [key for key in keys if key not in self._exported]
         if unknown:
-            self._load_tails(unknown)
+            self._load_tails(unknown, wait=TAIL_WAIT_S)
         return {key: self._exported[key] for key in keys}
 
-    def _load_tails(self, keys: list[tuple[str, int]]) -> None:
+    def _load_tails(self, keys: list[tuple[str, int]], wait: float) -> None:
         """Read the last DEDUPE_WINDOW records of each partition, side by side: its last source offset and its
-        recent event ids (read one partition after the other, a cold start over 36 partitions took 10-25 s)."""
+        recent event ids (read one partition after the other, a cold start over 36 partitions took 10-25 s).
+        A partition's offsets are asked for within `wait` seconds (a public topic just created, a leader moving)."""
         last = dict.fromkeys(keys, -1)
         recent: dict[tuple[str, int], list[str]] = {key: [] for key in keys}
         starts, ends = {}, {}
         for topic, partition in keys:
-            low, high = self._reader.get_watermark_offsets(TopicPartition(topic, partition), timeout=30)
+            low, high = kafka.watermarks(self._reader, topic, partition, timeout=wait)
             if high > low:
                 starts[(topic, partition)], ends[(topic, partition)] = max(low, high - DEDUPE_WINDOW), high
         if starts:

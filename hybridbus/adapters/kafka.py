@@ -68,13 +68,20 @@ def consumer(cluster: str, creds: KafkaCredentials, group: str, **overrides: Any
 
 
 def end_offset(consumer: Consumer, topic: str, partition: int, timeout: float) -> int:
-    """The partition's end offset, waiting within `timeout` for a leader: a process that starts while the
-    partition's leader moves (a broker lost or restarting) meets "not leader" first, and must not fail on it."""
+    """The partition's end offset, waiting within `timeout` for a leader (see `watermarks`)."""
+    return watermarks(consumer, topic, partition, timeout)[1]
+
+
+def watermarks(consumer: Consumer, topic: str, partition: int, timeout: float) -> tuple[int, int]:
+    """The partition's first and end offsets, waiting within `timeout` for a leader: a process that starts while
+    the partition's leader moves (a broker lost or restarting) meets "not leader" first, and one that asks right
+    after a topic was created may meet "unknown partition"; neither must fail it."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return int(consumer.get_watermark_offsets(TopicPartition(topic, partition),
-                                                      timeout=max(0.5, deadline - time.monotonic()))[1])
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                       timeout=max(0.5, deadline - time.monotonic()))
+            return int(low), int(high)
         except KafkaException:
             if time.monotonic() >= deadline:
                 raise

@@ -2,9 +2,9 @@
 one-partition `_hbus.audit`.
 
 Every CHECKPOINT_EVERY entries, at least every CHECKPOINT_INTERVAL seconds, and right after a pass of the access
-trail chained entries, a checkpoint signed in Vault Transit closes a segment, which is then archived to the audit bucket. On start the writer reads the chain's
-tail back: it goes on from the last hash and skips every decision already chained, so a crash never forks the
-chain and never chains a decision twice.
+trail chained entries, a checkpoint signed in Vault Transit closes a segment, which is then archived to the audit
+bucket. On start the writer reads the chain's tail back: it goes on from the last hash and skips every decision
+already chained, so a crash never forks the chain and never chains a decision twice.
 """
 from __future__ import annotations
 

@@ -19,11 +19,11 @@ How a batch goes, all in the one data-plane thread:
 
 Steps 4–6 overlap the wait for one batch's acknowledgements with the consuming and preparing of the next, while a
 batch's outputs are still sent only after those of the batch before were acknowledged (so records of one key stay
-in order, and a failure leaves at most the two batches in hand uncommitted). A handler that is a plain function
-(`Whole`) does all of its batch in `send`, and is settled at once.
+in order). A handler that is a plain function (`Whole`) does all of its batch in `send`, and is settled at once.
 
-Commits are asynchronous and at most every COMMIT_INTERVAL_S: a commit that failed is noticed in librdkafka's `on_commit` report and its offsets go
-into the next one. Rebalances cannot cut into a batch: librdkafka calls the assign/revoke callbacks only from
+Commits are asynchronous and at most every COMMIT_INTERVAL_S, so a failure leaves uncommitted the batches handled
+since the last commit and the two in hand: they replay. A commit that failed is noticed in librdkafka's
+`on_commit` report and its offsets go into the next one. Rebalances cannot cut into a batch: librdkafka calls the assign/revoke callbacks only from
 inside `consume()`, in this thread, so a revoke settles the batch in hand and commits synchronously everything
 handled of the partitions it takes away (and gives up partitions that are lost). Nothing is ever committed for a
 record whose outputs were not acknowledged. If the handler raises, the process ends at once with exit code 70
@@ -167,7 +167,7 @@ class DataPlane(Service):  # type: ignore[misc]
         self._handled_to: dict[tuple[str, int], int] = {}  # next offset per owned partition, handled (for revokes)
         self._pending: tuple[list[Message], Any] | None = None  # the batch sent, not yet confirmed
         self._assigned: set[tuple[str, int]] = set()
-        self._commit_due = 0.0
+        self._commit_due = 0.0  # monotonic time of the next asynchronous commit (the first batch's at once)
         self.attach(app)
 
     # --- wiring into the Faust worker ----------------------------------------------------------------------
@@ -231,9 +231,9 @@ class DataPlane(Service):  # type: ignore[misc]
                     self._pending = (messages, prepared)
                     if not self._overlaps:
                         self._settle()
-                if self._uncommitted and time.monotonic() >= self._commit_due:
+                if self._uncommitted and (now := time.monotonic()) >= self._commit_due:
                     self._commit(consumer)
-                    self._commit_due = time.monotonic() + COMMIT_INTERVAL_S
+                    self._commit_due = now + COMMIT_INTERVAL_S
             self._settle()
             self._commit(consumer, [TopicPartition(t, p, o) for (t, p), o in self._handled_to.items()])
             consumer.close()  # leaves the group: no session timeout to wait for

@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from typer.testing import CliRunner
 
 from hybridbus.adapters.config import Settings

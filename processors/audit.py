@@ -9,11 +9,9 @@ already chained, so a crash never forks the chain and never chains a decision tw
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from confluent_kafka import Message, Producer
 
@@ -29,6 +27,7 @@ from hybridbus.runtime.auditstore import ARCHIVE_MAX_ENTRIES, AuditArchive, Rece
 from hybridbus.runtime.dataplane import DataPlane
 from hybridbus.runtime.decisions import decode_record
 from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
+from hybridbus.runtime.heap import Heap
 from hybridbus.runtime.vaulttrail import vault_audit_logs
 
 log = logging.getLogger("hbus.audit")
@@ -51,33 +50,6 @@ SIGNING_RETRY = 10.0  # seconds to wait before asking an unavailable Vault to si
 ARCHIVE_EVERY = 5.0  # seconds between archive passes while segments close; sooner once an object's worth waits
 TRAIL_EVERY = 10.0  # seconds between passes over the authorizer and OpenBao audit logs (a minute is chained once over)
 RECENT_ENTRIES = 2 * ARCHIVE_MAX_ENTRIES  # kept for the archive (a few hundred bytes each); further back, it reads Kafka
-
-
-class Heap:
-    """Keeps the writer's memory to what it holds, under glibc's malloc.
-
-    glibc gives each thread that allocates its own arena, up to eight per core, and an arena keeps what it once
-    held. The writer's work is spread over many threads (Faust's executor, librdkafka's threads of each client),
-    each allocating large passing buffers (records of thousands of decisions, the entries of a batch, fetches,
-    archived objects), so its memory grew with the backlog it worked off and stayed there. Two arenas; buffers
-    from 256 KB up in their own mappings, handed back when freed (glibc's threshold otherwise rises to the
-    largest buffer freed, up to 32 MB); and free pages handed back after each archive pass. Elsewhere (no glibc)
-    this does nothing.
-    """
-
-    M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8  # mallopt's parameters
-
-    def __init__(self) -> None:
-        try:
-            self._libc: Any = ctypes.CDLL("libc.so.6")
-            self._libc.mallopt(self.M_ARENA_MAX, 2)
-            self._libc.mallopt(self.M_MMAP_THRESHOLD, 256 * 1024)
-        except (OSError, AttributeError):
-            self._libc = None
-
-    def trim(self) -> None:
-        if self._libc is not None:
-            self._libc.malloc_trim(0)
 
 
 class VaultSigner:

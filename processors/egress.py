@@ -22,6 +22,7 @@ from hybridbus.runtime.faustapp import kafka_login, login, make_app, serve
 from hybridbus.runtime.following import follow
 from hybridbus.runtime.guard_step import DEDUPE_WINDOW, DedupeWindow, GuardBatch, Passed
 from hybridbus.runtime.guarded import PUBLIC_PATTERN, FollowedGuard
+from hybridbus.runtime.heap import Heap
 from hybridbus.runtime.holdback import HoldBack
 from hybridbus.runtime.records import event_id_of, header_map
 from routing.boundary import PUBLIC_CLOUD
@@ -45,7 +46,7 @@ class PublicSide:
     guard's `recent`, loaded here from what the public partition already holds).
     """
 
-    def __init__(self, creds, recent: DedupeWindow) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, creds, recent: DedupeWindow, heap: Heap | None = None) -> None:  # type: ignore[no-untyped-def]
         # Idempotent with at most 5 requests in flight: records of a partition reach the public cluster in order.
         self.outputs = BatchProducer.connect(PUBLIC, creds, "egress", "public-kafka", **{
             "message.timeout.ms": 0,  # never give up: when the public cloud is down, wait for it
@@ -57,6 +58,7 @@ class PublicSide:
             "fetch.max.bytes": FETCH_MAX_BYTES})
         self._exported: dict[tuple[str, int], int] = {}
         self._recent = recent
+        self._heap = heap or Heap()
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop what is known of partitions this worker did not own just before: another may have exported
@@ -117,6 +119,9 @@ class PublicSide:
         for key in keys:
             self._exported[key] = last[key]
             self._recent.load(key, recent[key])
+        # The fetches of up to DEDUPE_WINDOW records a partition are freed now: without this, a restart over 36
+        # partitions kept ~130 MB of them in the process (RSS 300 MB after the read, 173 MB trimmed).
+        self._heap.trim()
 
     def send_all(self, passed: list[Passed]) -> None:
         """Private partition p to public partition p, in offset order, each record stamped with its source offset
@@ -134,10 +139,11 @@ def main() -> None:
     cfg, vault = login("egress")
     private_creds, public_creds = kafka_login(vault, "egress", PRIVATE), kafka_login(vault, "egress", PUBLIC)
     catalogs, catalog, check, feed = follow(cfg, vault, private_creds, "egress")
+    heap = Heap()  # before the first thread starts
     recent = DedupeWindow()
     followed = FollowedGuard(catalog, feed.load(), PUBLIC_CLOUD, recent, stamped=frozenset({SOURCE_OFFSET}))
     guard = followed.guard
-    public = PublicSide(public_creds, recent)
+    public = PublicSide(public_creds, recent, heap)
     boundary = BoundaryGate(private_creds, vault, "egress")
 
     app = make_app("egress", private_creds, cfg)

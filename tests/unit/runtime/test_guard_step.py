@@ -246,6 +246,22 @@ def test_dedupe_window_forgets_the_oldest_first_and_stays_bounded() -> None:
     assert window.ids("p") == ["97", "98", "99"] and not window.seen("q", "99")
 
 
+def test_dedupe_window_keeps_at_least_its_size_in_generations_and_drops_the_oldest_whole() -> None:
+    window = DedupeWindow(size=20)  # generations of 5
+    for i in range(30):
+        assert not window.seen("p", str(i))
+    assert window.ids("p") == [str(i) for i in range(10, 30)]
+    for i in range(30, 34):
+        window.seen("p", str(i))
+    assert window.ids("p") == [str(i) for i in range(10, 34)]  # at most size + size // 4
+    assert window.seen("p", "10") and window.seen("p", "33") and "9" not in window.ids("p")
+    assert not window.seen("p", "34")  # fills a generation: the oldest goes whole
+    assert window.ids("p") == [str(i) for i in range(15, 35)] and not window.seen("p", "14")
+    for n in range(1, 200):  # whatever the count, between size and size + size // 4 remembered
+        window.seen("q", f"q{n}")
+        assert min(n, 20) <= len(window.ids("q")) <= 25
+
+
 def test_dedupe_window_loads_what_went_out_before_a_restart() -> None:
     window = DedupeWindow(size=3)
     window.seen(("t", 0), "before")

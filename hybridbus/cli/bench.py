@@ -21,7 +21,7 @@ from routing.exceptions import HybridbusError
 app = typer.Typer(help="Benchmark hybridbus against kafka-producer-perf-test, a raw pipe and MirrorMaker 2.\n\n"
                   "Example: hbus stack up && hbus bench --quick   (or: hbus bench step, hbus bench client)")
 
-QUICK = {"events": 3_000, "runs": 1, "latency_seconds": 3.0, "latency_rate": 0.0}
+QUICK = {"events": 3_000, "runs": 1, "latency_seconds": 3.0, "latency_rate": 0.0, "warmup_seconds": 0.0}
 
 
 @app.callback(invoke_without_command=True)
@@ -32,6 +32,8 @@ def bench(
     runs: int = typer.Option(3, help="Runs of each configuration; the table shows median and min–max."),
     latency_seconds: float = typer.Option(20.0, help="Length of each paced latency run."),
     latency_rate: float = typer.Option(2_000.0, help="Events/s of the fixed-rate latency runs (0: none)."),
+    warmup_seconds: float = typer.Option(90.0, min=0, help="Seconds of unmeasured traffic through router and egress "
+                                         "before the first measurement, while the brokers compile (0: none)."),
     results_dir: Path = typer.Option(REPO_ROOT / "bench" / "results", help="Where the JSON and Markdown go."),
     shape: bool = typer.Option(False, "--shape", help="Only the end-to-end path (events/s, p50/p99) and router "
                                "workers 1 → 2 → 3 with their CPU, on the running stack's cluster (RF 1 on one "
@@ -46,7 +48,8 @@ def bench(
     from hybridbus.ops.bench import report
     from hybridbus.ops.bench.runner import Bench, Options
 
-    options = Options(**QUICK) if quick else Options(events, runs, latency_seconds, latency_rate=latency_rate)
+    options = (Options(**QUICK) if quick else
+               Options(events, runs, latency_seconds, latency_rate=latency_rate, warmup_seconds=warmup_seconds))
     if shape:
         _shape(options, results_dir)
         return
@@ -116,7 +119,7 @@ def step(
 
 @app.command("client")
 def client(
-    events: int = typer.Option(20_000, min=100, help="Events published per run."),
+    events: int = typer.Option(100_000, min=100, help="Events published per run."),
     runs: int = typer.Option(1, min=1, help="Runs; the figure is the median."),
     dept: str = typer.Option("transport", help="The department whose share of the bench mix is published."),
     api: str = typer.Option("many", help="many: publish_many in batches of 1,000; async: publish_async per event."),
@@ -125,7 +128,7 @@ def client(
     """The department client's batched rate: 1 KB events by `publish_many` (or `publish_async`), then `flush()`,
     on the local stack.
 
-    Example: hbus stack up && hbus bench client --events 20000 --json
+    Example: hbus stack up && hbus bench client --runs 3 --json
     """
     from hybridbus.ops.bench import client as publish
 

@@ -124,7 +124,9 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"Run {data['started_at']} on {host['cores']} cores ({host['cpu']}), {host['memory_gib']} GiB, load average "
         f"{host['load_average_at_start'][0]} at start; {work['events']:,} events of {work['mean_event_bytes']:.0f} B, "
-        f"{work['partitions']} partitions, {work['runs']} runs each (median, min–max).",
+        f"{work['partitions']} partitions, {work['runs']} runs each (median, min–max)"
+        + (f", after {work['warmup_seconds']:.0f} s of unmeasured warm-up traffic." if work.get("warmup_seconds")
+           else "."),
         "",
         "| configuration | events/s | min–max | CPU s / 100k events | peak RSS MB | other |",
         "|---|---:|---:|---|---|---|",

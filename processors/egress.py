@@ -46,7 +46,7 @@ class PublicSide:
     guard's `recent`, loaded here from what the public partition already holds).
     """
 
-    def __init__(self, creds, recent: DedupeWindow, heap: Heap | None = None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, creds, recent: DedupeWindow, heap: Heap) -> None:  # type: ignore[no-untyped-def]
         # Idempotent with at most 5 requests in flight: records of a partition reach the public cluster in order.
         self.outputs = BatchProducer.connect(PUBLIC, creds, "egress", "public-kafka", **{
             "message.timeout.ms": 0,  # never give up: when the public cloud is down, wait for it
@@ -58,7 +58,7 @@ class PublicSide:
             "fetch.max.bytes": FETCH_MAX_BYTES})
         self._exported: dict[tuple[str, int], int] = {}
         self._recent = recent
-        self._heap = heap or Heap()
+        self._heap = heap
 
     def forget(self, partitions: Iterable[tuple[str, int]]) -> None:
         """Drop what is known of partitions this worker did not own just before: another may have exported

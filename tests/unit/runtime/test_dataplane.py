@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -48,11 +49,13 @@ class FakeConsumer:
         self.reports: list[list[TopicPartition]] = []  # failed asynchronous commits, reported at the next consume
         self.callbacks: dict[str, Any] = {}
         self.closed = False
+        self.takes: list[tuple[float, float]] = []  # (timeout, monotonic time) of each consume()
 
     def subscribe(self, topics: list[str], **callbacks: Any) -> None:
         self.callbacks = callbacks
 
     def consume(self, num_messages: int, timeout: float) -> list[ConsumedMessage]:
+        self.takes.append((timeout, time.monotonic()))
         while self.reports:  # as librdkafka serves its callbacks inside consume()
             assert self.on_commit is not None
             self.on_commit(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), self.reports.pop(0))
@@ -125,6 +128,18 @@ def test_a_batch_is_committed_per_partition_after_its_handler_returned(monkeypat
         ("commit-sync", [("t", 0, 7), ("t", 1, 8), ("u", 0, 2)]),
     ]
     assert consumer.closed
+
+
+def test_a_batch_is_taken_without_blocking_a_window_after_the_one_before_or_at_once_after_a_full_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A consume() that blocks wakes for every record fetched meanwhile: the plane waits itself, then takes.
+    steps: list[Step] = [[message("t", 0, 0), message("t", 0, 1)], [message("t", 0, 2)], [message("t", 0, 3)], []]
+    _plane, consumer, events = run_plane(monkeypatch, steps, batch_size=2, within=0.05)
+    assert [e[1] for e in events if e[0] == "handle"] == [[("t", 0, 0), ("t", 0, 1)], [("t", 0, 2)], [("t", 0, 3)]]
+    assert {timeout for timeout, _ in consumer.takes} == {0}
+    gaps = [later - earlier for (_, earlier), (_, later) in zip(consumer.takes, consumer.takes[1:])]
+    assert gaps[0] < 0.05  # the first batch was full: a backlog, the next is taken at once
+    assert all(gap >= 0.05 for gap in gaps[1:])  # after a partial one, the window passes first
 
 
 def test_batches_between_two_commits_are_committed_together_and_the_stop_commits_the_rest(

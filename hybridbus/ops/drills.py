@@ -694,10 +694,10 @@ def _settle(ctx: DrillContext, tally: Tally) -> None:
 def _committed(admin: AdminClient) -> int:
     """The copying processors' committed offsets, summed over their partitions: it grows while they work."""
     total = 0
-    for name in COPYING:  # the admin API takes one group a request
-        request = [ConsumerGroupTopicPartitions(f"hbus-{name}")]
+    for group in (f"hbus-{name}" for name in COPYING):  # the admin API takes one group a request
         try:
-            answer = admin.list_consumer_group_offsets(request, request_timeout=10)[f"hbus-{name}"].result(timeout=15)
+            request = [ConsumerGroupTopicPartitions(group)]
+            answer = admin.list_consumer_group_offsets(request, request_timeout=10)[group].result(timeout=15)
         except (KafkaException, TimeoutError):  # a broker restarting: this poll sees no progress of that group
             continue
         total += sum(max(tp.offset, 0) for tp in answer.topic_partitions or ())

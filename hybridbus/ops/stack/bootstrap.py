@@ -65,6 +65,9 @@ TRANSIT_KEYS = ((PSEUDONYM_KEY, "hmac"), (AUDIT_SIGNING_KEY, "ed25519"), *((k, "
                 (BOUNDARY_KEY, "ed25519"))
 FIELD_KEY_TYPE = "aes256-gcm96"
 CATALOG_READ_TIMEOUT = 180.0
+# One Vault request, `initialize` the slowest (it writes the raft store and its keys): about 1.5 s on an idle 2-core
+# machine, well over 10 s on a loaded one, where a shorter wait lost the only copy of a new unseal key.
+VAULT_REQUEST_TIMEOUT = 120.0
 # The grades a field can be encrypted at (a schema may opt a field in below the default threshold).
 FIELD_KEY_GRADES = tuple(g for g in Grade if g > Grade.PUBLIC)
 
@@ -83,17 +86,12 @@ def transit_keys(topology: Topology) -> tuple[tuple[str, str], ...]:
 
 def vault_init_and_unseal(cfg: Settings) -> hvac.Client:
     """Initialise on first start (1 key share, kept 0600 under the state dir) and unseal on every start."""
-    init_file = cfg.secrets_dir / "vault-init.json"
-    client = hvac.Client(url=cfg.vault_addr, timeout=10)
-    if not client.sys.is_initialized():
-        if init_file.exists():
-            raise StackError("vault", "vault data is uninitialised but an init file exists; run `hbus stack down --purge`")
-        result = client.sys.initialize(secret_shares=1, secret_threshold=1)
-        write_private(init_file, {"unseal_key": result["keys"][0], "root_token": result["root_token"]})
-    data = read_private(init_file)
-    if client.sys.is_sealed():
-        client.sys.submit_unseal_key(data["unseal_key"])
-    client.token = data["root_token"]
+    client = hvac.Client(url=cfg.vault_addr, timeout=VAULT_REQUEST_TIMEOUT)
+    try:
+        _init_and_unseal(client, cfg.secrets_dir / "vault-init.json")
+    except requests.RequestException as exc:  # the reason only: a request's text may carry a key
+        raise StackError("vault", f"no answer while initialising or unsealing ({type(exc).__name__}) "
+                                  f"within {VAULT_REQUEST_TIMEOUT:.0f}s") from None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -103,6 +101,21 @@ def vault_init_and_unseal(cfg: Settings) -> hvac.Client:
             pass
         time.sleep(0.3)
     raise StackError("vault", "vault did not become active after unseal")
+
+
+def _init_and_unseal(client: hvac.Client, init_file: Path) -> None:
+    if not client.sys.is_initialized():
+        if init_file.exists():
+            raise StackError("vault", "vault data is uninitialised but an init file exists; run `hbus stack down --purge`")
+        result = client.sys.initialize(secret_shares=1, secret_threshold=1)
+        write_private(init_file, {"unseal_key": result["keys"][0], "root_token": result["root_token"]})
+    elif not init_file.exists():
+        raise StackError("vault", "vault data is initialised but its unseal key was never kept (a first start was cut "
+                                  "short); run `hbus stack down --purge`")
+    data = read_private(init_file)
+    if client.sys.is_sealed():
+        client.sys.submit_unseal_key(data["unseal_key"])
+    client.token = data["root_token"]
 
 
 def role_name(identity: Identity) -> str:

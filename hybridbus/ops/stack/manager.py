@@ -98,7 +98,7 @@ def up(cfg: Settings, echo=print, private_brokers: int | None = None,  # type: i
         bootstrap.catalog_bootstrap(cfg, brokers(cfg, PRIVATE)[0].admin_credentials())
         for component in rest:
             _start(component, started)
-    except StackError:
+    except BaseException:  # whatever stopped the start (an interrupt too), what it started is not left behind
         for component in reversed(started):
             component.process.stop()
         raise

@@ -1,12 +1,19 @@
 """The Vault policies bootstrap writes for encrypted fields: departments seal their own fields and open them up to
-their clearance; the gateway only seals; processors do neither."""
+their clearance; the gateway only seals; processors do neither. And Vault's first start: its only unseal key kept,
+or a clear error."""
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
+
+import pytest
+import requests
 
 from hybridbus.adapters.loaders import load_catalog
 from hybridbus.adapters.topology import build_topology
-from hybridbus.ops.stack.bootstrap import field_keys, policy_for
+from hybridbus.ops.stack import bootstrap
+from hybridbus.ops.stack.bootstrap import _init_and_unseal, field_keys, policy_for
+from hybridbus.ops.stack.exceptions import StackError
 
 TOPOLOGY = build_topology(load_catalog())
 
@@ -44,3 +51,51 @@ def test_every_department_has_a_field_key_per_grade_above_public() -> None:
     names = {name for name, kind in field_keys(TOPOLOGY)}
     assert {"fields-health-restricted", "fields-police-important", "fields-market-internal"} <= names
     assert len(names) == 5 * 4 and {kind for _, kind in field_keys(TOPOLOGY)} == {"aes256-gcm96"}
+
+
+class FakeSys:
+    """Vault's sys endpoints as a first start sees them: uninitialised, then sealed until the key comes."""
+
+    def __init__(self, initialised: bool = False, slow: bool = False) -> None:
+        self.initialised, self.sealed, self.slow, self.unsealed_with = initialised, True, slow, None
+
+    def is_initialized(self) -> bool:
+        return self.initialised
+
+    def initialize(self, secret_shares: int, secret_threshold: int) -> dict:  # type: ignore[type-arg]
+        if self.slow:
+            raise requests.exceptions.ReadTimeout("read timed out; unseal key s3cr3t")
+        self.initialised = True
+        return {"keys": ["s3cr3t"], "root_token": "root-t"}
+
+    def is_sealed(self) -> bool:
+        return self.sealed
+
+    def submit_unseal_key(self, key: str) -> None:
+        self.unsealed_with, self.sealed = key, False
+
+
+class FakeClient:
+    def __init__(self, sys: FakeSys) -> None:
+        self.sys, self.token = sys, None
+
+
+def test_a_first_start_keeps_the_unseal_key_private_and_unseals(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    client, init_file = FakeClient(FakeSys()), tmp_path / "vault-init.json"
+    _init_and_unseal(client, init_file)  # type: ignore[arg-type]
+    assert client.sys.unsealed_with == "s3cr3t" and client.token == "root-t"
+    assert init_file.stat().st_mode & 0o777 == 0o600
+
+
+def test_initialised_data_without_its_key_asks_for_a_purge(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(StackError, match="unseal key was never kept.*--purge"):
+        _init_and_unseal(FakeClient(FakeSys(initialised=True)), tmp_path / "vault-init.json")  # type: ignore[arg-type]
+
+
+def test_a_vault_that_does_not_answer_is_a_stack_error_without_the_request_text(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(bootstrap.hvac, "Client", lambda url, timeout: FakeClient(FakeSys(slow=True)))
+    cfg = SimpleNamespace(vault_addr="http://127.0.0.1:1", secrets_dir=tmp_path)
+    with pytest.raises(StackError) as caught:
+        bootstrap.vault_init_and_unseal(cfg)  # type: ignore[arg-type]
+    assert "ReadTimeout" in str(caught.value) and "s3cr3t" not in str(caught.value)
+    assert caught.value.__cause__ is None and not (tmp_path / "vault-init.json").exists()

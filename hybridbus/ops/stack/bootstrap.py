@@ -89,9 +89,9 @@ def vault_init_and_unseal(cfg: Settings) -> hvac.Client:
     client = hvac.Client(url=cfg.vault_addr, timeout=VAULT_REQUEST_TIMEOUT)
     try:
         _init_and_unseal(client, cfg.secrets_dir / "vault-init.json")
-    except requests.RequestException as exc:  # the reason only: a request's text may carry a key
-        raise StackError("vault", f"no answer while initialising or unsealing ({type(exc).__name__}) "
-                                  f"within {VAULT_REQUEST_TIMEOUT:.0f}s") from None
+    except (requests.RequestException, hvac.exceptions.VaultError) as exc:  # the kind only: its text may carry a key
+        raise StackError("vault", f"initialising or unsealing failed: {type(exc).__name__} (each request may take "
+                                  f"{VAULT_REQUEST_TIMEOUT:.0f}s)") from None
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -106,7 +106,8 @@ def vault_init_and_unseal(cfg: Settings) -> hvac.Client:
 def _init_and_unseal(client: hvac.Client, init_file: Path) -> None:
     if not client.sys.is_initialized():
         if init_file.exists():
-            raise StackError("vault", "vault data is uninitialised but an init file exists; run `hbus stack down --purge`")
+            raise StackError("vault", "vault data is uninitialised but an init file exists; "
+                                      "run `hbus stack down --purge`")
         result = client.sys.initialize(secret_shares=1, secret_threshold=1)
         write_private(init_file, {"unseal_key": result["keys"][0], "root_token": result["root_token"]})
     elif not init_file.exists():

@@ -4,8 +4,10 @@ or a clear error."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from types import SimpleNamespace
 
+import hvac
 import pytest
 import requests
 
@@ -80,22 +82,30 @@ class FakeClient:
         self.sys, self.token = sys, None
 
 
-def test_a_first_start_keeps_the_unseal_key_private_and_unseals(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_first_start_keeps_the_unseal_key_private_and_unseals(tmp_path: Path) -> None:
     client, init_file = FakeClient(FakeSys()), tmp_path / "vault-init.json"
     _init_and_unseal(client, init_file)  # type: ignore[arg-type]
     assert client.sys.unsealed_with == "s3cr3t" and client.token == "root-t"
     assert init_file.stat().st_mode & 0o777 == 0o600
 
 
-def test_initialised_data_without_its_key_asks_for_a_purge(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_initialised_data_without_its_key_asks_for_a_purge(tmp_path: Path) -> None:
     with pytest.raises(StackError, match="unseal key was never kept.*--purge"):
         _init_and_unseal(FakeClient(FakeSys(initialised=True)), tmp_path / "vault-init.json")  # type: ignore[arg-type]
 
 
-def test_a_vault_that_does_not_answer_is_a_stack_error_without_the_request_text(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    monkeypatch.setattr(bootstrap.hvac, "Client", lambda url, timeout: FakeClient(FakeSys(slow=True)))
+class RefusingSys(FakeSys):
+    def initialize(self, secret_shares: int, secret_threshold: int) -> dict:  # type: ignore[type-arg]
+        raise hvac.exceptions.InternalServerError("raft: s3cr3t")
+
+
+@pytest.mark.parametrize(("vault", "kind"), [(FakeSys(slow=True), "ReadTimeout"),
+                                              (RefusingSys(), "InternalServerError")])
+def test_a_vault_that_fails_a_first_start_is_a_stack_error_without_its_text(
+        vault: FakeSys, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bootstrap.hvac, "Client", lambda url, timeout: FakeClient(vault))
     cfg = SimpleNamespace(vault_addr="http://127.0.0.1:1", secrets_dir=tmp_path)
     with pytest.raises(StackError) as caught:
         bootstrap.vault_init_and_unseal(cfg)  # type: ignore[arg-type]
-    assert "ReadTimeout" in str(caught.value) and "s3cr3t" not in str(caught.value)
+    assert kind in str(caught.value) and "s3cr3t" not in str(caught.value)
     assert caught.value.__cause__ is None and not (tmp_path / "vault-init.json").exists()

@@ -115,7 +115,7 @@ def effective_grade(event_type: EventType, payload: Any) -> Grade:
     A field is carried when present and not None. A key the schema does not know, or a payload that
     is not a mapping, makes the event the highest grade (fail closed).
     """
-    if not isinstance(payload, Mapping):
+    if type(payload) is not dict and not isinstance(payload, Mapping):  # a dict, as decoded, without the ABC's check
         return HIGHEST
     grades = event_type.field_grades
     result = event_type.record_grade
